@@ -1,0 +1,362 @@
+"""Anti-aliasing filters of Seg-Aliasing (ICLR 2024): DAF, FreqMix and a BlurPool baseline.
+
+Pure ``nn.Module``s with plain arguments (no cfg). See docs/backbone.md and
+/work/shared/reference/seg_aliasing_method.md sections 2 and 3 for the math.
+
+Faithful semantics (what the paper's code computes), for real input ``x`` of shape (B, C, H, W):
+
+* ``DeAliasingFilter`` (DAF): ``Re(IFFT2(ifftshift(fftshift(FFT2(x)) * M)))`` with the centred box mask
+  ``M[r0:r1, c0:c1] = 1``, ``r0 = round(H/2 - H*t)``, ``r1 = round(H/2 + H*t)`` (Python round, half to even),
+  same for columns. Shape preserving, no parameters, same in train and eval.
+* ``FreqMix``: spatial band weights ``w = sigmoid(conv3x3(x))``, band split with the same mask
+  (``x_lo = DAF(x)``, ``x_hi = x - x_lo``), two SE gates fed with the global average of the real and imaginary
+  parts of each masked *spectrum*, combined as a magnitude, ``y = w0*a_lo*x_lo + w1*a_hi*x_hi``.
+
+Fast path (used by the modules): ``Re(...)`` of the box-masked spectrum equals filtering with the Hermitian
+symmetrised mask ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one ``rfft2``/``irfft2`` pair with a
+real (H, W//2+1) mask cached per (H, W, cutoff, device, dtype) gives the same output as the complex
+reference without any full-size complex mask. FreqMix's SE inputs are recovered exactly from the same rfft
+(``GAP(Re S_lo) = x_lo[..., 0, 0]``; ``GAP(Im S_lo)`` = a weighted sum over the few asymmetric edge bins).
+
+``reference_daf`` / ``reference_freqmix`` are direct, slow transcriptions of the original computation
+(fftshift, full complex box mask, real part) used by tests and benchmarks only.
+
+Numerics: the FFT part always runs in float32 with autocast disabled (cuFFT half precision only supports
+power-of-two sizes; bfloat16 FFTs are not supported at all); outputs are cast back to the input dtype.
+"""
+import functools
+import math
+from contextlib import ExitStack
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DeAliasingFilter",
+    "FreqMix",
+    "BlurPool",
+    "box_mask_bounds",
+    "box_mask_centered",
+    "symmetric_rfft_mask",
+    "reference_daf",
+    "reference_freqmix",
+    "FREQMIX_GATES",
+]
+
+FREQMIX_GATES = ("faithful", "band_energy")
+
+# masks are tiny (H x W//2+1 floats); bound the cache so varying test-time sizes cannot grow it forever
+_MASK_CACHE_SIZE = 128
+
+
+def _check_cutoff(cutoff, name="cutoff"):
+    try:
+        cutoff = float(cutoff)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 0.5] (cycles/pixel), got {cutoff!r}") from None
+    if not (0.0 < cutoff <= 0.5):
+        raise ValueError(f"{name} must be in (0, 0.5] (cycles/pixel), got {cutoff}")
+    return cutoff
+
+
+def box_mask_bounds(n, cutoff):
+    """Half-open slice [lo, hi) of the centred spectrum (DC at n//2) kept by the box mask.
+
+    Python's built-in round on float64, as in the original code (round-half-to-even matters, e.g. n=30).
+    """
+    return round(n / 2 - n * cutoff), round(n / 2 + n * cutoff)
+
+
+def box_mask_centered(h, w, cutoff):
+    """The (h, w) float64 numpy box mask in centred (fftshift-ed) coordinates."""
+    r0, r1 = box_mask_bounds(h, cutoff)
+    c0, c1 = box_mask_bounds(w, cutoff)
+    m = np.zeros((h, w), dtype=np.float64)
+    m[max(r0, 0):r1, max(c0, 0):c1] = 1.0
+    return m
+
+
+def _uncentred_parts(h, w, cutoff):
+    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0, 0])."""
+    mu = np.fft.ifftshift(box_mask_centered(h, w, cutoff))
+    mneg = mu[(-np.arange(h)) % h][:, (-np.arange(w)) % w]  # M(-k), indices modulo (h, w)
+    return 0.5 * (mu + mneg), 0.5 * (mu - mneg)
+
+
+@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
+def _np_symmetric_rfft_mask(h, w, cutoff):
+    msym, _ = _uncentred_parts(h, w, cutoff)
+    return np.ascontiguousarray(msym[:, : w // 2 + 1])
+
+
+@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
+def _np_imag_dc_weights(h, w, cutoff):
+    """Flat indices into the (h, w//2+1) rfft grid and weights so that
+    ``sum(weights * Im(X.flatten()[idx]))`` equals ``mean(Im(fftshift(fft2(x)) * M))``.
+
+    Im S(k) and the antisymmetric mask part are both odd in k, so the full-plane sum is twice the sum over one
+    half plane; rfft columns whose mirror is also inside the half (column 0 and, for even w, column w/2)
+    count once.
+    """
+    _, manti = _uncentred_parts(h, w, cutoff)
+    half = manti[:, : w // 2 + 1].copy()
+    col_w = np.full(w // 2 + 1, 2.0)
+    col_w[0] = 1.0
+    if w % 2 == 0:
+        col_w[-1] = 1.0
+    half *= col_w[None, :] / float(h * w)
+    idx = np.flatnonzero(half)
+    return idx.astype(np.int64), half.reshape(-1)[idx]
+
+
+@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
+def _cached_tensor(kind, h, w, cutoff, device, dtype):
+    # Built outside inference mode so a mask first created under torch.inference_mode() can later be saved
+    # for backward in a training step.
+    with torch.inference_mode(False), torch.no_grad():
+        if kind == "rmask":
+            return torch.from_numpy(_np_symmetric_rfft_mask(h, w, cutoff)).to(device=device, dtype=dtype)
+        if kind == "imag_idx":
+            return torch.from_numpy(_np_imag_dc_weights(h, w, cutoff)[0]).to(device=device)
+        if kind == "imag_w":
+            return torch.from_numpy(_np_imag_dc_weights(h, w, cutoff)[1]).to(device=device, dtype=dtype)
+    raise KeyError(kind)
+
+
+def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
+    """Real (h, w//2+1) response equal to the symmetrised box mask (cached per size/cutoff/device/dtype)."""
+    return _cached_tensor("rmask", int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
+
+
+def _fp32_region(device_type):
+    """Disable autocast (CPU and the tensor's device type, e.g. cuda) for the FFT part."""
+    stack = ExitStack()
+    types = ["cpu", "cuda"] + ([device_type] if device_type not in ("cpu", "cuda") else [])
+    for dt in types:
+        try:
+            stack.enter_context(torch.autocast(device_type=dt, enabled=False))
+        except RuntimeError:  # a device type without autocast support in this torch build
+            pass
+    return stack
+
+
+def _lowpass_rfft(xf, cutoff):
+    """x_lo of float32 ``xf`` plus its rfft spectrum (un-masked)."""
+    h, w = xf.shape[-2:]
+    spec = torch.fft.rfft2(xf)
+    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, xf.dtype)
+    return spec, rmask
+
+
+def _daf_fast(x, cutoff):
+    h, w = x.shape[-2:]
+    with _fp32_region(x.device.type):
+        xf = x.float()
+        spec, rmask = _lowpass_rfft(xf, cutoff)
+        # in place: rfft2 does not need its output for backward, and this saves one spectrum-sized buffer
+        spec.mul_(rmask)
+        y = torch.fft.irfft2(spec, s=(h, w))
+    return y.to(x.dtype)
+
+
+class DeAliasingFilter(nn.Module):
+    """De-aliasing filter (DAF): shape-preserving Fourier box low-pass, no parameters, no buffers.
+
+    Args:
+        cutoff: box half-width in cycles/pixel, in (0, 0.5]. The paper configs use 0.35 (= 0.25 * 1.4).
+    """
+
+    def __init__(self, cutoff=0.35):
+        super().__init__()
+        self.cutoff = _check_cutoff(cutoff)
+
+    def forward(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"DeAliasingFilter expects (..., H, W) input, got shape {tuple(x.shape)}")
+        return _daf_fast(x, self.cutoff)
+
+    def extra_repr(self):
+        return f"cutoff={self.cutoff}"
+
+
+class _SEGate(nn.Module):
+    """Squeeze-excitation gate: GAP -> 1x1 conv C->C/r -> ReLU -> 1x1 conv C/r->C -> sigmoid."""
+
+    def __init__(self, channels, reduction):
+        super().__init__()
+        hidden = channels // reduction
+        if hidden < 1:
+            raise ValueError(
+                f"FreqMix reduction={reduction} leaves no hidden channels for channels={channels}; "
+                f"expected reduction <= channels"
+            )
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x):
+        if x.shape[-2:] != (1, 1):
+            x = F.adaptive_avg_pool2d(x, 1)
+        x = x.to(self.fc1.weight.dtype)
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
+
+
+class FreqMix(nn.Module):
+    """FreqMix (frequency mixing) module, placed after a bottleneck's conv2 and before its norm.
+
+    Args:
+        channels: input/output channels (the bottleneck width, ``planes``).
+        cutoff: band split in cycles/pixel, in (0, 0.5]; the paper hard-codes 0.35.
+        reduction: SE compression ratio (paper default 16).
+        gate: ``"faithful"`` (default) reproduces the paper's code: each SE gate is fed with the global average
+            of the real and imaginary parts of its masked spectrum, which is the (complex) band-limited signal at
+            the top-left pixel (0, 0), and the two gate outputs are combined as a magnitude (values in (0, sqrt 2)).
+            ``"band_energy"`` is a NON-FAITHFUL variant (presumably the intended behaviour): each SE gate is fed
+            the per-channel RMS of its band, ``sqrt(mean(x_band^2))``, gate values in (0, 1). It will not
+            reproduce the paper's numbers.
+
+    Parameters: 3x3 conv C->2 (with bias) and two SE gates; 6,674 / 21,538 / 75,842 for C = 128 / 256 / 512.
+    """
+
+    def __init__(self, channels, cutoff=0.35, reduction=16, gate="faithful"):
+        super().__init__()
+        if int(channels) != channels or channels < 1:
+            raise ValueError(f"FreqMix channels must be a positive int, got {channels!r}")
+        if gate not in FREQMIX_GATES:
+            raise ValueError(f"FreqMix gate must be one of {FREQMIX_GATES}, got {gate!r}")
+        if int(reduction) != reduction or reduction < 1:
+            raise ValueError(f"FreqMix reduction must be a positive int, got {reduction!r}")
+        self.channels = int(channels)
+        self.cutoff = _check_cutoff(cutoff)
+        self.reduction = int(reduction)
+        self.gate = gate
+        self.spatial = nn.Conv2d(self.channels, 2, kernel_size=3, padding=1, bias=True)
+        self.se_lo = _SEGate(self.channels, self.reduction)
+        self.se_hi = _SEGate(self.channels, self.reduction)
+
+    def extra_repr(self):
+        return f"channels={self.channels}, cutoff={self.cutoff}, reduction={self.reduction}, gate={self.gate!r}"
+
+    def forward(self, x):
+        if x.dim() != 4:
+            raise ValueError(f"FreqMix expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+        in_dtype = x.dtype
+        h, w = x.shape[-2:]
+        # spatial band weights: an ordinary conv, left to autocast like every other conv
+        wts = torch.sigmoid(self.spatial(x))
+        with _fp32_region(x.device.type):
+            xf = x.float()
+            spec, rmask = _lowpass_rfft(xf, self.cutoff)
+            x_lo = torch.fft.irfft2(spec * rmask, s=(h, w))
+            x_hi = xf - x_lo
+            if self.gate == "faithful":
+                # GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0]
+                re_lo = x_lo[..., :1, :1]
+                re_hi = x_hi[..., :1, :1]
+                # GAP(Im S_lo) from the asymmetric edge bins; GAP(Im S_hi) = -GAP(Im S_lo) for real x
+                idx = _cached_tensor("imag_idx", h, w, self.cutoff, x.device, None)
+                iw = _cached_tensor("imag_w", h, w, self.cutoff, x.device, torch.float32)
+                if idx.numel():
+                    im_bins = torch.view_as_real(spec)[..., 1].flatten(-2).index_select(-1, idx)
+                    im_lo = (im_bins * iw).sum(-1)[..., None, None]
+                else:
+                    im_lo = torch.zeros_like(re_lo)
+                b = x.shape[0]
+                g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).float()
+                g_hi = self.se_hi(torch.cat([re_hi, -im_lo], 0)).float()
+                a_lo = torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8)
+                a_hi = torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
+            else:  # "band_energy" (non-faithful variant)
+                a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).float()
+                a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).float()
+            wts = wts.float()
+            y = wts[:, 0:1] * a_lo * x_lo + wts[:, 1:2] * a_hi * x_hi
+        return y.to(in_dtype)
+
+
+def _binomial_kernel_1d(k):
+    return np.array([math.comb(k - 1, i) for i in range(k)], dtype=np.float64) / 2.0 ** (k - 1)
+
+
+class BlurPool(nn.Module):
+    """Fixed binomial low-pass (BlurPool baseline) used in the DAF slot: same size output, stride 1.
+
+    In the paper's ``blur`` baseline the filter is applied to the stage input and the stage's own strided convs
+    do the subsampling, so here the filter never downsamples. Reflect padding (replicate if the map is too small
+    to reflect). ``kernel_size=1`` is the identity (the paper's "blur1" baseline).
+
+    Args:
+        channels: number of channels, or None to accept any channel count (the same filter is applied to every
+            channel either way; the argument only adds a shape check).
+        kernel_size: binomial kernel size >= 1 (paper baselines: 3, 5, 7).
+    """
+
+    def __init__(self, channels=None, kernel_size=3):
+        super().__init__()
+        if int(kernel_size) != kernel_size or kernel_size < 1:
+            raise ValueError(f"BlurPool kernel_size must be a positive int, got {kernel_size!r}")
+        if channels is not None and (int(channels) != channels or channels < 1):
+            raise ValueError(f"BlurPool channels must be a positive int or None, got {channels!r}")
+        self.channels = None if channels is None else int(channels)
+        self.kernel_size = int(kernel_size)
+        k1 = _binomial_kernel_1d(self.kernel_size)
+        # non-persistent: a fixed constant, keeps state dicts identical with and without the filter
+        self.register_buffer("kernel", torch.tensor(np.outer(k1, k1), dtype=torch.float32)[None, None], False)
+
+    def extra_repr(self):
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+
+    def forward(self, x):
+        if x.dim() != 4:
+            raise ValueError(f"BlurPool expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+        if self.channels is not None and x.shape[1] != self.channels:
+            raise ValueError(f"BlurPool built for {self.channels} channels got input with {x.shape[1]}")
+        k = self.kernel_size
+        if k == 1:
+            return x
+        b, c, h, w = x.shape
+        p0, p1 = (k - 1) // 2, k // 2
+        mode = "reflect" if min(h, w) > max(p0, p1) else "replicate"
+        xp = F.pad(x.reshape(b * c, 1, h, w), (p0, p1, p0, p1), mode=mode)
+        y = F.conv2d(xp, self.kernel.to(dtype=xp.dtype))
+        return y.reshape(b, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow reference transcriptions of the original computation (tests / benchmarks only).
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _reference_box_mask_like(spec, cutoff):
+    # the original allocates a full (B, C, H, W) complex mask per call; kept on purpose as the baseline
+    h, w = spec.shape[-2:]
+    r0, r1 = box_mask_bounds(h, cutoff)
+    c0, c1 = box_mask_bounds(w, cutoff)
+    mask = torch.zeros_like(spec)
+    mask[..., r0:r1, c0:c1] = 1
+    return mask
+
+
+def reference_daf(x, cutoff=0.35):
+    """Direct transcription: ``Re(ifft2(ifftshift(fftshift(fft2(x)) * M)))``, complex box mask."""
+    cutoff = _check_cutoff(cutoff)
+    s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"), dim=(-2, -1))
+    s = s * _reference_box_mask_like(s, cutoff)
+    return torch.fft.ifft2(torch.fft.ifftshift(s, dim=(-2, -1)), norm="backward").real
+
+
+def reference_freqmix(x, module):
+    """Direct transcription of the original FreqMix forward (faithful gate) using ``module``'s weights."""
+    if module.gate != "faithful":
+        raise ValueError("reference_freqmix transcribes the faithful gate only")
+    w = torch.sigmoid(module.spatial(x))
+    s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"), dim=(-2, -1))
+    mask = _reference_box_mask_like(s, module.cutoff)
+    s_lo = s * mask
+    s_hi = s * (1 - mask)
+    x_lo = torch.fft.ifft2(torch.fft.ifftshift(s_lo, dim=(-2, -1)), norm="backward").real
+    x_hi = x - x_lo
+    a_lo = torch.sqrt(module.se_lo(s_lo.real) ** 2 + module.se_lo(s_lo.imag) ** 2 + 1e-8)
+    a_hi = torch.sqrt(module.se_hi(s_hi.real) ** 2 + module.se_hi(s_hi.imag) ** 2 + 1e-8)
+    return w[:, 0:1] * a_lo * x_lo + w[:, 1:2] * a_hi * x_hi
