@@ -1,0 +1,294 @@
+"""Synthetic low-light RAW from sRGB images (LIS / ELD "PGRU" model, Canon EOS 5D Mark IV).
+
+Pipeline (``synthesize_lowlight``), all in float32/float64, channel order **RGB** throughout:
+
+1. **unprocess** sRGB [0, 1] -> linear camera RGB: inverse smoothstep tone curve, inverse gamma 2.2,
+   inverse of the fixed calibrated ``CAM2RGB`` matrix, random inverse white balance / brightness
+   with highlight-safe gains (Brooks et al. 2019 as used by LIS);
+2. **mosaic** RGGB -> packed ``(H/2, W/2, 4)`` planes ``[R, G1, B, G2]`` (G1 on the red row);
+3. **PGRU noise** in the dark digital-number domain at exposure ratio ``r ~ U(10, 100)``:
+   Poisson shot noise with system gain K (log-uniform), Tukey-lambda read noise, per-row banding,
+   uniform quantisation noise; then amplified back by ``r`` (so the result has the clean image's
+   brightness, LIS RAW-dark convention);
+4. **process** to the network input: linear raw-RGB (no WB, no CCM, no gamma), either by a
+   bilinear demosaic back to full resolution (default; OpenCV ``COLOR_BayerRGGB2RGB`` on a
+   16-bit mosaic, which puts R in channel 0) or as ``[R, mean(G1, G2), B]`` at half resolution.
+
+Differences from the LIS reference code, on purpose:
+
+* the result stays float (16-bit demosaic), it is not squashed to 8 bits;
+* channel order is RGB everywhere (the reference ends up with mixed BGR/RGB, see docs/data.md);
+* quantisation noise is drawn **per pixel** by default; ``quantization="scalar"`` reproduces the
+  reference's single scalar per call, ``"round"`` rounds to integer DN, ``"none"`` disables it.
+
+Every random draw comes from the ``numpy.random.Generator`` passed in, so results are reproducible.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "CAM2RGB",
+    "RGB2CAM",
+    "SATURATION",
+    "K_MIN",
+    "K_MAX",
+    "TUKEY_LAMBDAS",
+    "NoiseParams",
+    "inverse_smoothstep",
+    "smoothstep",
+    "unprocess",
+    "mosaic",
+    "demosaic",
+    "sample_noise_params",
+    "add_pgru_noise",
+    "predicted_variance",
+    "process_raw_rgb",
+    "process_srgb",
+    "synthesize_lowlight",
+]
+
+#: calibrated Canon EOS 5D Mark IV camera -> linear sRGB matrix (LIS unprocess.py), rows = output.
+CAM2RGB = np.array(
+    [[2.0484, -1.2716, 0.2232], [-0.2216, 1.7769, -0.5553], [-0.0077, -0.5926, 1.6003]], dtype=np.float64
+)
+RGB2CAM = np.linalg.inv(CAM2RGB)
+#: white - black of the 14-bit Canon sensor, in DN.
+SATURATION = 16383 - 512
+K_MIN, K_MAX = 0.2182, 13.964
+TUKEY_LAMBDAS = (0.014, 0.029, 0.057, 0.071, 0.086, 0.100, 0.114, 0.143, 0.157, 0.200)
+QUANTIZATION_MODES = ("per_pixel", "scalar", "round", "none")
+
+
+@dataclass
+class NoiseParams:
+    """One draw of the PGRU noise model (DN values refer to the dark, un-amplified exposure)."""
+
+    ratio: float  # exposure ratio r (amplification)
+    K: float  # system gain, DN per electron
+    tukey_lambda: float  # shape of the read-noise distribution
+    sigma_tl: float  # read-noise scale (DN)
+    sigma_r: float  # row-noise standard deviation (DN)
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def inverse_smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return 0.5 - np.sin(np.arcsin(1.0 - 2.0 * x) / 3.0)
+
+
+def smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return 3.0 * x**2 - 2.0 * x**3
+
+
+def _apply_ccm(x, ccm):
+    return np.einsum("...c,dc->...d", x, ccm)
+
+
+def unprocess(rgb, rng=None, wb_gains=None):
+    """sRGB (HWC, RGB, [0, 1] or uint8) -> linear camera RGB (HWC, [0, 1]) and a metadata dict.
+
+    The metadata holds the drawn gains (``red_gain``, ``blue_gain``, ``brightness``) and the
+    per-pixel effective gains ``gains`` (H, W, 3) applied, so :func:`process_srgb` can invert them.
+    ``wb_gains=(red_gain, blue_gain, brightness)`` fixes the draw.
+    """
+    rng = _rng(rng)
+    x = np.asarray(rgb)
+    x = x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
+    x = inverse_smoothstep(x)
+    x = np.maximum(x, 1e-8) ** 2.2
+    x = _apply_ccm(x, RGB2CAM)
+    if wb_gains is None:
+        brightness = 1.0 / rng.normal(0.8, 0.1)
+        red_gain = rng.uniform(1.9, 2.4)
+        blue_gain = rng.uniform(1.5, 1.9)
+    else:
+        red_gain, blue_gain, brightness = wb_gains
+    gains = np.array([1.0 / red_gain, 1.0, 1.0 / blue_gain]) / brightness
+    gray = np.mean(x, axis=-1, keepdims=True)
+    mask = (np.maximum(gray - 0.9, 0.0) / 0.1) ** 2
+    safe = np.maximum(mask + (1.0 - mask) * gains, gains)
+    x = np.clip(x * safe, 0.0, 1.0)
+    meta = {"red_gain": float(red_gain), "blue_gain": float(blue_gain), "brightness": float(brightness), "gains": safe}
+    return x, meta
+
+
+def mosaic(cam_rgb):
+    """(H, W, 3) -> packed RGGB (H/2, W/2, 4) ``[R, G1, B, G2]``; H and W must be even."""
+    h, w = cam_rgb.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"mosaic needs even height and width, got {h}x{w}")
+    return np.stack(
+        [cam_rgb[0::2, 0::2, 0], cam_rgb[0::2, 1::2, 1], cam_rgb[1::2, 1::2, 2], cam_rgb[1::2, 0::2, 1]], axis=-1
+    )
+
+
+def demosaic(packed):
+    """Packed ``[R, G1, B, G2]`` (h, w, 4) in [0, 1] -> full-resolution RGB (2h, 2w, 3), bilinear.
+
+    Uses OpenCV on a 16-bit mosaic (precision 1/65535). OpenCV names Bayer codes after the second
+    row, so RGGB is ``COLOR_BayerRGGB2RGB`` (== ``COLOR_BayerBG2RGB``), which puts R in channel 0.
+    """
+    import cv2
+
+    h, w = packed.shape[:2]
+    bayer = np.empty((2 * h, 2 * w), dtype=np.float64)
+    bayer[0::2, 0::2] = packed[..., 0]
+    bayer[0::2, 1::2] = packed[..., 1]
+    bayer[1::2, 1::2] = packed[..., 2]
+    bayer[1::2, 0::2] = packed[..., 3]
+    bayer16 = np.round(np.clip(bayer, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    code = getattr(cv2, "COLOR_BayerRGGB2RGB", cv2.COLOR_BAYER_BG2RGB)
+    return cv2.cvtColor(bayer16, code).astype(np.float32) / 65535.0
+
+
+def sample_noise_params(rng=None, ratio_range=(10.0, 100.0), ratio=None):
+    """Draw (r, K, lambda, sigma_TL, sigma_r) as in LIS dark_noising.py (Canon EOS 5D Mark IV)."""
+    rng = _rng(rng)
+    log_k = rng.uniform(math.log(K_MIN), math.log(K_MAX))
+    lam = float(rng.choice(TUKEY_LAMBDAS))
+    sigma_tl = math.exp(0.6559 * log_k + 1.0927 + 0.2860 * rng.standard_normal())
+    sigma_r = math.exp(0.4713 * log_k - 0.8079 + 0.2436 * rng.standard_normal())
+    r = float(ratio) if ratio is not None else float(rng.uniform(*ratio_range))
+    return NoiseParams(ratio=r, K=math.exp(log_k), tukey_lambda=lam, sigma_tl=sigma_tl, sigma_r=sigma_r)
+
+
+def add_pgru_noise(packed, params, rng=None, components="PGRU", quantization="per_pixel", amplify=True):
+    """Add PGRU noise to a clean packed raw (h, w, C) in [0, 1] (normal-exposure brightness).
+
+    ``components`` is any subset of "P" (Poisson shot), "G" (Tukey-lambda read), "R" (row),
+    "U" (quantisation). Returns the noisy image amplified by ``params.ratio`` (clipped to [0, 1]),
+    or the un-amplified dark capture (``amplify=False``, in [0, 1/r]).
+    """
+    from scipy import stats
+
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got '{quantization}'")
+    rng = _rng(rng)
+    y = np.asarray(packed, dtype=np.float64) * SATURATION / params.ratio
+    if "P" in components:
+        z = params.K * rng.poisson(y / params.K).astype(np.float64)
+    else:
+        z = y.copy()
+    if "G" in components:
+        z += stats.tukeylambda.rvs(params.tukey_lambda, scale=params.sigma_tl, size=z.shape, random_state=rng)
+    if "R" in components:
+        z += rng.normal(0.0, params.sigma_r, size=(z.shape[0], 1) + z.shape[2:])
+    if "U" in components:
+        if quantization == "per_pixel":
+            z += rng.uniform(-0.5, 0.5, size=z.shape)
+        elif quantization == "scalar":  # faithful LIS/ELD quirk: one draw for the whole image
+            z += rng.uniform(-0.5, 0.5)
+        elif quantization == "round":
+            z = np.round(z)
+    scale = params.ratio / SATURATION if amplify else 1.0 / SATURATION
+    return np.clip(z * scale, 0.0, 1.0).astype(np.float32)
+
+
+def predicted_variance(y, params, components="PGRU", quantization="per_pixel"):
+    """Model variance of :func:`add_pgru_noise`'s amplified output for a flat clean value ``y``."""
+    from scipy import stats
+
+    y_dn = y * SATURATION / params.ratio
+    var_dn = 0.0
+    if "P" in components:
+        var_dn += params.K * y_dn
+    if "G" in components:
+        var_dn += float(stats.tukeylambda.var(params.tukey_lambda)) * params.sigma_tl**2
+    if "R" in components:
+        var_dn += params.sigma_r**2
+    if "U" in components and quantization in ("per_pixel", "round"):
+        var_dn += 1.0 / 12.0
+    return var_dn * (params.ratio / SATURATION) ** 2
+
+
+def process_raw_rgb(packed, out_hw=None, method="bilinear"):
+    """Packed raw -> linear raw-RGB network input (no WB/CCM/gamma), float32 RGB.
+
+    method "bilinear": demosaic to (2h, 2w); "pack": ``[R, mean G, B]`` at (h, w) (real LIS RAW
+    rendering), resized to ``out_hw`` if given. The result is cropped/resized to ``out_hw``.
+    """
+    import cv2
+
+    if method == "bilinear":
+        out = demosaic(packed)
+    elif method == "pack":
+        p = np.asarray(packed, dtype=np.float32)
+        out = np.stack([p[..., 0], 0.5 * (p[..., 1] + p[..., 3]), p[..., 2]], axis=-1)
+    else:
+        raise ValueError(f"unknown method '{method}' (expected 'bilinear' or 'pack')")
+    if out_hw is not None:
+        h, w = out_hw
+        if method == "bilinear" and out.shape[0] >= h and out.shape[1] >= w and out.shape[0] - h <= 1 and out.shape[1] - w <= 1:
+            out = out[:h, :w]
+        elif out.shape[:2] != (h, w):
+            out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def process_srgb(cam_rgb, meta):
+    """Forward ISP: linear camera RGB (H, W, 3) -> sRGB [0, 1], inverting :func:`unprocess`'s draw.
+
+    Divides by the per-pixel gains in ``meta["gains"]`` (cropped to the image), applies ``CAM2RGB``,
+    gamma 1/2.2 and the smoothstep tone curve.
+    """
+    h, w = cam_rgb.shape[:2]
+    x = np.asarray(cam_rgb, dtype=np.float64) / meta["gains"][:h, :w]
+    x = np.clip(_apply_ccm(x, CAM2RGB), 0.0, 1.0)
+    x = np.maximum(x, 1e-8) ** (1.0 / 2.2)
+    return smoothstep(x).astype(np.float32)
+
+
+def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, noise=True, components="PGRU",
+                        quantization="per_pixel", output="raw_rgb", method="bilinear", return_clean=True,
+                        return_dark=False, wb_gains=None):
+    """Turn one sRGB image (HWC **RGB**, uint8 or float [0, 1]) into a synthetic low-light input.
+
+    Args:
+        output: "raw_rgb" -> (H, W, 3) linear raw-RGB (``method`` "bilinear" or "pack");
+            "packed" -> (ceil(H/2), ceil(W/2), 4) ``[R, G1, B, G2]``.
+        noise: False skips the noise model (the "noisy" output is then the clean one).
+        return_clean: also return the clean counterpart from the same unprocess draw (for paired,
+            DSL-style training).
+        return_dark: also return the un-amplified noisy packed capture (``"dark_packed"``) and the
+            unprocess metadata (``"meta"``), e.g. to render an sRGB-dark image with
+            :func:`process_srgb`.
+    Returns a dict with "noisy" (float32 in [0, 1]), optionally "clean", "dark_packed", "meta",
+    and "params" (:class:`NoiseParams` as a dict; None when ``noise`` is False).
+    """
+    rng = _rng(rng)
+    img = np.asarray(rgb)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"synthesize_lowlight expects an HxWx3 RGB image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    if h % 2 or w % 2:
+        img = np.pad(img, pad, mode="edge")
+    cam, meta = unprocess(img, rng, wb_gains=wb_gains)
+    clean_packed = mosaic(cam)
+    params = sample_noise_params(rng, ratio_range, ratio) if noise else None
+    noisy_packed = add_pgru_noise(clean_packed, params, rng, components, quantization) if noise else clean_packed
+
+    def finish(packed):
+        if output == "packed":
+            return np.ascontiguousarray(packed, dtype=np.float32)
+        if output == "raw_rgb":
+            return process_raw_rgb(packed, (h, w), method)
+        raise ValueError(f"unknown output '{output}' (expected 'raw_rgb' or 'packed')")
+
+    result = {"noisy": finish(noisy_packed), "params": params.as_dict() if params else None}
+    if return_clean:
+        result["clean"] = finish(clean_packed)
+    if return_dark:
+        result["dark_packed"] = (noisy_packed / params.ratio).astype(np.float32) if noise else clean_packed
+        result["meta"] = meta
+        result["cam_rgb"] = cam
+    return result
