@@ -10,7 +10,60 @@ __all__ = ["add_segalias_config"]
 
 
 def _add_backbone_config(cfg):
-    """Anti-aliased ResNet / ResNet-FPN keys (DAF, FreqMix, BlurPool, stem)."""
+    """Anti-aliased ResNet / ResNet-FPN keys (DAF, FreqMix, BlurPool, stem).
+
+    Used by ``build_segalias_resnet_backbone`` / ``build_segalias_resnet_fpn_backbone``. Stock keys
+    (MODEL.RESNETS.DEPTH/NORM/STRIDE_IN_1X1/..., MODEL.BACKBONE.FREEZE_AT, MODEL.FPN.*) are reused.
+    Only missing keys are added, so calling this twice keeps values a user already set.
+    """
+
+    def _node(parent, key):
+        if key not in parent:
+            setattr(parent, key, CN())
+        return getattr(parent, key)
+
+    def _default(node, key, value):
+        if key not in node:
+            setattr(node, key, value)
+
+    sa = _node(cfg.MODEL, "SEGALIAS")
+    # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c stem
+    # (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
+    _default(sa, "STEM_TYPE", "basic")
+
+    daf = _node(sa, "DAF")
+    # De-aliasing filter (paper: DAF, `blur_type='flc'`) on the inputs of the listed stages.
+    _default(daf, "ENABLED", True)
+    # DAF box cut-off in cycles/px (paper: `freq_thres` = 0.25 * 1.4 = 0.35), in (0, 0.5].
+    _default(daf, "CUTOFF", 0.35)
+    # Stages whose input is filtered (paper: stages 2-4 = res3, res4, res5); returned features stay unfiltered.
+    _default(daf, "STAGES", ["res3", "res4", "res5"])
+
+    fm = _node(sa, "FREQMIX")
+    # FreqMix after conv2 of every bottleneck of the listed stages (paper: `_FrequencyMix`, `att_pos='after_conv2'`).
+    _default(fm, "ENABLED", True)
+    # FreqMix band split in cycles/px (paper: hard-coded 0.25 * 1.4 = 0.35), in (0, 0.5].
+    _default(fm, "CUTOFF", 0.35)
+    # Stages with FreqMix (paper: stages 2-4 = res3, res4, res5; `train_first_stage=False`).
+    _default(fm, "STAGES", ["res3", "res4", "res5"])
+    # SE compression ratio of the two channel gates (paper: `compress_ratio` = 16).
+    _default(fm, "REDUCTION", 16)
+    # "faithful" = the paper's code (SE fed by spectrum means = top-left-pixel values);
+    # "band_energy" = non-faithful variant (SE fed by per-band RMS), does not reproduce the paper.
+    _default(fm, "GATE", "faithful")
+
+    bp = _node(sa, "BLURPOOL")
+    # Binomial BlurPool baseline in the DAF slot (paper baseline: `blur_type='blur'`); exclusive with DAF per stage.
+    _default(bp, "ENABLED", False)
+    # Binomial kernel size (paper: `blur_k`, 3/5/7; 1 = identity "blur1" baseline).
+    _default(bp, "KERNEL_SIZE", 3)
+    # Stages whose input is blurred (same slots as the DAF).
+    _default(bp, "STAGES", ["res3", "res4", "res5"])
+
+    # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys` 'att': lr x2).
+    _default(cfg.SOLVER, "FREQMIX_LR_MULTIPLIER", 2.0)
+    # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 = off.
+    _default(cfg.SOLVER, "HEAD_LR_MULTIPLIER", 1.0)
 
 
 def _add_data_config(cfg):
@@ -18,7 +71,29 @@ def _add_data_config(cfg):
 
 
 def _add_evaluation_config(cfg):
-    """Boundary-error evaluator keys."""
+    """Boundary-error evaluator keys (``cfg.TEST.SEGALIAS``); only missing keys are added."""
+    if "SEGALIAS" not in cfg.TEST:
+        cfg.TEST.SEGALIAS = CN()
+    ev = cfg.TEST.SEGALIAS
+    defaults = [
+        # Side (px) of the square dilation kernel that turns 1-px Laplacian edges into the BIoU/FErr/MErr/DErr band (odd; 15 = +-7 px, paper).
+        ("BOUNDARY_BAND_WIDTH", 15),
+        # Cheng et al. Boundary IoU / Boundary AP band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005).
+        ("BOUNDARY_IOU_DILATION_RATIO", 0.02),
+        # Also run the semantic Boundary IoU evaluator (task "boundary_iou") next to the boundary-error evaluator.
+        ("SEM_SEG_BOUNDARY_IOU", False),
+        # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
+        ("INSTANCE_SCORE_THRESH", 0.5),
+        # Folder (relative to OUTPUT_DIR unless absolute) for PNG error-map overlays written by tools/visualize_errors.py.
+        ("ERROR_MAP_DIR", "error_maps"),
+        # Opacity of the error colours blended over the image in error-map overlays, in [0, 1].
+        ("VIS_ALPHA", 0.6),
+        # Nyquist frequency (cycles/px of the feature grid) used by the aliasing score (reconstruction; 0.25 = stride-2 subsampling).
+        ("ALIASING_NYQUIST", 0.25),
+    ]
+    for key, value in defaults:
+        if key not in ev:
+            setattr(ev, key, value)
 
 
 def _add_solver_config(cfg):
