@@ -26,6 +26,7 @@ setup(
         "shapely>=1.7",
         "matplotlib>=3.3",
         "tqdm>=4.29",
+        "tensorboard",  # Detectron2 trainers write TensorBoard events
         "scipy>=1.5",
     ],
     extras_require={"dev": ["pytest>=7"]},

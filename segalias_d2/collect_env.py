@@ -1,0 +1,56 @@
+"""Print the environment segalias_d2 runs in: ``python -m segalias_d2.collect_env``."""
+import importlib
+import os
+import platform
+import sys
+
+from tabulate import tabulate
+
+
+def _version(module_name):
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # report, never crash: this is a diagnostics tool
+        return f"not importable ({type(e).__name__}: {e})"
+    return getattr(module, "__version__", "unknown version")
+
+
+def collect_env_info() -> str:
+    import torch
+
+    rows = [
+        ("sys.platform", sys.platform),
+        ("Python", sys.version.replace("\n", " ")),
+        ("numpy", _version("numpy")),
+        ("PyTorch", f"{torch.__version__} @ {os.path.dirname(torch.__file__)}"),
+        ("torchvision", _version("torchvision")),
+        ("CUDA available", str(torch.cuda.is_available())),
+    ]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            rows.append((f"GPU {i}", torch.cuda.get_device_name(i)))
+        rows.append(("CUDA (torch build)", str(torch.version.cuda)))
+    try:
+        import detectron2
+
+        from segalias_d2 import compat
+
+        rows += [
+            ("detectron2", f"{detectron2.__version__} @ {os.path.dirname(detectron2.__file__)}"),
+            ("detectron2 source", compat.detectron2_source()),
+        ]
+        rows += [(f"op: {feature}", status) for feature, status in compat.compiled_op_status()]
+    except ImportError as e:
+        rows.append(("detectron2", f"not importable ({e}); run: bash dev/setup_env.sh"))
+    for name in ("segalias_d2", "fvcore", "iopath", "pycocotools", "cv2", "PIL", "rawpy", "shapely"):
+        rows.append((name, _version(name)))
+    rows.append(("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores"))
+    return tabulate(rows)
+
+
+def main():
+    print(collect_env_info())
+
+
+if __name__ == "__main__":
+    main()
