@@ -1,0 +1,300 @@
+"""Registering low-light COCO-style datasets (LIS and friends) and mapping classes by name.
+
+``register_lowlight_dataset(name, json_file, image_root, image_format=...)`` registers a lazy
+``DatasetCatalog`` entry and fills ``MetadataCatalog`` (thing_classes, evaluator_type="coco",
+image_format, json_file, black/white levels, exposure ratio). The JSON is read at first use
+(``DatasetCatalog.get``), where problems are reported as follows:
+
+* missing JSON / image folder -> :class:`DatasetNotFoundError` listing the missing paths;
+* an annotation whose category is not in ``categories``, or a category name that is not one of
+  the requested ``thing_classes`` -> :class:`AnnotationError` naming the JSON and the record;
+* polygons with fewer than 3 points (Detectron2 skips those instances), boxes entirely outside
+  the image or degenerate boxes -> skipped with a warning; boxes partly outside are clipped. The
+  counts are logged in one summary line and kept in :data:`LOAD_SUMMARIES` [dataset name].
+"""
+import copy
+import json
+import logging
+import os
+from collections import Counter
+
+import numpy as np
+
+from .raw_io import IMAGE_FORMATS, LowLightDataError, check_format
+
+__all__ = [
+    "LIS_CLASSES",
+    "CLASS_NAME_ALIASES",
+    "DatasetNotFoundError",
+    "AnnotationError",
+    "LOAD_SUMMARIES",
+    "canonical_class_name",
+    "class_index_map",
+    "remap_instances",
+    "load_lowlight_json",
+    "register_lowlight_dataset",
+    "require_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+#: LIS categories in the order of the LIS JSON (ids 0..7).
+LIS_CLASSES = ["bicycle", "chair", "diningtable", "bottle", "motorbike", "car", "tvmonitor", "bus"]
+
+#: Different spellings of the same class (COCO / VOC / LIS). Keys and values are canonical
+#: lower-case names; :func:`canonical_class_name` maps every spelling to the LIS/VOC one.
+CLASS_NAME_ALIASES = {
+    "motorcycle": "motorbike",
+    "dining table": "diningtable",
+    "tv": "tvmonitor",
+    "tv/monitor": "tvmonitor",
+    "tv monitor": "tvmonitor",
+    "airplane": "aeroplane",
+    "couch": "sofa",
+    "potted plant": "pottedplant",
+    "track": "truck",  # labelme's video-annotation example spells truck "track"
+}
+
+#: name -> per-dataset load summary (counts of skipped / clipped annotations)
+LOAD_SUMMARIES = {}
+
+
+class DatasetNotFoundError(LowLightDataError, FileNotFoundError):
+    """Files of a registered dataset are missing (raised at first use, not at registration)."""
+
+
+class AnnotationError(LowLightDataError, ValueError):
+    """An annotation file contains a record that cannot be used."""
+
+
+def canonical_class_name(name):
+    n = " ".join(str(name).strip().lower().replace("_", " ").split())
+    return CLASS_NAME_ALIASES.get(n, n)
+
+
+def class_index_map(src_classes, dst_classes, strict=False):
+    """Index map from ``src_classes`` to ``dst_classes`` matched BY NAME (aliases applied).
+
+    Returns an int64 array ``m`` with ``m[i]`` = index in ``dst_classes`` of ``src_classes[i]``,
+    or -1 when it has no counterpart (``strict=True`` raises instead). Example: a COCO-80 model
+    evaluated on LIS: ``class_index_map(coco_thing_classes, LIS_CLASSES)`` maps
+    motorcycle -> motorbike, dining table -> diningtable, tv -> tvmonitor.
+    """
+    dst = {canonical_class_name(n): j for j, n in enumerate(dst_classes)}
+    if len(dst) != len(dst_classes):
+        raise ValueError(f"dst_classes has duplicate names after canonicalisation: {list(dst_classes)}")
+    out = np.full(len(src_classes), -1, dtype=np.int64)
+    for i, n in enumerate(src_classes):
+        j = dst.get(canonical_class_name(n))
+        if j is None and strict:
+            raise AnnotationError(f"class '{n}' has no counterpart (by name) in {list(dst_classes)}")
+        out[i] = -1 if j is None else j
+    return out
+
+
+def remap_instances(instances, index_map):
+    """Relabel a Detectron2 ``Instances`` with ``pred_classes`` (or ``gt_classes``) by ``index_map``.
+
+    Instances whose class maps to -1 are dropped. Returns a new ``Instances``.
+    """
+    import torch
+
+    field = "pred_classes" if instances.has("pred_classes") else "gt_classes"
+    classes = instances.get(field)
+    m = torch.as_tensor(index_map, device=classes.device)
+    new = m[classes]
+    keep = new >= 0
+    out = instances[keep]
+    out.set(field, new[keep])
+    return out
+
+
+def require_paths(dataset_name, paths, env_var="DETECTRON2_DATASETS", hint=""):
+    """Raise :class:`DatasetNotFoundError` listing every path in ``paths`` that does not exist."""
+    from detectron2.utils.file_io import PathManager
+
+    missing = [p for p in paths if not PathManager.exists(p)]
+    if missing:
+        root = os.environ.get(env_var)
+        where = f"${env_var}='{root}'" if root else f"${env_var} is not set, so the default 'datasets' was used"
+        raise DatasetNotFoundError(
+            f"dataset '{dataset_name}' is missing {len(missing)} path(s):\n  "
+            + "\n  ".join(os.path.abspath(p) for p in missing)
+            + f"\n(looked under the dataset root; {where}). See datasets/README.md for the expected layout."
+            + (f" {hint}" if hint else "")
+        )
+
+
+def _read_json(json_file):
+    from detectron2.utils.file_io import PathManager
+
+    with PathManager.open(json_file, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"annotation file '{json_file}' is not valid JSON: {e}") from e
+
+
+def _category_mapping(data, json_file, thing_classes):
+    cats = sorted(data.get("categories", []), key=lambda c: c["id"])
+    if not cats:
+        raise AnnotationError(f"annotation file '{json_file}' has no 'categories'")
+    if thing_classes is None:
+        classes = [c["name"] for c in cats]
+        return classes, {c["id"]: i for i, c in enumerate(cats)}, {}
+    wanted = {canonical_class_name(n): i for i, n in enumerate(thing_classes)}
+    id_map, unknown = {}, {}
+    for c in cats:
+        j = wanted.get(canonical_class_name(c["name"]))
+        if j is None:
+            unknown[c["id"]] = c["name"]
+        else:
+            id_map[c["id"]] = j
+    return list(thing_classes), id_map, unknown
+
+
+def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="srgb", thing_classes=None,
+                       extra_fields=None, unknown_category="error"):
+    """Load a COCO-format JSON into Detectron2 dicts, validated and mapped to ``thing_classes`` by name.
+
+    Args:
+        thing_classes: class list defining the contiguous ids (by name, aliases applied); None ->
+            the JSON's categories sorted by id (Detectron2's convention).
+        extra_fields: dict added to every record (e.g. image_format, black_level, exposure_ratio).
+        unknown_category: "error" (default) raises :class:`AnnotationError` when an annotation uses a
+            category whose name is not in ``thing_classes``; "skip" drops those annotations (counted).
+    """
+    from detectron2.data.datasets.coco import load_coco_json
+
+    check_format(image_format)
+    name = dataset_name or os.path.basename(json_file)
+    data = _read_json(json_file)
+    classes, id_map, unknown = _category_mapping(data, json_file, thing_classes)
+    cat_names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
+    counts = Counter()
+    for ann in data.get("annotations", []):
+        cid = ann.get("category_id")
+        where = (f"annotation id={ann.get('id')} (image id={ann.get('image_id')}, "
+                 f"file '{files.get(ann.get('image_id'))}') in '{json_file}'")
+        if cid not in cat_names:
+            raise AnnotationError(f"{where} uses category_id={cid}, which is not in the file's 'categories'")
+        if cid in unknown and unknown_category == "error":
+            raise AnnotationError(
+                f"{where} has category '{unknown[cid]}' (id {cid}), which is not one of the dataset's "
+                f"classes {classes} (names are matched after aliases: {CLASS_NAME_ALIASES})"
+            )
+        segm = ann.get("segmentation")
+        if isinstance(segm, list) and segm and not any(len(p) >= 6 and len(p) % 2 == 0 for p in segm):
+            counts["polygon_fewer_than_3_points"] += 1
+            logger.warning(f"[{name}] skipping {where}: polygon with fewer than 3 points")
+
+    dicts = load_coco_json(json_file, image_root, dataset_name=None)
+    out = []
+    for rec in dicts:
+        rec = dict(rec)
+        h, w = rec["height"], rec["width"]
+        annos = []
+        for obj in rec.get("annotations", []):
+            cid = obj["category_id"]
+            if cid not in id_map:
+                counts["unknown_category"] += 1
+                continue
+            obj = dict(obj, category_id=id_map[cid])
+            x, y, bw, bh = [float(v) for v in obj["bbox"]]
+            if bw <= 0 or bh <= 0:
+                counts["degenerate_box"] += 1
+                logger.warning(f"[{name}] skipping a degenerate box {obj['bbox']} of '{rec['file_name']}'")
+                continue
+            x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
+            if x1 <= x0 or y1 <= y0:
+                counts["box_outside_image"] += 1
+                logger.warning(
+                    f"[{name}] skipping box {obj['bbox']} entirely outside the {w}x{h} image '{rec['file_name']}' "
+                    f"(image id={rec['image_id']}, json '{json_file}')"
+                )
+                continue
+            if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
+                counts["box_clipped"] += 1
+                obj["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+            annos.append(obj)
+        rec["annotations"] = annos
+        rec["image_format"] = image_format
+        if extra_fields:
+            rec.update(copy.deepcopy(extra_fields))
+        out.append(rec)
+    summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts)}
+    LOAD_SUMMARIES[name] = summary
+    skipped = {k: v for k, v in counts.items()}
+    if skipped:
+        logger.warning(f"[{name}] load summary for '{json_file}': {summary}")
+    else:
+        logger.info(f"[{name}] load summary: {summary}")
+    if dataset_name is not None:
+        from detectron2.data import MetadataCatalog
+
+        meta = MetadataCatalog.get(dataset_name)
+        if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+            meta.thing_dataset_id_to_contiguous_id = dict(id_map)
+        if not hasattr(meta, "thing_classes"):
+            meta.thing_classes = classes
+    return out
+
+
+def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", thing_classes=None,
+                              raw_output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None,
+                              unknown_category="error", **metadata):
+    """Register a COCO-format low-light instance-segmentation dataset (lazy).
+
+    Args:
+        name: dataset name (e.g. "lis_raw_dark_test").
+        json_file: COCO JSON. image_root: folder that ``file_name`` entries are relative to.
+        image_format: "raw" (camera RAW via rawpy), "raw_rgb" (LIS RAW-* PNGs, 8- or 16-bit),
+            "raw_packed" (4-channel [R, G1, B, G2]), or "srgb" (camera JPEG/PNG).
+        thing_classes: classes defining the contiguous ids, matched BY NAME to the JSON categories
+            (default: the JSON categories sorted by id). For LIS pass :data:`LIS_CLASSES`.
+        raw_output: for "raw": "raw_rgb" (3-ch) or "packed" (4-ch, half resolution).
+        black_level / white_level: in the file's DN (see :func:`raw_io.read_lowlight_image`).
+        exposure_ratio: amplification for dark frames (float), or None.
+        metadata: extra MetadataCatalog fields.
+    Each record carries ``image_format``, ``raw_output``, ``black_level``, ``white_level`` and
+    ``exposure_ratio`` so the mapper can read it without the metadata.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    check_format(image_format)
+    if raw_output not in ("raw_rgb", "packed"):
+        from .raw_io import UnsupportedFormatError
+
+        raise UnsupportedFormatError(f"raw_output must be 'raw_rgb' or 'packed', got '{raw_output}'")
+    extra = {
+        "raw_output": raw_output,
+        "black_level": black_level,
+        "white_level": white_level,
+        "exposure_ratio": exposure_ratio,
+    }
+    classes = list(thing_classes) if thing_classes is not None else None
+    hint = metadata.pop("missing_hint", "")
+
+    def _load(json_file=json_file, image_root=image_root, name=name):
+        require_paths(name, [json_file, image_root], hint=hint)
+        return load_lowlight_json(json_file, image_root, name, image_format, classes, extra, unknown_category)
+
+    DatasetCatalog.register(name, _load)
+    fields = dict(
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="coco",
+        image_format=image_format,
+        raw_output=raw_output,
+        levels={"black": black_level, "white": white_level},
+        exposure_ratio=exposure_ratio,
+    )
+    if classes is not None:
+        fields["thing_classes"] = classes
+    fields.update(metadata)
+    MetadataCatalog.get(name).set(**fields)
+    return name
+
+
+assert set(IMAGE_FORMATS) == {"raw", "raw_rgb", "raw_packed", "srgb"}

@@ -1,0 +1,363 @@
+"""``LowLightDatasetMapper``: a Detectron2 dataset mapper for RAW / raw-RGB / packed / sRGB inputs.
+
+Usage::
+
+    mapper = LowLightDatasetMapper(cfg, is_train=True)
+    loader = build_detection_train_loader(cfg, mapper=mapper)
+
+What it does per dataset dict:
+
+1. reads the image with :func:`raw_io.read_lowlight_image` according to the record's
+   ``image_format`` (default ``cfg.INPUT.SEGALIAS.DEFAULT_IMAGE_FORMAT``) as float32 in [0, 1],
+   optionally through a :class:`DecodeCache` (each RAW file decoded once);
+2. optionally (training, sRGB records, ``SYNTHESIS.ENABLED``) turns the sRGB image into a synthetic
+   low-light raw-RGB (or packed) image; with ``RETURN_CLEAN`` the clean counterpart from the same
+   draw is returned as ``"clean_image"``;
+3. **resolution choice for half-resolution inputs**: annotations (boxes, polygons, masks,
+   ``sem_seg``) are given in the frame of the record's ``height``/``width``. When a RAW or packed
+   image decodes at another resolution (packed Bayer is half size), the annotations are scaled to
+   the decoded image (a ``ScaleTransform`` placed before the augmentations) instead of resizing the
+   image, so the packed Bayer planes are never interpolated before the augmentations. The output
+   keeps the original ``height``/``width``, so predictions are rescaled to the annotation frame at
+   inference as usual. For other formats a size mismatch is an error (Detectron2's check);
+4. applies the Detectron2 augmentations on the float image (resize interpolation configurable:
+   LIS uses nearest so noise statistics are not smoothed), keeping arrays contiguous;
+5. scales to ``PIXEL_SCALE`` (255: the range of Detectron2's uint8 inputs and PIXEL_MEAN) and
+   converts 3-channel images from the canonical RGB to ``cfg.INPUT.FORMAT`` ("BGR" flips); 4-channel
+   images stay ``[R, G1, B, G2]``; returns ``"image"`` as a CHW float32 tensor.
+
+Instance annotations follow Detectron2's ``DatasetMapper``; semantic records
+(``sem_seg_file_name``) get a ``"sem_seg"`` long tensor (255 = ignore).
+"""
+import copy
+import hashlib
+import json
+import logging
+import os
+import zlib
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from PIL import Image
+
+from .raw_io import ImageReadError, LowLightDataError, check_format, is_camera_raw, read_lowlight_image
+from .synthesis import synthesize_lowlight
+
+__all__ = ["LowLightDatasetMapper", "DecodeCache", "LowLightSynthesisTransform", "build_lowlight_augmentation"]
+
+logger = logging.getLogger(__name__)
+
+_INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+class DecodeCache:
+    """Decode each image once: an in-memory LRU (``max_items``) and/or an on-disk ``.npy`` cache.
+
+    Keys hash the absolute path, its mtime and size, and the decode options, so a changed file or
+    different options never hit a stale entry. The memory cache lives in each DataLoader worker
+    process; the disk cache is shared (files are written atomically).
+    """
+
+    def __init__(self, max_items=32, cache_dir=None):
+        self.max_items = int(max_items)
+        self.cache_dir = cache_dir or None
+        self._mem = OrderedDict()
+        self.hits = self.misses = 0
+        if self.cache_dir:
+            os.makedirs(self.cache_dir, exist_ok=True)
+
+    @staticmethod
+    def key(path, options):
+        st = os.stat(path)
+        blob = json.dumps([os.path.abspath(path), st.st_mtime_ns, st.st_size, options], sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()
+
+    def get(self, path, options, decode):
+        try:
+            key = self.key(path, options)
+        except OSError:  # not a local file (or missing): let the decoder report it
+            return decode()
+        if key in self._mem:
+            self._mem.move_to_end(key)
+            self.hits += 1
+            return self._mem[key]
+        arr = None
+        disk = os.path.join(self.cache_dir, key + ".npy") if self.cache_dir else None
+        if disk and os.path.exists(disk):
+            try:
+                arr = np.load(disk)
+                self.hits += 1
+            except (OSError, ValueError):
+                arr = None
+        if arr is None:
+            self.misses += 1
+            arr = decode()
+            if disk:
+                tmp = f"{disk}.{os.getpid()}.tmp.npy"
+                np.save(tmp, arr)
+                os.replace(tmp, disk)
+        if self.max_items > 0:
+            self._mem[key] = arr
+            while len(self._mem) > self.max_items:
+                self._mem.popitem(last=False)
+        return arr
+
+
+class LowLightSynthesisTransform(T.Transform):
+    """Detectron2 ``Transform`` that replaces an sRGB float/uint8 RGB image by a synthetic low-light one.
+
+    Geometry is unchanged (coords/segmentation pass through). Output: float32 in [0, 1]; with
+    ``output="packed"`` the image becomes half resolution, so use it only as the last transform
+    (or through :class:`LowLightDatasetMapper`, which handles annotation scaling).
+    """
+
+    def __init__(self, seed, ratio_range=(10.0, 100.0), output="raw_rgb", method="bilinear",
+                 quantization="per_pixel"):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img):
+        x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
+        return synthesize_lowlight(x, np.random.default_rng(self.seed), self.ratio_range, output=self.output,
+                                   method=self.method, quantization=self.quantization, return_clean=False)["noisy"]
+
+    def apply_coords(self, coords):
+        return coords
+
+    def apply_segmentation(self, segmentation):
+        return segmentation
+
+
+class RandomLowLightSynthesis(T.Augmentation):
+    """Augmentation producing :class:`LowLightSynthesisTransform` with probability ``prob``."""
+
+    def __init__(self, prob=1.0, ratio_range=(10.0, 100.0), output="raw_rgb", method="bilinear",
+                 quantization="per_pixel", seed=None):
+        super().__init__()
+        self._rng = np.random.default_rng(seed)
+        self._init(locals())
+
+    def get_transform(self, image):
+        if self._rng.uniform() >= self.prob:
+            return T.NoOpTransform()
+        return LowLightSynthesisTransform(int(self._rng.integers(2**63)), self.ratio_range, self.output,
+                                          self.method, self.quantization)
+
+
+class _ContiguousAugInput(T.AugInput):
+    """AugInput that keeps image / sem_seg contiguous (Detectron2's float resize uses ``.view``)."""
+
+    def transform(self, tfm):
+        self.image = np.ascontiguousarray(tfm.apply_image(self.image))
+        if self.boxes is not None:
+            self.boxes = tfm.apply_box(self.boxes)
+        if self.sem_seg is not None:
+            self.sem_seg = np.ascontiguousarray(tfm.apply_segmentation(self.sem_seg))
+
+
+def _seg_cfg(cfg, *path, default=None):
+    node = cfg
+    for p in path:
+        if not hasattr(node, p):
+            return default
+        node = getattr(node, p)
+    return node
+
+
+def build_lowlight_augmentation(cfg, is_train):
+    """Detectron2's default augmentation (resize shortest edge + flip), with the resize interpolation
+    from ``cfg.INPUT.SEGALIAS.RESIZE_INTERP`` and the optional crop of ``cfg.INPUT.CROP``."""
+    interp = _INTERP[str(_seg_cfg(cfg, "INPUT", "SEGALIAS", "RESIZE_INTERP", default="bilinear")).lower()]
+    if is_train:
+        min_size, max_size, sample = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+    else:
+        min_size, max_size, sample = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"
+    augs = [T.ResizeShortestEdge(min_size, max_size, sample, interp=interp)]
+    if is_train and cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    if is_train and cfg.INPUT.CROP.ENABLED:
+        augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+    return augs
+
+
+class LowLightDatasetMapper:
+    """Map a low-light dataset dict to model inputs (see the module docstring)."""
+
+    @configurable
+    def __init__(self, is_train=True, *, augmentations, image_format="BGR", use_instance_mask=False,
+                 instance_mask_format="polygon", recompute_boxes=False, default_image_format="srgb",
+                 raw_output="raw_rgb", exposure_ratio=None, pixel_scale=255.0, synthesis=None,
+                 decode_cache=None):
+        """
+        Args:
+            augmentations: list of Detectron2 Augmentation/Transform (applied to float images).
+            image_format: channel order of 3-channel outputs, "RGB" or "BGR" (cfg.INPUT.FORMAT).
+            default_image_format: "srgb" | "raw" | "raw_rgb" | "raw_packed" for records without one.
+            raw_output: "raw_rgb" or "packed" for camera RAW records without ``raw_output``.
+            exposure_ratio: amplification used when a record has none (None = 1).
+            pixel_scale: multiply [0, 1] images by this (255 = Detectron2's usual range).
+            synthesis: None, or dict(ratio_range, seed, return_clean, output, method, quantization)
+                to synthesise low-light images from sRGB records at training time.
+            decode_cache: a :class:`DecodeCache` or None.
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"LowLightDatasetMapper supports INPUT.FORMAT 'RGB' or 'BGR', got '{image_format}'")
+        check_format(default_image_format)
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.channel_order = image_format
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+        self.recompute_boxes = recompute_boxes
+        self.default_image_format = default_image_format
+        self.raw_output = raw_output
+        self.exposure_ratio = exposure_ratio
+        self.pixel_scale = float(pixel_scale)
+        self.synthesis = dict(synthesis) if synthesis else None
+        self.decode_cache = decode_cache
+        self._calls = 0
+        mode = "training" if is_train else "inference"
+        logger.info(f"[LowLightDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        s = lambda *p, default=None: _seg_cfg(cfg, "INPUT", "SEGALIAS", *p, default=default)  # noqa: E731
+        synthesis = None
+        if s("SYNTHESIS", "ENABLED", default=False):
+            seed = int(s("SYNTHESIS", "SEED", default=-1))
+            synthesis = {
+                "ratio_range": tuple(s("SYNTHESIS", "RATIO_RANGE", default=(10.0, 100.0))),
+                "seed": None if seed < 0 else seed,
+                "return_clean": bool(s("SYNTHESIS", "RETURN_CLEAN", default=False)),
+                "output": s("SYNTHESIS", "OUTPUT", default="raw_rgb"),
+                "method": s("SYNTHESIS", "METHOD", default="bilinear"),
+                "quantization": s("SYNTHESIS", "QUANTIZATION", default="per_pixel"),
+            }
+        cache = None
+        if _seg_cfg(cfg, "DATALOADER", "SEGALIAS", "DECODE_CACHE", "ENABLED", default=False):
+            cache = DecodeCache(
+                _seg_cfg(cfg, "DATALOADER", "SEGALIAS", "DECODE_CACHE", "MAX_ITEMS", default=32),
+                _seg_cfg(cfg, "DATALOADER", "SEGALIAS", "DECODE_CACHE", "DIR", default="") or None,
+            )
+        ratio = float(s("EXPOSURE_RATIO", default=0.0) or 0.0)
+        return {
+            "is_train": is_train,
+            "augmentations": build_lowlight_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "recompute_boxes": bool(is_train and cfg.INPUT.CROP.ENABLED and cfg.MODEL.MASK_ON),
+            "default_image_format": s("DEFAULT_IMAGE_FORMAT", default="srgb"),
+            "raw_output": s("RAW_OUTPUT", default="raw_rgb"),
+            "exposure_ratio": ratio if ratio > 0 else None,
+            "pixel_scale": float(s("PIXEL_SCALE", default=255.0)),
+            "synthesis": synthesis,
+            "decode_cache": cache,
+        }
+
+    # -------------------------------------------------------------------------------- reading
+    def _describe(self, d):
+        return f"record image_id={d.get('image_id')!r}, file_name='{d.get('file_name')}'"
+
+    def read_image(self, d):
+        fmt = d.get("image_format") or self.default_image_format
+        check_format(fmt)
+        ratio = d.get("exposure_ratio") or self.exposure_ratio
+        options = {
+            "image_format": fmt,
+            "raw_output": d.get("raw_output") or self.raw_output,
+            "black_level": d.get("black_level"),
+            "white_level": d.get("white_level"),
+            "exposure_ratio": ratio,
+        }
+        decode = lambda: read_lowlight_image(d["file_name"], **options)  # noqa: E731
+        try:
+            if self.decode_cache is not None:
+                return self.decode_cache.get(d["file_name"], options, decode), fmt
+            return decode(), fmt
+        except LowLightDataError as e:
+            raise type(e)(f"{e} [{self._describe(d)}]") from e
+        except Exception as e:  # noqa: BLE001  (never let a bare decoder traceback through)
+            raise ImageReadError(f"cannot read {self._describe(d)}: {type(e).__name__}: {e}") from e
+
+    def _rng(self, d):
+        seed = self.synthesis.get("seed")
+        if seed is None:
+            return np.random.default_rng()
+        self._calls += 1
+        return np.random.default_rng([seed, zlib.crc32(str(d.get("file_name")).encode()), self._calls])
+
+    # ------------------------------------------------------------------------------- __call__
+    def __call__(self, dataset_dict):
+        d = copy.deepcopy(dataset_dict)
+        image, fmt = self.read_image(d)
+        clean = None
+        if self.synthesis and self.is_train and fmt == "srgb":
+            syn = self.synthesis
+            res = synthesize_lowlight(image, self._rng(d), syn["ratio_range"], output=syn["output"],
+                                      method=syn["method"], quantization=syn["quantization"],
+                                      return_clean=syn["return_clean"])
+            image, clean = res["noisy"], res.get("clean")
+            d["synthesis_params"] = res["params"]
+
+        sem_seg = None
+        if "sem_seg_file_name" in d:
+            try:
+                sem_seg = utils.read_image(d.pop("sem_seg_file_name"), "L").squeeze(2)
+            except Exception as e:  # noqa: BLE001
+                raise ImageReadError(f"cannot read the sem_seg map of {self._describe(d)}: {e}") from e
+
+        h0, w0 = d.get("height", image.shape[0]), d.get("width", image.shape[1])
+        pre = None
+        if image.shape[:2] != (h0, w0):
+            half_res = fmt in ("raw", "raw_packed") or (fmt == "srgb" and self.synthesis and image.shape[2] == 4) \
+                or is_camera_raw(d["file_name"])
+            if not half_res:
+                utils.check_image_size(d, image)  # raises Detectron2's SizeMismatchError naming the file
+            pre = T.ScaleTransform(h0, w0, image.shape[0], image.shape[1], interp=Image.NEAREST)
+            if sem_seg is not None:
+                sem_seg = pre.apply_segmentation(sem_seg)
+
+        aug_input = _ContiguousAugInput(image, sem_seg=sem_seg)
+        transforms = self.augmentations(aug_input)
+        image, sem_seg = aug_input.image, aug_input.sem_seg
+        image_shape = image.shape[:2]
+
+        d["image"] = self._to_tensor(image)
+        if clean is not None:
+            d["clean_image"] = self._to_tensor(np.ascontiguousarray(transforms.apply_image(clean)))
+        if sem_seg is not None:
+            d["sem_seg"] = torch.as_tensor(sem_seg.astype("long"))
+
+        if not self.is_train:
+            d.pop("annotations", None)
+            return d
+
+        if "annotations" in d:
+            all_tfms = T.TransformList(([pre] if pre is not None else []) + list(transforms.transforms))
+            for anno in d["annotations"]:
+                if not self.use_instance_mask:
+                    anno.pop("segmentation", None)
+                anno.pop("keypoints", None)
+            annos = [
+                utils.transform_instance_annotations(obj, all_tfms, image_shape)
+                for obj in d.pop("annotations")
+                if obj.get("iscrowd", 0) == 0
+            ]
+            instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
+            if self.recompute_boxes and instances.has("gt_masks"):
+                instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+            d["instances"] = utils.filter_empty_instances(instances)
+        return d
+
+    def _to_tensor(self, image):
+        image = image.astype(np.float32, copy=False) * self.pixel_scale
+        if image.shape[2] == 3 and self.channel_order == "BGR":
+            image = image[:, :, ::-1]
+        return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
