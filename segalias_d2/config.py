@@ -69,6 +69,49 @@ def _add_backbone_config(cfg):
 def _add_data_config(cfg):
     """Low-light data keys (RAW reading, synthesis, mapper)."""
 
+    def _node(parent, key):
+        if key not in parent:
+            parent[key] = CN()
+        return parent[key]
+
+    def _default(node, key, value):
+        if key not in node:
+            node[key] = value
+
+    inp = _node(cfg.INPUT, "SEGALIAS")
+    # image_format of records that carry none: "srgb" | "raw" | "raw_rgb" | "raw_packed"
+    _default(inp, "DEFAULT_IMAGE_FORMAT", "srgb")
+    # camera RAW records ("raw"): "raw_rgb" = 3-ch [R, meanG, B] or "packed" = 4-ch [R, G1, B, G2], half res
+    _default(inp, "RAW_OUTPUT", "raw_rgb")
+    # exposure-ratio amplification for records without one; 0 = none
+    _default(inp, "EXPOSURE_RATIO", 0.0)
+    # [0, 1] images are multiplied by this before normalisation (255 = Detectron2's uint8 range)
+    _default(inp, "PIXEL_SCALE", 255.0)
+    # resize interpolation for float inputs: "nearest" (LIS, keeps noise statistics) | "bilinear" | "bicubic"
+    _default(inp, "RESIZE_INTERP", "bilinear")
+    syn = _node(inp, "SYNTHESIS")
+    # synthesise low-light raw from sRGB training records (unprocess + PGRU noise)
+    _default(syn, "ENABLED", False)
+    # exposure ratio r ~ U(low, high)
+    _default(syn, "RATIO_RANGE", (10.0, 100.0))
+    # RNG seed; < 0 = fresh entropy per image
+    _default(syn, "SEED", -1)
+    # also return the clean counterpart as "clean_image" (paired / DSL training)
+    _default(syn, "RETURN_CLEAN", False)
+    # "raw_rgb" (3-ch, full res) | "packed" (4-ch, half res)
+    _default(syn, "OUTPUT", "raw_rgb")
+    # raw_rgb rendering: "bilinear" demosaic | "pack" ([R, meanG, B] at half res, resized back)
+    _default(syn, "METHOD", "bilinear")
+    # quantisation noise: "per_pixel" (default) | "scalar" (LIS/ELD quirk) | "round" | "none"
+    _default(syn, "QUANTIZATION", "per_pixel")
+    cache = _node(_node(cfg.DATALOADER, "SEGALIAS"), "DECODE_CACHE")
+    # decode each image once (in-memory LRU per worker, optional .npy disk cache)
+    _default(cache, "ENABLED", False)
+    # in-memory LRU size (images) per DataLoader worker; 0 = disk cache only
+    _default(cache, "MAX_ITEMS", 32)
+    # on-disk .npy cache folder; "" = no disk cache
+    _default(cache, "DIR", "")
+
 
 def _add_evaluation_config(cfg):
     """Boundary-error evaluator keys (``cfg.TEST.SEGALIAS``); only missing keys are added."""
