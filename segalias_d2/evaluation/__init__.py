@@ -16,6 +16,7 @@ from .boundary_metrics import (
     mask_to_boundary,
 )
 from .sem_seg_evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator
+from .instance_evaluation import InstanceBoundaryEvaluator, BoundaryCOCOeval, instances_to_label_map
 #@@PENDING_IMPORTS@@
 
 __all__ = [
