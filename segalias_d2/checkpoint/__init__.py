@@ -1,0 +1,12 @@
+"""Pretrained-weight conversion (torchvision, mmcv ResNet-V1c, Detectron2/MSRA .pkl) and loading."""
+from .convert import (  # noqa: F401
+    FORMATS,
+    LoadReport,
+    adapt_stem_to_packed_bayer,
+    convert_file,
+    convert_state_dict,
+    load_backbone_weights,
+    read_checkpoint_file,
+    save_d2_checkpoint,
+)
+from .convert import main  # noqa: F401

@@ -1,0 +1,7 @@
+"""Optimizer with the Seg-Aliasing LR multipliers (FreqMix params, semantic head params)."""
+from .optimizer import (  # noqa: F401
+    build_segalias_optimizer,
+    get_segalias_param_groups,
+    is_freqmix_param,
+    is_head_param,
+)
