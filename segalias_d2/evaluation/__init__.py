@@ -17,7 +17,14 @@ from .boundary_metrics import (
 )
 from .sem_seg_evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator
 from .instance_evaluation import InstanceBoundaryEvaluator, BoundaryCOCOeval, instances_to_label_map
-#@@PENDING_IMPORTS@@
+from .error_maps import compute_error_maps, overlay_error_maps, ERROR_COLORS
+from .aliasing import (
+    RECONSTRUCTION_NOTE,
+    aliasing_score,
+    aliasing_energy_maps,
+    regional_aliasing_score,
+    StageInputRecorder,
+)
 
 __all__ = [
     "BoundaryErrorCounter",
@@ -35,6 +42,7 @@ __all__ = [
     "compute_error_maps",
     "overlay_error_maps",
     "ERROR_COLORS",
+    "RECONSTRUCTION_NOTE",
     "aliasing_score",
     "aliasing_energy_maps",
     "regional_aliasing_score",

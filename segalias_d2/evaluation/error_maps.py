@@ -1,0 +1,103 @@
+"""Per-image boundary error maps, consistent with the metric regions of :mod:`.boundary_metrics`.
+
+For a prediction ``P``, GT ``G``, bands ``B_P``/``B_G`` and valid pixels ``V = (G != ignore)``,
+a pixel is *wrong* if ``V & (P != G)``. Then:
+
+* ``false_response = wrong & B_P``          -- the errors counted by FErr (predicted-boundary band)
+* ``merging        = wrong & B_G``          -- the errors counted by MErr (GT-boundary band)
+* ``displacement   = wrong & B_P & B_G``    -- the errors counted by DErr (both bands)
+* ``interior       = wrong & ~(B_P | B_G)`` -- errors outside both bands (not a boundary error)
+
+The three boundary maps overlap (``displacement`` is inside the other two). For display,
+``category`` assigns each pixel one code: 0 correct/ignored, 1 false response only
+(``B_P \\ B_G``), 2 merging only (``B_G \\ B_P``), 3 displacement, 4 interior error; 255 ignore.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+
+from .boundary_metrics import boundary_band
+
+__all__ = ["compute_error_maps", "overlay_error_maps", "ERROR_COLORS", "CATEGORY_NAMES"]
+
+CATEGORY_NAMES = {1: "false_response", 2: "merging", 3: "displacement", 4: "interior"}
+#: RGB colours of the display categories
+ERROR_COLORS = {
+    1: (255, 64, 64),  # false response: red
+    2: (64, 128, 255),  # merging mistake: blue
+    3: (255, 200, 0),  # displacement: yellow
+    4: (160, 160, 160),  # interior error: grey
+}
+
+
+def compute_error_maps(pred: np.ndarray, gt: np.ndarray, band_width: int = 15, ignore_label: int = 255) -> Dict[str, np.ndarray]:
+    """Boolean error maps (H x W) plus the ``category`` uint8 map and the two bands."""
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"compute_error_maps: prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    bp = boundary_band(pred, band_width)
+    bg = boundary_band(gt, band_width)
+    valid = gt != ignore_label
+    wrong = valid & (pred != gt)
+    fr = wrong & bp
+    mg = wrong & bg
+    dp = fr & bg
+    interior = wrong & ~(bp | bg)
+    cat = np.zeros(gt.shape, np.uint8)
+    cat[fr & ~bg] = 1
+    cat[mg & ~bp] = 2
+    cat[dp] = 3
+    cat[interior] = 4
+    cat[~valid] = 255
+    return {
+        "false_response": fr,
+        "merging": mg,
+        "displacement": dp,
+        "interior": interior,
+        "wrong": wrong,
+        "pred_band": bp,
+        "gt_band": bg,
+        "category": cat,
+    }
+
+
+def overlay_error_maps(
+    image: np.ndarray,
+    maps: Dict[str, np.ndarray],
+    alpha: float = 0.6,
+    colors: Optional[Dict[int, tuple]] = None,
+    draw_bands: bool = True,
+) -> np.ndarray:
+    """Colour the error categories of :func:`compute_error_maps` over an RGB (or gray) image.
+
+    Returns a uint8 H x W x 3 RGB image; band outlines (GT band: white, predicted band: black)
+    are drawn when ``draw_bands``.
+    """
+    img = np.asarray(image)
+    cat = maps["category"]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[:2] != cat.shape:
+        raise ValueError(f"overlay_error_maps: image size {img.shape[:2]} differs from map size {cat.shape}")
+    if img.dtype != np.uint8:
+        f = img.astype(np.float64)
+        rng = f.max() - f.min()
+        img = ((f - f.min()) / rng * 255 if rng > 0 else np.zeros_like(f)).astype(np.uint8)
+    out = img[..., :3].astype(np.float32)
+    colors = colors or ERROR_COLORS
+    for code, col in colors.items():
+        m = cat == code
+        if m.any():
+            out[m] = (1 - alpha) * out[m] + alpha * np.asarray(col, np.float32)
+    out = out.clip(0, 255).astype(np.uint8)
+    if draw_bands:
+        k = np.ones((3, 3), np.uint8)
+        for key, col in (("gt_band", (255, 255, 255)), ("pred_band", (0, 0, 0))):
+            b = maps[key].astype(np.uint8)
+            edge = (cv2.dilate(b, k) != cv2.erode(b, k)) & (b > 0)
+            out[edge] = col
+    return out
