@@ -59,7 +59,7 @@ _COCO_DIR = _EX + "instance_segmentation/data_dataset_coco/"
 _VIDEO_DIR = _EX + "video_annotation/data_annotated/"
 _VIDEO_FRAMES = ["00000100", "00000101", "00000102", "00000103", "00000104"]
 _VIDEO_SPLITS = {"train": _VIDEO_FRAMES[:3], "val": _VIDEO_FRAMES[3:]}
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 SHORT_SIDE = 320
 CITYSCAPES_SIZE = (512, 288)  # (w, h)
 SEED = 20240501
@@ -217,6 +217,7 @@ def build_lis_demo(root=None, force=False):
                     xy = np.asarray(p, dtype=np.float64).reshape(-1, 2) * [sx, sy]
                     if flip:
                         xy[:, 0] = w - xy[:, 0]
+                    xy = np.clip(xy, 0.0, [w, h])
                     polys.append([round(float(v), 2) for v in xy.reshape(-1)])
                 area, bbox = _polygon_area_bbox(polys, h, w)
                 annos.append({"category_id": lis_id[name], "segmentation": polys, "area": area,

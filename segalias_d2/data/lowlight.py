@@ -215,7 +215,9 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
                 )
                 continue
             if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
-                counts["box_clipped"] += 1
+                # sub-pixel overshoot (rounding of polygon coordinates) is clipped silently
+                if max(x0 - x, y0 - y, x + bw - x1, y + bh - y1) > 1.0:
+                    counts["box_clipped"] += 1
                 obj["bbox"] = [x0, y0, x1 - x0, y1 - y0]
             annos.append(obj)
         rec["annotations"] = annos
