@@ -81,3 +81,37 @@ def test_stage_input_recorder_on_fpn_backbone():
     assert len(rec.features["res4"]) == 1
     with pytest.raises(AttributeError, match="res9"):
         StageInputRecorder(model, stages=("res9",))
+
+
+def test_analyze_aliasing_tool(tmp_path):
+    import csv
+    import json
+    import os
+
+    from detectron2 import model_zoo
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from test_error_maps import SEMSEG_OPTS, load_tool, register_tiny_semseg
+
+    name = f"_segalias_alias_{os.getpid()}"
+    register_tiny_semseg(tmp_path, name, n=3)
+    try:
+        tool = load_tool("analyze_aliasing")
+        cfg_file = model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml")
+        out = tmp_path / "al"
+        args = tool.get_parser().parse_args(
+            ["--config-file", cfg_file, "--dataset", name, "--output", str(out)] + SEMSEG_OPTS
+        )
+        summary = tool.main(args)
+        assert set(summary["stages"]) == {"res3", "res4", "res5"}
+        text = (out / "aliasing_per_image.csv").read_text()
+        assert text.startswith("# aliasing score = RECONSTRUCTION")
+        rows = list(csv.DictReader(text.splitlines()[1:]))
+        assert len(rows) == 9
+        assert all(0.0 <= float(r["AS"]) <= 1.0 for r in rows)
+        assert {r["input_stride"] for r in rows} == {"4", "8", "16"}
+        assert (out / "aliasing_vs_errors.png").exists() and (out / "aliasing_band_vs_interior.png").exists()
+        assert "RECONSTRUCTION" in json.loads((out / "aliasing_summary.json").read_text())["note"]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -61,3 +61,81 @@ def test_overlay_shapes_and_colours():
         overlay_error_maps(img[:10], m)
     with pytest.raises(ValueError, match="differs"):
         compute_error_maps(pred[:10], gt)
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/visualize_errors.py end to end on a tiny registered dataset with a random-weight model
+# ---------------------------------------------------------------------------------------------
+import importlib.util
+import os
+
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def register_tiny_semseg(tmp_path, name, n=2, h=64, w=96):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(n):
+        img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        gt = np.zeros((h, w), np.uint8)
+        gt[:, w // 2 :] = 1
+        gt[: h // 4] = 2
+        gt[-3:] = 255
+        ip, gp = tmp_path / f"im{i}.png", tmp_path / f"gt{i}.png"
+        Image.fromarray(img).save(ip)
+        Image.fromarray(gt).save(gp)
+        recs.append({"file_name": str(ip), "sem_seg_file_name": str(gp), "height": h, "width": w, "image_id": i})
+    DatasetCatalog.register(name, lambda: recs)
+    MetadataCatalog.get(name).set(stuff_classes=["a", "b", "c"], ignore_label=255, evaluator_type="sem_seg")
+    return recs
+
+
+SEMSEG_OPTS = ["MODEL.WEIGHTS", "", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.RESNETS.DEPTH", "18",
+               "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+               "MODEL.DEVICE", "cpu"]
+
+
+def test_visualize_errors_tool(tmp_path):
+    from detectron2 import model_zoo
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = f"_segalias_vis_{os.getpid()}"
+    recs = register_tiny_semseg(tmp_path, name)
+    try:
+        tool = load_tool("visualize_errors")
+        cfg_file = model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml")
+        out = tmp_path / "vis"
+        args = tool.get_parser().parse_args(
+            ["--config-file", cfg_file, "--dataset", name, "--output", str(out), "--images", "1"] + SEMSEG_OPTS
+        )
+        written = tool.main(args)
+        assert [os.path.basename(p) for p in written] == ["im1_errors.png"]
+        assert np.asarray(Image.open(written[0])).shape == (64, 96, 3)
+        # saved predictions: prediction == GT (ignore -> 0) has no error pixels on valid pixels
+        pdir = tmp_path / "preds"
+        pdir.mkdir()
+        for i, r in enumerate(recs):
+            g = np.asarray(Image.open(r["sem_seg_file_name"])).copy()
+            g[g == 255] = 0
+            Image.fromarray(g).save(pdir / f"im{i}.png")
+        args = tool.get_parser().parse_args(
+            ["--config-file", cfg_file, "--dataset", name, "--output", str(tmp_path / "vis2"),
+             "--predictions", str(pdir), "--images", "all"] + SEMSEG_OPTS
+        )
+        assert len(tool.main(args)) == 2
+        lines = (tmp_path / "vis2" / "error_pixels.csv").read_text().splitlines()
+        assert lines[2].split(",")[1:6] == ["0"] * 5
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
