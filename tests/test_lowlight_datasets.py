@@ -1,0 +1,137 @@
+"""Dataset registration, class mapping by name, built-in names, missing-data errors, Cityscapes ids."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import segalias_d2  # noqa: F401  (registers the builtin datasets)
+from segalias_d2.data import LIS_CLASSES, class_index_map, register_lowlight_dataset, remap_instances
+from segalias_d2.data.lowlight import DatasetNotFoundError, canonical_class_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _unregister(name):
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
+def make_coco(tmp_path, categories, annotations, size=(40, 60)):
+    import cv2
+
+    h, w = size
+    (tmp_path / "JPEGImages").mkdir(exist_ok=True)
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "2.png"), np.full((h, w, 3), 4000, np.uint16))
+    data = {"images": [{"id": 1, "file_name": "./JPEGImages/2.png", "height": h, "width": w}],
+            "annotations": [dict(a, id=i + 1, image_id=1, iscrowd=0) for i, a in enumerate(annotations)],
+            "categories": categories}
+    p = tmp_path / "ann.json"
+    p.write_text(json.dumps(data))
+    return str(p), str(tmp_path)
+
+
+def _poly(x0, y0, x1, y1):
+    return {"segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": (x1 - x0) * (y1 - y0)}
+
+
+def test_register_maps_categories_by_name(tmp_path):
+    # JSON uses COCO names and COCO ids, in a different order than LIS
+    cats = [{"id": 4, "name": "motorcycle"}, {"id": 67, "name": "dining table"}, {"id": 72, "name": "tv"},
+            {"id": 2, "name": "bicycle"}]
+    anns = [dict(_poly(1, 1, 10, 10), category_id=4), dict(_poly(5, 5, 20, 20), category_id=72)]
+    json_file, root = make_coco(tmp_path, cats, anns)
+    name = "test_lowlight_by_name"
+    _unregister(name)
+    register_lowlight_dataset(name, json_file, root, image_format="raw_rgb", thing_classes=LIS_CLASSES,
+                              exposure_ratio=4.0, black_level=0, white_level=65535)
+    meta = MetadataCatalog.get(name)
+    assert meta.thing_classes == LIS_CLASSES and meta.evaluator_type == "coco"
+    assert meta.image_format == "raw_rgb" and meta.json_file == json_file
+    assert meta.levels == {"black": 0, "white": 65535} and meta.exposure_ratio == 4.0
+    dicts = DatasetCatalog.get(name)
+    assert [a["category_id"] for a in dicts[0]["annotations"]] == [LIS_CLASSES.index("motorbike"),
+                                                                   LIS_CLASSES.index("tvmonitor")]
+    assert dicts[0]["image_format"] == "raw_rgb" and dicts[0]["exposure_ratio"] == 4.0
+    assert meta.thing_dataset_id_to_contiguous_id[4] == LIS_CLASSES.index("motorbike")
+    _unregister(name)
+
+
+def test_class_index_map_coco_to_lis():
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    coco = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    m = class_index_map(coco, LIS_CLASSES)
+    for coco_name, lis_name in [("motorcycle", "motorbike"), ("dining table", "diningtable"), ("tv", "tvmonitor"),
+                                ("bicycle", "bicycle"), ("bus", "bus"), ("car", "car"), ("chair", "chair"),
+                                ("bottle", "bottle")]:
+        assert m[coco.index(coco_name)] == LIS_CLASSES.index(lis_name)
+    assert (m >= 0).sum() == 8 and m[coco.index("person")] == -1
+    with pytest.raises(ValueError):
+        class_index_map(["person"], LIS_CLASSES, strict=True)
+    assert canonical_class_name("TV/Monitor") == "tvmonitor"
+
+
+def test_remap_instances():
+    import torch
+    from detectron2.structures import Instances
+
+    inst = Instances((10, 10))
+    inst.pred_classes = torch.tensor([0, 3, 62, 2])  # person, motorcycle, tv, car (COCO-80 contiguous)
+    inst.scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    coco = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    out = remap_instances(inst, class_index_map(coco, LIS_CLASSES))
+    assert out.pred_classes.tolist() == [4, 6, 5] and out.scores.tolist() == pytest.approx([0.8, 0.7, 0.6])
+
+
+def test_builtin_names_and_metadata():
+    names = DatasetCatalog.list()
+    for mod in ("raw_dark", "raw_normal", "srgb_dark", "srgb_normal"):
+        for split in ("train", "test"):
+            assert f"lis_{mod}_{split}" in names and f"lis_demo_{mod}_{split}" in names
+    assert MetadataCatalog.get("lis_raw_dark_test").json_file.endswith("lis_coco_png_test+1.json")
+    assert MetadataCatalog.get("lis_srgb_dark_train").json_file.endswith("lis_coco_JPG_train+1.json")
+    assert MetadataCatalog.get("lis_raw_normal_test").json_file.endswith("lis_coco_png_test.json")
+    assert MetadataCatalog.get("lis_raw_dark_test").image_root.endswith(os.path.join("LIS", "RAW-dark"))
+    for split in ("train", "val"):
+        m = MetadataCatalog.get(f"segalias_cityscapes_sem_seg_{split}")
+        assert m.evaluator_type == "sem_seg" and len(m.stuff_classes) == 19 and m.ignore_label == 255
+        assert f"cityscapes_demo_sem_seg_{split}" in names and f"cityscapes_demo_sem_seg_dark_{split}" in names
+    assert "cityscapes_fine_sem_seg_train" in names  # Detectron2's own registration is untouched
+
+
+def test_missing_dataset_raises_at_first_use(tmp_path):
+    name = "test_lowlight_missing"
+    _unregister(name)
+    register_lowlight_dataset(name, str(tmp_path / "nope.json"), str(tmp_path / "nodir"))  # no error yet
+    with pytest.raises(DatasetNotFoundError) as e:
+        DatasetCatalog.get(name)
+    msg = str(e.value)
+    assert "nope.json" in msg and "nodir" in msg and "DETECTRON2_DATASETS" in msg
+    _unregister(name)
+
+
+def test_cityscapes_label_table_and_prepare_script(tmp_path):
+    from PIL import Image
+
+    from segalias_d2.data.cityscapes import CITYSCAPES_STUFF_CLASSES, label_ids_to_train_ids
+
+    ids = np.array([[7, 8, 26, 27, 33, 0, 1, 9, 255]], np.uint8)
+    assert label_ids_to_train_ids(ids).tolist() == [[0, 1, 13, 14, 18, 255, 255, 255, 255]]
+    assert CITYSCAPES_STUFF_CLASSES[13] == "car" and CITYSCAPES_STUFF_CLASSES[14] == "truck"
+    gt = tmp_path / "gtFine" / "train" / "aachen"
+    gt.mkdir(parents=True)
+    Image.fromarray(np.array([[7, 26], [24, 0]], np.uint8)).save(gt / "aachen_000000_000019_gtFine_labelIds.png")
+    out = subprocess.run([sys.executable, os.path.join(REPO, "datasets", "prepare_cityscapes_sem_seg.py"),
+                          "--root", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    train_ids = np.array(Image.open(gt / "aachen_000000_000019_gtFine_labelTrainIds.png"))
+    assert train_ids.tolist() == [[0, 13], [11, 255]]
