@@ -6,6 +6,7 @@ Importing the package registers its backbones, datasets and evaluators with Dete
 from .config import add_segalias_config
 
 from . import modeling  # noqa: F401  (registers backbones)
+from .modeling import meta_arch  # noqa: F401  (registers SlidingWindowSemanticSegmentor)
 from . import data  # noqa: F401  (registers datasets)
 from . import evaluation  # noqa: F401
 

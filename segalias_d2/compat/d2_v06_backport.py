@@ -30,7 +30,7 @@ SDIST_PROJECT = "pb1-detectron2"
 SDIST_FILENAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 #: bump when PATCHES or the _C stand-in change, so set-up rebuilds the backport
-BACKPORT_REVISION = 1
+BACKPORT_REVISION = 2
 DIST_VERSION = f"0.6+segalias.backport{BACKPORT_REVISION}"
 MARKER_MODULE = "_segalias_backport"
 
@@ -154,6 +154,31 @@ PATCHES = [
         "isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler)",
         "isinstance(self.scheduler, getattr(torch.optim.lr_scheduler, \"LRScheduler\", torch.optim.lr_scheduler._LRScheduler))",
         "torch>=2 schedulers subclass the public LRScheduler; v0.6 only saved _LRScheduler state on resume.",
+    ),
+    (
+        "detectron2/engine/launch.py",
+        'assert torch.cuda.is_available(), "cuda is not available. Please check your installation."',
+        "has_gpu = torch.cuda.is_available()  # segalias_d2 backport: CPU processes use GLOO, as on main",
+        "v0.6 launch() required CUDA; like Detectron2 main, N CPU processes now use the GLOO backend.",
+    ),
+    (
+        "detectron2/engine/launch.py",
+        'backend="NCCL",',
+        'backend="NCCL" if has_gpu else "GLOO",',
+        "(same fix) choose GLOO without GPUs.",
+    ),
+    (
+        "detectron2/engine/launch.py",
+        "    assert num_gpus_per_machine <= torch.cuda.device_count()\n    torch.cuda.set_device(local_rank)",
+        "    if has_gpu:\n        assert num_gpus_per_machine <= torch.cuda.device_count()\n        torch.cuda.set_device(local_rank)",
+        "(same fix) only bind a GPU when there is one.",
+    ),
+    (
+        "detectron2/engine/defaults.py",
+        '    if "device_ids" not in kwargs:\n        kwargs["device_ids"] = [comm.get_local_rank()]',
+        '    if "device_ids" not in kwargs and any(p.is_cuda for p in model.parameters()):\n'
+        '        kwargs["device_ids"] = [comm.get_local_rank()]  # CPU modules: DDP needs device_ids=None',
+        "DistributedDataParallel rejects device_ids for CPU models (CPU/GLOO multi-process training).",
     ),
 ]
 

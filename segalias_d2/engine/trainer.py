@@ -1,0 +1,183 @@
+"""The Detectron2 trainer of segalias_d2 (used by tools/train_net.py)."""
+import itertools
+import json
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.solver.lr_scheduler import LRMultiplier
+from detectron2.utils import comm
+
+from .. import compat
+from .lr_scheduler import WarmupPolyWithFloorParamScheduler
+
+__all__ = ["Trainer", "SeedEveryIterationHook", "build_sem_seg_train_aug", "write_results_json"]
+
+logger = logging.getLogger(__name__)
+
+
+class SeedEveryIterationHook(HookBase):
+    """Re-seed python/numpy/torch RNGs from (SEED, iteration, rank) before each step.
+
+    Random augmentations (in the main process) and RPN/ROI sampling then depend only on the
+    iteration, so a run resumed from a checkpoint replays exactly what the uninterrupted run did.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_step(self):
+        seed = (self.seed * 1_000_003 + self.trainer.iter * 101 + comm.get_rank()) % (2**31)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """An infinite sampler without its first ``count`` indices (data order continues on resume)."""
+
+    def __init__(self, sampler, count: int):
+        self.sampler = sampler
+        self.count = count
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.count, None)
+
+
+def _is_semantic(dataset_names) -> bool:
+    from detectron2.data import MetadataCatalog
+
+    return any(MetadataCatalog.get(n).get("evaluator_type", "") == "sem_seg" for n in dataset_names)
+
+
+def build_sem_seg_train_aug(cfg):
+    """Semantic recipe (mmseg-like): scale jitter, crop with a category-area limit, flip."""
+    from detectron2.data import transforms as T
+
+    rs = cfg.INPUT.RESIZE_SCALE
+    if rs.ENABLED:
+        augs = [T.ResizeScale(rs.MIN_SCALE, rs.MAX_SCALE, rs.TARGET_HEIGHT, rs.TARGET_WIDTH)]
+    else:
+        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.RandomCrop_CategoryAreaConstraint(
+                cfg.INPUT.CROP.TYPE,
+                cfg.INPUT.CROP.SIZE,
+                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        )
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    return augs
+
+
+def write_results_json(results, path):
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    logger.info("Evaluation results written to %s", path)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer plus: segalias evaluators, optimizer param groups with LR multipliers, the
+    WarmupPolyLR schedule, the low-light dataset mapper, exact resume, and results as JSON."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if not compat.trainer_saves_optimizer_state():  # Detectron2 older than Nov 2021
+            self.checkpointer.add_checkpointable("optimizer", self.optimizer)
+            self.checkpointer.add_checkpointable("scheduler", self.scheduler)
+
+    # ------------------------------------------------------------------ building blocks
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        from ..solver import build_segalias_optimizer
+
+        return build_segalias_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
+            return super().build_lr_scheduler(cfg, optimizer)
+        if cfg.SOLVER.WARMUP_METHOD != "linear" and cfg.SOLVER.WARMUP_ITERS > 0:
+            raise ValueError("SOLVER.LR_SCHEDULER_NAME=WarmupPolyLR supports SOLVER.WARMUP_METHOD='linear' only")
+        schedule = WarmupPolyWithFloorParamScheduler(
+            power=cfg.SOLVER.POLY_LR_POWER,
+            floor=cfg.SOLVER.POLY_LR_MIN_LR / cfg.SOLVER.BASE_LR,
+            warmup_length=cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER,
+            warmup_factor=cfg.SOLVER.WARMUP_FACTOR,
+        )
+        return LRMultiplier(optimizer, multiplier=schedule, max_iter=cfg.SOLVER.MAX_ITER)
+
+    @classmethod
+    def build_mapper(cls, cfg, is_train: bool):
+        from ..data import LowLightDatasetMapper
+
+        if is_train and _is_semantic(cfg.DATASETS.TRAIN):
+            return LowLightDatasetMapper(cfg, is_train=True, augmentations=build_sem_seg_train_aug(cfg))
+        return LowLightDatasetMapper(cfg, is_train=is_train)
+
+    @classmethod
+    def build_train_loader(cls, cfg, start_iter: int = 0):
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=0,
+            proposal_files=None,
+        )
+        sampler = TrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+        if start_iter > 0:
+            per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+            sampler = _SkipFirst(sampler, start_iter * per_rank)
+        return build_detection_train_loader(
+            dataset,
+            mapper=cls.build_mapper(cfg, True),
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        from ..evaluation import build_segalias_evaluator
+
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_segalias_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if self.cfg.SEED >= 0:
+            ret.insert(0, SeedEveryIterationHook(self.cfg.SEED))
+        return ret
+
+    # ------------------------------------------------------------------ resume & results
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            # continue the data stream where the checkpointed run was, instead of replaying it
+            loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
+            if hasattr(self._trainer, "reset_data_loader"):  # Detectron2 main
+                self._trainer.reset_data_loader(lambda: loader)
+            else:
+                self._trainer.data_loader = loader
+                self._trainer._data_loader_iter = iter(loader)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            write_results_json(results, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))
+        return results
