@@ -179,5 +179,7 @@ class Trainer(DefaultTrainer):
         results = super().test(cfg, model, evaluators)
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            write_results_json(results, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))
+            # DefaultTrainer.test un-nests a single dataset; the JSON is always {dataset: results}
+            keyed = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
+            write_results_json(keyed, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))
         return results
