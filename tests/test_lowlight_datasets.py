@@ -60,6 +60,9 @@ def test_register_maps_categories_by_name(tmp_path):
                                                                    LIS_CLASSES.index("tvmonitor")]
     assert dicts[0]["image_format"] == "raw_rgb" and dicts[0]["exposure_ratio"] == 4.0
     assert meta.thing_dataset_id_to_contiguous_id[4] == LIS_CLASSES.index("motorbike")
+    # integer coordinates become floats (Detectron2 transforms would truncate int arrays in place)
+    a0 = dicts[0]["annotations"][0]
+    assert all(isinstance(v, float) for v in a0["bbox"] + a0["segmentation"][0])
     _unregister(name)
 
 

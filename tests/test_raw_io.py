@@ -138,3 +138,43 @@ def test_decode_cache(tmp_path):
     os.utime(f, ns=(1, 1))  # file changed (mtime): stale entries are not used
     cache2.get(str(f), {"fmt": "raw"}, decode)
     assert len(calls) == 3
+
+
+def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
+    import json
+
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from segalias_d2.config import add_segalias_config
+    from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
+    from segalias_d2.data.mapper import LowLightDatasetMapper
+
+    (tmp_path / "raw").mkdir()
+    for n in (1, 2):  # LIS numbering: normal 1, dark 2 (here the same capture, so the ratio is 1)
+        os.symlink(sony_arw, tmp_path / "raw" / f"{n}.ARW")
+    ann = {"images": [{"id": 1, "file_name": "2.ARW", "height": 3464, "width": 5184}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0, "area": 4e6,
+                            "bbox": [1000, 1000, 2000, 2000]}],
+           "categories": [{"id": i, "name": n} for i, n in enumerate(LIS_CLASSES)]}
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    name = "test_raw_exif_ratio"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_lowlight_dataset(name, str(tmp_path / "a.json"), str(tmp_path / "raw"), image_format="raw",
+                              thing_classes=LIS_CLASSES, exposure_ratio="exif", raw_output="packed")
+    rec = DatasetCatalog.get(name)[0]
+    assert rec["pair_file_name"].endswith(os.path.join("raw", "1.ARW"))
+    cfg = get_cfg()
+    add_segalias_config(cfg)
+    cfg.INPUT.MIN_SIZE_TRAIN = (173,)
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.INPUT.FORMAT = "RGB"
+    out = LowLightDatasetMapper(cfg, True)(rec)
+    img = out["image"]
+    assert img.shape == (4, 173, 259)  # packed (1732x2592) resized: annotations scaled to it
+    box = out["instances"].gt_boxes.tensor[0].tolist()
+    assert box == pytest.approx([1000 / 20.02, 1000 / 20.02, 3000 / 20.02, 3000 / 20.02], rel=0.01)
+    # ratio 1: the packed planes are the plain normalised data (x 255)
+    assert float(img[1].mean()) == pytest.approx(255 * 0.0198, rel=0.05)

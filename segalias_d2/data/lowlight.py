@@ -214,6 +214,11 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
                     f"(image id={rec['image_id']}, json '{json_file}')"
                 )
                 continue
+            # float boxes: Detectron2's transforms write coordinates in place, so an int box
+            # (common in hand-made COCO JSONs) would be truncated by every resize
+            obj["bbox"] = [x, y, bw, bh]
+            if isinstance(obj.get("segmentation"), list):
+                obj["segmentation"] = [[float(v) for v in poly] for poly in obj["segmentation"]]
             if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
                 # sub-pixel overshoot (rounding of polygon coordinates) is clipped silently
                 if max(x0 - x, y0 - y, x + bw - x1, y + bh - y1) > 1.0:
@@ -224,6 +229,13 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
         rec["image_format"] = image_format
         if extra_fields:
             rec.update(copy.deepcopy(extra_fields))
+            if rec.get("exposure_ratio") == "exif":
+                from .raw_io import lis_pair_file_name
+
+                pair_root = rec.pop("pair_image_root", None)
+                if pair_root:
+                    pair_root = os.path.join(pair_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root)))
+                rec["pair_file_name"] = lis_pair_file_name(rec["file_name"], pair_root)
         out.append(rec)
     summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts)}
     LOAD_SUMMARIES[name] = summary
@@ -245,7 +257,7 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
 
 def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", thing_classes=None,
                               raw_output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None,
-                              unknown_category="error", **metadata):
+                              unknown_category="error", pair_image_root=None, **metadata):
     """Register a COCO-format low-light instance-segmentation dataset (lazy).
 
     Args:
@@ -257,7 +269,9 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
             (default: the JSON categories sorted by id). For LIS pass :data:`LIS_CLASSES`.
         raw_output: for "raw": "raw_rgb" (3-ch) or "packed" (4-ch, half resolution).
         black_level / white_level: in the file's DN (see :func:`raw_io.read_lowlight_image`).
-        exposure_ratio: amplification for dark frames (float), or None.
+        exposure_ratio: amplification for dark frames (float), None, or "exif": per image
+            ``t_normal / t_dark`` from the exposure times of the camera RAW pair (dark n <-> normal
+            n - 1 in ``pair_image_root``, default ``image_root``), computed lazily by the mapper.
         metadata: extra MetadataCatalog fields.
     Each record carries ``image_format``, ``raw_output``, ``black_level``, ``white_level`` and
     ``exposure_ratio`` so the mapper can read it without the metadata.
@@ -275,6 +289,10 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
         "white_level": white_level,
         "exposure_ratio": exposure_ratio,
     }
+    if isinstance(exposure_ratio, str) and exposure_ratio != "exif":
+        raise ValueError(f"exposure_ratio must be a number, None or 'exif', got '{exposure_ratio}'")
+    if exposure_ratio == "exif":
+        extra["pair_image_root"] = pair_image_root
     classes = list(thing_classes) if thing_classes is not None else None
     hint = metadata.pop("missing_hint", "")
 

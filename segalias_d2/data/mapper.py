@@ -45,7 +45,14 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from PIL import Image
 
-from .raw_io import ImageReadError, LowLightDataError, check_format, is_camera_raw, read_lowlight_image
+from .raw_io import (
+    ImageReadError,
+    LowLightDataError,
+    check_format,
+    exposure_ratio_from_pair,
+    is_camera_raw,
+    read_lowlight_image,
+)
 from .synthesis import synthesize_lowlight
 
 __all__ = ["LowLightDatasetMapper", "DecodeCache", "LowLightSynthesisTransform", "build_lowlight_augmentation"]
@@ -222,6 +229,7 @@ class LowLightDatasetMapper:
         self.synthesis = dict(synthesis) if synthesis else None
         self.decode_cache = decode_cache
         self._calls = 0
+        self._ratios = {}
         mode = "training" if is_train else "inference"
         logger.info(f"[LowLightDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -269,6 +277,8 @@ class LowLightDatasetMapper:
         fmt = d.get("image_format") or self.default_image_format
         check_format(fmt)
         ratio = d.get("exposure_ratio") or self.exposure_ratio
+        if ratio == "exif":
+            ratio = self._exif_ratio(d)
         options = {
             "image_format": fmt,
             "raw_output": d.get("raw_output") or self.raw_output,
@@ -285,6 +295,18 @@ class LowLightDatasetMapper:
             raise type(e)(f"{e} [{self._describe(d)}]") from e
         except Exception as e:  # noqa: BLE001  (never let a bare decoder traceback through)
             raise ImageReadError(f"cannot read {self._describe(d)}: {type(e).__name__}: {e}") from e
+
+    def _exif_ratio(self, d):
+        """``t_normal / t_dark`` of the record's RAW pair (cached per file)."""
+        key = (d["file_name"], d.get("pair_file_name"))
+        if key not in self._ratios:
+            if not d.get("pair_file_name"):
+                raise LowLightDataError(f"exposure_ratio='exif' but no pair_file_name in {self._describe(d)}")
+            try:
+                self._ratios[key] = exposure_ratio_from_pair(d["file_name"], d["pair_file_name"])
+            except LowLightDataError as e:
+                raise type(e)(f"{e} [{self._describe(d)}]") from e
+        return self._ratios[key]
 
     def _rng(self, d):
         seed = self.synthesis.get("seed")

@@ -28,6 +28,7 @@ __all__ = [
     "read_camera_raw",
     "read_exposure_time",
     "exposure_ratio_from_pair",
+    "lis_pair_file_name",
     "read_lowlight_image",
 ]
 
@@ -141,11 +142,15 @@ def read_exposure_time(path):
 
     local = _local_path(path)
     try:
-        with rawpy.imread(local) as raw:
+        raw = rawpy.RawPy()
+        try:
+            raw.open_file(local)  # metadata only, no unpack
             other = getattr(raw, "other", None)
             t = getattr(other, "shutter_speed", None) if other is not None else None
-            if t:
-                return float(t)
+        finally:
+            raw.close()
+        if t:
+            return float(t)
     except Exception:  # noqa: BLE001  (fall through to exifread)
         pass
     try:
@@ -187,6 +192,21 @@ def _check_not_truncated(mosaic, black, path):
             f"camera RAW file '{path}' looks truncated: its last {zero_rows} of {mosaic.shape[0]} "
             "rows are all zero (LibRaw zero-fills data missing from the file)"
         )
+
+
+def lis_pair_file_name(dark_file_name, pair_root=None):
+    """Normal-exposure partner of a LIS/LOD dark file: number n -> n - 1, same extension.
+
+    ``pair_root`` replaces the folder (default: the dark file's folder).
+    """
+    folder, base = os.path.split(str(dark_file_name))
+    stem, ext = os.path.splitext(base)
+    if not stem.isdigit() or int(stem) < 2:
+        raise LowLightDataError(
+            f"cannot derive the normal-exposure partner of '{dark_file_name}': LIS pairs are numbered "
+            "normal = n - 1, dark = n (even)"
+        )
+    return os.path.join(pair_root if pair_root else folder, f"{int(stem) - 1}{ext}")
 
 
 def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None, clip=True):
