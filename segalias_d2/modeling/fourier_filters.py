@@ -142,23 +142,78 @@ def _fp32_region(device_type):
     return stack
 
 
-def _lowpass_rfft(xf, cutoff):
-    """x_lo of float32 ``xf`` plus its rfft spectrum (un-masked)."""
-    h, w = xf.shape[-2:]
-    spec = torch.fft.rfft2(xf)
-    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, xf.dtype)
-    return spec, rmask
+# Real elements per FFT chunk: bounds the spectrum-sized temporaries (rfft output, irfft work buffers) to a
+# few MiB instead of several copies of the whole feature map; large enough that per-call overhead is negligible.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _lowpass(xf, cutoff, want_imag=False):
+    """Low band ``x_lo`` of float32 ``xf`` (B, C, H, W) and, if asked, ``mean(Im(S * M))`` per (B, C).
+
+    Processed in chunks of planes so peak memory stays near one output-sized buffer.
+    """
+    b, c, h, w = xf.shape
+    planes = xf.reshape(b * c, h, w)
+    n = planes.shape[0]
+    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, torch.float32)
+    if want_imag:
+        idx = _cached_tensor("imag_idx", h, w, cutoff, xf.device, None)
+        iw = _cached_tensor("imag_w", h, w, cutoff, xf.device, torch.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, h * w))
+    if step >= n:
+        chunks = [(0, n)]
+    else:
+        chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
+    track = torch.is_grad_enabled() and planes.requires_grad
+    x_lo = None if len(chunks) == 1 else planes.new_empty(planes.shape)
+    ims = []
+    for i, j in chunks:
+        spec = torch.fft.rfft2(planes[i:j])
+        if want_imag:
+            if idx.numel():
+                im_bins = torch.view_as_real(spec)[..., 1].flatten(-2).index_select(-1, idx)
+                ims.append((im_bins * iw).sum(-1))
+            else:
+                ims.append(spec.new_zeros(j - i, dtype=torch.float32))
+        # in place: neither rfft2's backward nor the index_select above needs the un-masked values
+        spec = spec.mul_(rmask)
+        if x_lo is None:
+            x_lo = torch.fft.irfft2(spec, s=(h, w))
+        elif track:  # out= does not support autograd; slice assignment does
+            x_lo[i:j] = torch.fft.irfft2(spec, s=(h, w))
+        else:  # write straight into the output, no chunk-sized temporary
+            torch.fft.irfft2(spec, s=(h, w), out=x_lo[i:j])
+    x_lo = x_lo.reshape(b, c, h, w)
+    im = None
+    if want_imag:
+        im = (ims[0] if len(ims) == 1 else torch.cat(ims, 0)).reshape(b, c, 1, 1)
+    return x_lo, im
 
 
 def _daf_fast(x, cutoff):
-    h, w = x.shape[-2:]
+    shape = x.shape
     with _fp32_region(x.device.type):
-        xf = x.float()
-        spec, rmask = _lowpass_rfft(xf, cutoff)
-        # in place: rfft2 does not need its output for backward, and this saves one spectrum-sized buffer
-        spec.mul_(rmask)
-        y = torch.fft.irfft2(spec, s=(h, w))
-    return y.to(x.dtype)
+        xf = x.float().reshape((-1, 1) + tuple(shape[-2:]))
+        y, _ = _lowpass(xf, cutoff)
+    return y.reshape(shape).to(x.dtype)
+
+
+def _conv3x3_few_outputs(x, weight, bias):
+    """3x3 / padding 1 conv with few output channels as one 1x1 conv to 9*O maps plus 9 shifted adds.
+
+    Equal to ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding; avoids the slow direct-conv path
+    for O=2 (FreqMix's spatial gate) on CPU.
+    """
+    o, c = weight.shape[:2]
+    b, _, h, w = x.shape
+    z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(9 * o, c, 1, 1))
+    z = F.pad(z, (1, 1, 1, 1)).reshape(b, 3, 3, o, h + 2, w + 2)
+    out = None
+    for dy in range(3):
+        for dx in range(3):
+            tap = z[:, dy, dx, :, dy:dy + h, dx:dx + w]
+            out = tap if out is None else out + tap
+    return out + bias.view(1, o, 1, 1) if bias is not None else out
 
 
 class DeAliasingFilter(nn.Module):
@@ -198,8 +253,10 @@ class _SEGate(nn.Module):
     def forward(self, x):
         if x.shape[-2:] != (1, 1):
             x = F.adaptive_avg_pool2d(x, 1)
-        x = x.to(self.fc1.weight.dtype)
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
+        x = x.flatten(1).to(self.fc1.weight.dtype)
+        # 1x1 convs on a 1x1 map are linear layers; F.linear avoids the conv dispatch overhead
+        h = F.relu(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias))
+        return torch.sigmoid(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))[..., None, None]
 
 
 class FreqMix(nn.Module):
@@ -243,25 +300,20 @@ class FreqMix(nn.Module):
             raise ValueError(f"FreqMix expects (B, C, H, W) input, got shape {tuple(x.shape)}")
         in_dtype = x.dtype
         h, w = x.shape[-2:]
-        # spatial band weights: an ordinary conv, left to autocast like every other conv
-        wts = torch.sigmoid(self.spatial(x))
+        # spatial band weights: an ordinary conv (left to autocast like every other conv)
+        wts = torch.sigmoid(_conv3x3_few_outputs(x, self.spatial.weight, self.spatial.bias))
         with _fp32_region(x.device.type):
             xf = x.float()
-            spec, rmask = _lowpass_rfft(xf, self.cutoff)
-            x_lo = torch.fft.irfft2(spec * rmask, s=(h, w))
+            faithful = self.gate == "faithful"
+            # one rfft2/irfft2 pair gives the low band and the SE inputs
+            x_lo, im_lo = _lowpass(xf, self.cutoff, want_imag=faithful)
             x_hi = xf - x_lo
-            if self.gate == "faithful":
-                # GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0]
+            if faithful:
+                # GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0];
+                # GAP(Im S_lo) from the asymmetric edge bins; GAP(Im S_hi) = -GAP(Im S_lo) for real x.
+                # Re and Im go through each SE gate as one batch.
                 re_lo = x_lo[..., :1, :1]
                 re_hi = x_hi[..., :1, :1]
-                # GAP(Im S_lo) from the asymmetric edge bins; GAP(Im S_hi) = -GAP(Im S_lo) for real x
-                idx = _cached_tensor("imag_idx", h, w, self.cutoff, x.device, None)
-                iw = _cached_tensor("imag_w", h, w, self.cutoff, x.device, torch.float32)
-                if idx.numel():
-                    im_bins = torch.view_as_real(spec)[..., 1].flatten(-2).index_select(-1, idx)
-                    im_lo = (im_bins * iw).sum(-1)[..., None, None]
-                else:
-                    im_lo = torch.zeros_like(re_lo)
                 b = x.shape[0]
                 g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).float()
                 g_hi = self.se_hi(torch.cat([re_hi, -im_lo], 0)).float()
