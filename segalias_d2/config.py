@@ -140,26 +140,31 @@ def _add_evaluation_config(cfg):
 
 
 def _add_solver_config(cfg):
-    """Optimizer / schedule / inference keys used by the trainer."""
+    """Optimizer / schedule / training-recipe / inference keys used by the trainer (only missing keys)."""
+
+    def _set(node, key, value):
+        if key not in node:
+            node[key] = value
+        return node[key]
+
     # SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR" selects mmcv's poly schedule with a floor:
     # lr = ((BASE_LR - POLY_LR_MIN_LR) * (1 - it / MAX_ITER) ** POLY_LR_POWER + POLY_LR_MIN_LR) * warm-up
-    cfg.SOLVER.POLY_LR_POWER = 0.9  # paper (mmseg): power 0.9
-    cfg.SOLVER.POLY_LR_MIN_LR = 1e-4  # paper (mmseg): min_lr 1e-4 (absolute)
+    _set(cfg.SOLVER, "POLY_LR_POWER", 0.9)  # paper (mmseg): power 0.9
+    _set(cfg.SOLVER, "POLY_LR_MIN_LR", 1e-4)  # paper (mmseg): min_lr 1e-4 (absolute)
     # Semantic training augmentation (paper/mmseg): scale jitter of a target box, crop with a
     # single-category area limit, flip. Used when the training datasets have evaluator_type "sem_seg".
-    if "SINGLE_CATEGORY_MAX_AREA" not in cfg.INPUT.CROP:
-        cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # paper: cat_max_ratio 0.75; 1.0 = no limit
-    cfg.INPUT.RESIZE_SCALE = CN()
-    cfg.INPUT.RESIZE_SCALE.ENABLED = False  # True: ResizeScale instead of ResizeShortestEdge
-    cfg.INPUT.RESIZE_SCALE.MIN_SCALE = 0.5  # paper: ratio_range (0.5, 2.0)
-    cfg.INPUT.RESIZE_SCALE.MAX_SCALE = 2.0
-    cfg.INPUT.RESIZE_SCALE.TARGET_HEIGHT = 1025  # paper, Cityscapes: img_scale (2049, 1025)
-    cfg.INPUT.RESIZE_SCALE.TARGET_WIDTH = 2049
+    _set(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)  # paper: cat_max_ratio 0.75; 1.0 = no limit
+    rs = _set(cfg.INPUT, "RESIZE_SCALE", CN())
+    _set(rs, "ENABLED", False)  # True: ResizeScale instead of ResizeShortestEdge
+    _set(rs, "MIN_SCALE", 0.5)  # paper: ratio_range (0.5, 2.0)
+    _set(rs, "MAX_SCALE", 2.0)
+    _set(rs, "TARGET_HEIGHT", 1025)  # paper, Cityscapes: img_scale (2049, 1025)
+    _set(rs, "TARGET_WIDTH", 2049)
     # Sliding-window inference for semantic segmentation (paper, Cityscapes: 768 window, 512 stride)
-    cfg.TEST.SLIDING_WINDOW = CN()
-    cfg.TEST.SLIDING_WINDOW.ENABLED = False
-    cfg.TEST.SLIDING_WINDOW.SIZE = [768, 768]  # (height, width) of a window
-    cfg.TEST.SLIDING_WINDOW.STRIDE = [512, 512]  # (y, x) step between windows; logits averaged on overlaps
+    sw = _set(cfg.TEST, "SLIDING_WINDOW", CN())
+    _set(sw, "ENABLED", False)
+    _set(sw, "SIZE", [768, 768])  # (height, width) of a window
+    _set(sw, "STRIDE", [512, 512])  # (y, x) step between windows; logits averaged on overlaps
 
 
 def add_segalias_config(cfg):
