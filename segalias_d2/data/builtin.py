@@ -20,7 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from .cityscapes import CITYSCAPES_STUFF_CLASSES, CITYSCAPES_STUFF_COLORS, IGNORE_LABEL, load_cityscapes_sem_seg
 from .lowlight import LIS_CLASSES, register_lowlight_dataset, require_paths
 
-__all__ = ["register_all_lis", "register_all_cityscapes_sem_seg", "LIS_MODALITIES", "DEMO_HINT"]
+__all__ = ["register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8", "LIS_MODALITIES", "DEMO_HINT"]
 
 DEMO_HINT = "Build the demo data with `python datasets/prepare_demo.py` (or segalias_d2.data.demo.ensure_demo_datasets())."
 
@@ -91,6 +91,28 @@ def register_all_cityscapes_sem_seg(root):
                           os.path.join(demo, "gtFine", split), "raw_rgb", DEMO_HINT)
 
 
+def register_coco_lis8(root):
+    """COCO 2017 restricted to the 8 LIS classes, matched by name and in LIS order (SynCOCO -> LIS).
+
+    Annotations of the other 72 COCO classes are dropped (counted in the load summary); images are
+    sRGB, turned into low-light raw-RGB by the mapper when INPUT.SEGALIAS.SYNTHESIS.ENABLED.
+    """
+    for split in ("train", "val"):
+        name = f"coco_2017_{split}_lis8"
+        if name in DatasetCatalog.list():
+            continue
+        register_lowlight_dataset(
+            name,
+            os.path.join(root, "coco", "annotations", f"instances_{split}2017.json"),
+            os.path.join(root, "coco", f"{split}2017"),
+            image_format="srgb",
+            thing_classes=LIS_CLASSES,
+            unknown_category="skip",
+            missing_hint="Place COCO 2017 as in Detectron2's datasets/README (coco/{train,val}2017, coco/annotations).",
+        )
+
+
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_lis(_root)
+register_coco_lis8(_root)
 register_all_cityscapes_sem_seg(_root)
