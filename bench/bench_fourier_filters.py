@@ -8,7 +8,7 @@ Peak memory = peak-RSS increase of one call, measured in a fresh subprocess per 
 (VmHWM after the call minus VmRSS right before it, peak mark reset via /proc/self/clear_refs, input
 already allocated).
 
-    .venv/bin/python bench/bench_fourier_filters.py [--reps 5]
+    .venv/bin/python bench/bench_fourier_filters.py [--reps 5] [--only {DAF,FreqMix}]
 """
 import argparse
 import json
@@ -89,6 +89,7 @@ def time_pair(fa, fb, x, reps):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", choices=["DAF", "FreqMix"], help="run only this op's rows")
     ap.add_argument("--child", nargs=3, metavar=("OP", "VARIANT", "CxHxW"))
     args = ap.parse_args()
     if args.child:
@@ -102,6 +103,8 @@ def main():
     print(hdr)
     print("|" + "---|" * 10)
     for op, where, shape in CASES:
+        if args.only and op != args.only:
+            continue
         c, h, w = shape
         fns = make_fns(op, c)
         x = torch.randn(1, c, h, w)
