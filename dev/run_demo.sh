@@ -13,22 +13,32 @@ export MPLBACKEND=Agg PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::FutureWarning}"
 OUT="${DEMO_OUTPUT:-output/demo}"
 CONFIG=configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_demo_raw_dark.yaml
 START=$(date +%s)
+mkdir -p "$OUT"
+
+# run a step with its full log in a file, showing only progress and results
+step() {
+  local log="$1"; shift
+  set +e
+  "$@" 2>&1 | tee "$log" | grep --line-buffered -E "eta:|Starting training|Overall training|Inference done|copypaste|error|Error"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  if [[ $rc -ne 0 ]]; then echo "FAILED (exit $rc); last lines of $log:"; tail -n 30 "$log"; exit "$rc"; fi
+}
 
 echo "== 1/4 demo dataset (\$DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets})"
 "$PY" datasets/prepare_demo.py
 
 echo "== 2/4 training DAF+FreqMix Mask R-CNN on lis_demo_raw_dark_train (CPU; log: $OUT/log.txt)"
-"$PY" tools/train_net.py --config-file "$CONFIG" OUTPUT_DIR "$OUT" "$@"
+step "$OUT/train_stdout.txt" "$PY" tools/train_net.py --config-file "$CONFIG" OUTPUT_DIR "$OUT" "$@"
 
 echo "== 3/4 --eval-only on $OUT/model_final.pth"
-"$PY" tools/train_net.py --config-file "$CONFIG" --eval-only \
-  MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT/eval" "$@" 2>&1 | tee "$OUT/eval_log.txt" \
-  | grep -E "copypaste|Evaluation results|error" || true
+step "$OUT/eval_stdout.txt" "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only \
+  MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT/eval" "$@"
 
 echo "== 4/4 visualisations of predictions and error maps"
-"$PY" tools/visualize_errors.py --config-file "$CONFIG" --dataset lis_demo_raw_dark_test --images all \
-  --output "$OUT/visualizations" MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT/eval" "$@" >"$OUT/visualize_log.txt" 2>&1 \
-  || { tail -n 20 "$OUT/visualize_log.txt"; exit 1; }
+step "$OUT/visualize_stdout.txt" "$PY" tools/visualize_errors.py --config-file "$CONFIG" \
+  --dataset lis_demo_raw_dark_test --images all --output "$OUT/visualizations" \
+  MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT/eval" "$@"
 
 "$PY" - "$OUT/eval/eval_results.json" <<'PY'
 import json, sys
@@ -46,4 +56,5 @@ echo
 echo "Done in $(( $(date +%s) - START )) s. Outputs:"
 echo "  $OUT/model_final.pth            trained weights"
 echo "  $OUT/eval/eval_results.json     metrics (also the CSV/JSON of the evaluator under $OUT/eval/inference/)"
-echo "  $OUT/visualizations/            predictions and error maps (PNG)"
+echo "  $OUT/visualizations/            <image>_predictions.png and <image>_errors.png"
+echo "  $OUT/*_stdout.txt, log.txt      full logs"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write PNG overlays of per-image boundary error maps (false responses / merging / displacement).
+"""Write PNG overlays of per-image boundary error maps (false responses / merging / displacement)
+and, when the model is run, of its predictions (``<image>_predictions.png``).
 
 Examples:
   # run a model
@@ -45,6 +46,23 @@ def get_parser():
     return parser
 
 
+def _save_prediction_overlay(rec, output, kind, out_dir, score_thresh):
+    """``<image>_predictions.png``: the model's instances (above the score threshold) or labels."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.utils.visualizer import Visualizer
+
+    img = read_image(rec["file_name"], format="RGB")
+    vis = Visualizer(img, MetadataCatalog.get(kind.name))
+    if "instances" in output:
+        inst = output["instances"].to("cpu")
+        out = vis.draw_instance_predictions(inst[inst.scores >= score_thresh])
+    else:
+        out = vis.draw_sem_seg(output["sem_seg"].argmax(0).cpu())
+    path = os.path.join(out_dir, f"{prediction_key(kind, rec)}_predictions.png")
+    out.save(path)
+    logger.info(f"wrote {path}")
+
+
 def main(args):
     setup_logger(name="segalias_d2")
     cfg = setup_cfg(args.config_file, args.opts)
@@ -67,6 +85,7 @@ def main(args):
     else:
         def pairs():
             for rec, _, out in run_model(cfg, records):
+                _save_prediction_overlay(rec, out, kind, out_dir, ev.INSTANCE_SCORE_THRESH)
                 yield rec, kind.pred_map_from_output(rec, out)
 
     rows = []

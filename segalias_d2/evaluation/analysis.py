@@ -186,11 +186,13 @@ def build_model_from_cfg(cfg):
 
 def run_model(cfg, records: List[dict], model=None) -> Iterator[Tuple[dict, dict, dict]]:
     """Yield ``(record, model input, model output)`` for each record (batch size 1, test mapper)."""
-    from detectron2.data import DatasetMapper, build_detection_test_loader
+    from detectron2.data import build_detection_test_loader
+
+    from ..data import LowLightDatasetMapper  # reads RAW / 16-bit raw-RGB records as training did
 
     if model is None:
         model = build_model_from_cfg(cfg)
-    loader = build_detection_test_loader(records, mapper=DatasetMapper(cfg, False), num_workers=0)
+    loader = build_detection_test_loader(records, mapper=LowLightDatasetMapper(cfg, is_train=False), num_workers=0)
     with torch.no_grad():
         for rec, batch in zip(records, loader):
             outputs = model(batch)
