@@ -65,6 +65,15 @@ def _as_label_map(label: np.ndarray, what: str = "label map") -> np.ndarray:
     return label
 
 
+
+def _validated_pair(pred, gt, name):
+    """Prediction and ground-truth label maps of one image, checked to be 2-D and the same shape."""
+    pred = _as_label_map(pred, f"prediction of {name}")
+    gt = _as_label_map(gt, f"ground truth of {name}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction and ground-truth shapes differ for {name}: pred {pred.shape} vs gt {gt.shape}")
+    return pred, gt
+
 def _laplacian_nonzero_numpy(label: np.ndarray) -> np.ndarray:
     """``Laplacian4(label) != 0`` with reflect-101 borders, for labels outside uint8."""
     lab = label.astype(np.int64)
@@ -191,13 +200,7 @@ class BoundaryErrorCounter:
     # -- per image -----------------------------------------------------------------------------
     def image_codes(self, pred: np.ndarray, gt: np.ndarray, name: str = "image"):
         """Validated ``(band_code, gt_index, pred_index)`` uint arrays of one image."""
-        pred = _as_label_map(pred, f"prediction of {name}")
-        gt = _as_label_map(gt, f"ground truth of {name}")
-        if pred.shape != gt.shape:
-            raise ValueError(
-                f"prediction and ground-truth shapes differ for {name}: "
-                f"pred {pred.shape} vs gt {gt.shape}"
-            )
+        pred, gt = _validated_pair(pred, gt, name)
         K = self.num_classes
         band_p = boundary_band(pred, self.band_width)
         band_g = boundary_band(gt, self.band_width)
@@ -418,13 +421,7 @@ class BoundaryIoUCounter:
     __iadd__ = merge
 
     def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "image"):
-        pred = _as_label_map(pred, f"prediction of {name}")
-        gt = _as_label_map(gt, f"ground truth of {name}")
-        if pred.shape != gt.shape:
-            raise ValueError(
-                f"prediction and ground-truth shapes differ for {name}: "
-                f"pred {pred.shape} vs gt {gt.shape}"
-            )
+        pred, gt = _validated_pair(pred, gt, name)
         K = self.num_classes
         d = boundary_iou_width(*gt.shape, self.dilation_ratio)
         valid = gt != self.ignore_label
