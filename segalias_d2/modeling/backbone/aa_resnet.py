@@ -17,7 +17,7 @@ What differs from Detectron2's ResNet:
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
+from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
