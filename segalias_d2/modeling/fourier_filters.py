@@ -1,7 +1,7 @@
 """Anti-aliasing filters of Seg-Aliasing (ICLR 2024): DAF, FreqMix and a BlurPool baseline.
 
-Pure ``nn.Module``s with plain arguments (no cfg). See docs/backbone.md and
-/work/shared/reference/seg_aliasing_method.md sections 2 and 3 for the math.
+Pure ``nn.Module``s with plain arguments (no cfg). See docs/backbone.md for the math and the
+faithful-vs-variant options.
 
 Faithful semantics (what the paper's code computes), for real input ``x`` of shape (B, C, H, W):
 
