@@ -10,7 +10,6 @@
 
 Without GPUs, ``--num-gpus N`` runs N CPU processes with the GLOO backend.
 """
-import logging
 import os
 import sys
 
@@ -23,17 +22,24 @@ from detectron2.utils import comm
 import segalias_d2  # noqa: F401  (registers backbones, datasets, evaluators)
 from segalias_d2.engine import SegAliasSetupError, Trainer, check_datasets, check_weights, load_config
 
-logger = logging.getLogger("segalias_d2")
+
+def _resuming(args, cfg) -> bool:
+    return args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+
+
+def check_setup(args):
+    """Config, datasets and weights are usable; raises SegAliasSetupError (one line) otherwise."""
+    cfg = load_config(args.config_file, args.opts)
+    check_datasets(cfg, train=not args.eval_only)
+    if not _resuming(args, cfg):  # a resumed run loads OUTPUT_DIR's checkpoint, not MODEL.WEIGHTS
+        check_weights(cfg)
+    return cfg
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # the configs target GPUs; this machine has none
-    check_datasets(cfg, train=not args.eval_only)
-    resuming = args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not resuming:
-        check_weights(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -41,8 +47,6 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() == 1:
-        logger.info("running on CPU")
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -58,11 +62,7 @@ def main(args):
 def invoke_main(argv=None):
     args = default_argument_parser().parse_args(argv)
     try:
-        # fail fast, in the parent process, on a bad config / dataset / weights path
-        setup_only = load_config(args.config_file, args.opts)
-        check_datasets(setup_only, train=not args.eval_only)
-        if not (args.resume and os.path.exists(os.path.join(setup_only.OUTPUT_DIR, "last_checkpoint"))):
-            check_weights(setup_only)
+        check_setup(args)  # fail fast, once, in the parent process
     except SegAliasSetupError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
