@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
@@ -131,7 +131,17 @@ class Trainer(DefaultTrainer):
             min_keypoints=0,
             proposal_files=None,
         )
-        sampler = TrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+        seed = cfg.SEED if cfg.SEED >= 0 else None
+        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
+        elif cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
+            factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+                dataset, cfg.DATALOADER.REPEAT_THRESHOLD
+            )
+            sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed)
+        else:
+            raise ValueError(f"DATALOADER.SAMPLER_TRAIN '{cfg.DATALOADER.SAMPLER_TRAIN}' is not supported "
+                             "(TrainingSampler or RepeatFactorTrainingSampler)")
         if start_iter > 0:
             per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
             sampler = _SkipFirst(sampler, start_iter * per_rank)
