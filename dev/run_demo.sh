@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 step() {
   local log="$1"; shift
   set +e
-  "$@" 2>&1 | tee "$log" | grep --line-buffered -E "eta:|Starting training|Overall training|Inference done|copypaste|error|Error"
+  "$@" 2>&1 | tee "$log" | grep --line-buffered -E "eta:|Starting training|Overall training|Inference done|copypaste"
   local rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then echo "FAILED (exit $rc); last lines of $log:"; tail -n 30 "$log"; exit "$rc"; fi
