@@ -9,31 +9,12 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
+from backbone_helpers import STAGES, make_backbone_cfg
 from segalias_d2 import add_segalias_config
 from segalias_d2.modeling.backbone.aa_resnet import AABottleneckBlock, AAResNet, DeepStem
 from segalias_d2.modeling.fourier_filters import BlurPool, DeAliasingFilter, FreqMix, reference_daf
 
-STAGES = ["res2", "res3", "res4", "res5"]
-
-
-def make_cfg(fpn=False, daf=True, freqmix=True, **overrides):
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.MODEL.BACKBONE.NAME = "build_segalias_resnet_fpn_backbone" if fpn else "build_segalias_resnet_backbone"
-    cfg.MODEL.RESNETS.OUT_FEATURES = list(STAGES)
-    cfg.MODEL.FPN.IN_FEATURES = list(STAGES)
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.NORM = "BN"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.SEGALIAS.DAF.ENABLED = daf
-    cfg.MODEL.SEGALIAS.FREQMIX.ENABLED = freqmix
-    for k, v in overrides.items():
-        node = cfg
-        parts = k.split("__")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = v
-    return cfg
+make_cfg = make_backbone_cfg
 
 
 def n_params(m):

@@ -13,10 +13,9 @@ import torchvision
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
-from segalias_d2 import add_segalias_config
+from backbone_helpers import STAGES, make_backbone_cfg
 from segalias_d2.checkpoint import (
     adapt_stem_to_packed_bayer,
     convert_state_dict,
@@ -26,22 +25,13 @@ from segalias_d2.checkpoint import (
 from segalias_d2.checkpoint.convert import main as convert_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ["res2", "res3", "res4", "res5"]
 
 
 def make_cfg(fpn=True, norm="BN", stem="basic", daf=False, freqmix=False, stride_in_1x1=False):
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.MODEL.BACKBONE.NAME = "build_segalias_resnet_fpn_backbone" if fpn else "build_segalias_resnet_backbone"
-    cfg.MODEL.RESNETS.OUT_FEATURES = list(STAGES)
-    cfg.MODEL.FPN.IN_FEATURES = list(STAGES)
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = stride_in_1x1
-    cfg.MODEL.RESNETS.NORM = norm
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.SEGALIAS.STEM_TYPE = stem
-    cfg.MODEL.SEGALIAS.DAF.ENABLED = daf
-    cfg.MODEL.SEGALIAS.FREQMIX.ENABLED = freqmix
-    return cfg
+    return make_backbone_cfg(
+        fpn=fpn, daf=daf, freqmix=freqmix, MODEL__RESNETS__NORM=norm, MODEL__SEGALIAS__STEM_TYPE=stem,
+        MODEL__RESNETS__STRIDE_IN_1X1=stride_in_1x1,
+    )
 
 
 def _randomize_bn(module, seed):
