@@ -60,7 +60,12 @@ def test_demo_is_built_and_idempotent(demo):
             numbers = [int(os.path.basename(im["file_name"]).split(".")[0]) for im in ann["images"]]
             assert all(n % 2 == (0 if plus else 1) for n in numbers)
             assert [im["id"] for im in ann["images"]] == [n - 1 for n in numbers]
-            assert [c["name"] for c in sorted(ann["categories"], key=lambda c: c["id"])] == LIS_CLASSES
+            # the revised LIS category list (true names by id) and the true ids of the demo's classes
+            assert [(c["id"], c["name"]) for c in ann["categories"]] == list(enumerate(
+                ["bicycle", "car", "motorbike", "bus", "bottle", "chair", "diningtable", "tvmonitor"]))
+            ids = sorted(a["category_id"] for a in ann["annotations"])
+            # car 1, bus 3 (x2), bottle 4, chair 5 per photo set; train = originals + flips
+            assert ids == sorted([1, 3, 3, 4, 5] * (2 if split == "train" else 1))
     raw_dark = read_lowlight_image(os.path.join(lis, "RAW-dark/JPEGImages/2.png"), "raw_rgb")
     assert raw_dark.dtype == np.float32 and len(np.unique(raw_dark)) > 256  # 16-bit, not squashed
 

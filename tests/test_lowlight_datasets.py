@@ -56,10 +56,9 @@ def test_register_maps_categories_by_name(tmp_path):
     assert meta.image_format == "raw_rgb" and meta.json_file == json_file
     assert meta.levels == {"black": 0, "white": 65535} and meta.exposure_ratio == 4.0
     dicts = DatasetCatalog.get(name)
-    assert [a["category_id"] for a in dicts[0]["annotations"]] == [LIS_CLASSES.index("motorbike"),
-                                                                   LIS_CLASSES.index("tvmonitor")]
+    assert [a["category_id"] for a in dicts[0]["annotations"]] == [2, 7]  # true LIS ids of motorbike, tvmonitor
     assert dicts[0]["image_format"] == "raw_rgb" and dicts[0]["exposure_ratio"] == 4.0
-    assert meta.thing_dataset_id_to_contiguous_id[4] == LIS_CLASSES.index("motorbike")
+    assert meta.thing_dataset_id_to_contiguous_id == {4: 2, 67: 6, 72: 7, 2: 0}
     # integer coordinates become floats (Detectron2 transforms would truncate int arrays in place)
     a0 = dicts[0]["annotations"][0]
     assert all(isinstance(v, float) for v in a0["bbox"] + a0["segmentation"][0])
@@ -71,10 +70,10 @@ def test_class_index_map_coco_to_lis():
 
     coco = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
     m = class_index_map(coco, LIS_CLASSES)
-    for coco_name, lis_name in [("motorcycle", "motorbike"), ("dining table", "diningtable"), ("tv", "tvmonitor"),
-                                ("bicycle", "bicycle"), ("bus", "bus"), ("car", "car"), ("chair", "chair"),
-                                ("bottle", "bottle")]:
-        assert m[coco.index(coco_name)] == LIS_CLASSES.index(lis_name)
+    # true LIS ids: bicycle 0, car 1, motorbike 2, bus 3, bottle 4, chair 5, diningtable 6, tvmonitor 7
+    for coco_name, lis_id in [("motorcycle", 2), ("dining table", 6), ("tv", 7), ("bicycle", 0), ("bus", 3),
+                              ("car", 1), ("chair", 5), ("bottle", 4)]:
+        assert m[coco.index(coco_name)] == lis_id
     assert (m >= 0).sum() == 8 and m[coco.index("person")] == -1
     with pytest.raises(ValueError):
         class_index_map(["person"], LIS_CLASSES, strict=True)
@@ -92,7 +91,7 @@ def test_remap_instances():
 
     coco = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
     out = remap_instances(inst, class_index_map(coco, LIS_CLASSES))
-    assert out.pred_classes.tolist() == [4, 6, 5] and out.scores.tolist() == pytest.approx([0.8, 0.7, 0.6])
+    assert out.pred_classes.tolist() == [2, 7, 1] and out.scores.tolist() == pytest.approx([0.8, 0.7, 0.6])
 
 
 def test_builtin_names_and_metadata():
@@ -100,6 +99,12 @@ def test_builtin_names_and_metadata():
     for mod in ("raw_dark", "raw_normal", "srgb_dark", "srgb_normal"):
         for split in ("train", "test"):
             assert f"lis_{mod}_{split}" in names and f"lis_demo_{mod}_{split}" in names
+        assert f"lis_{mod}_traintest" in names  # the whole of LIS (LIS README's recommended test set)
+    for mod, ann in (("raw_dark", "png_traintest+1"), ("raw_normal", "png_traintest"),
+                     ("srgb_dark", "JPG_traintest+1"), ("srgb_normal", "png_traintest")):
+        m = MetadataCatalog.get(f"lis_{mod}_traintest")
+        assert m.json_file.endswith(os.path.join("LIS", "annotations", f"lis_coco_{ann}.json"))
+        assert m.thing_classes == LIS_CLASSES and m.image_root == MetadataCatalog.get(f"lis_{mod}_test").image_root
     assert MetadataCatalog.get("lis_raw_dark_test").json_file.endswith("lis_coco_png_test+1.json")
     assert MetadataCatalog.get("lis_srgb_dark_train").json_file.endswith("lis_coco_JPG_train+1.json")
     assert MetadataCatalog.get("lis_raw_normal_test").json_file.endswith("lis_coco_png_test.json")

@@ -16,6 +16,7 @@ from .raw_io import (  # noqa: F401
 from .synthesis import synthesize_lowlight  # noqa: F401
 from .lowlight import (  # noqa: F401
     LIS_CLASSES,
+    LIS_ORIGINAL_JSON_CLASSES,
     AnnotationError,
     DatasetNotFoundError,
     class_index_map,

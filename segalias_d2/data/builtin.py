@@ -2,8 +2,11 @@
 
 Root: ``$DETECTRON2_DATASETS`` (default ``datasets``), read at import time (Detectron2 convention).
 
-* LIS (``<root>/LIS``): ``lis_{raw_dark,raw_normal,srgb_dark,srgb_normal}_{train,test}``;
-  dark images are the even-numbered files listed in the ``+1`` annotation files.
+* LIS (``<root>/LIS``): ``lis_{raw_dark,raw_normal,srgb_dark,srgb_normal}_{train,test,traintest}``;
+  dark images are the even-numbered files listed in the ``+1`` annotation files; ``traintest``
+  is the whole of LIS (train + test), the LIS README's recommended test set for models trained
+  elsewhere (e.g. SynCOCO -> LIS). Classes are the true LIS classes by id (:data:`LIS_CLASSES`;
+  the original misnamed category list is renamed with one warning per file).
 * LIS demo (``<root>/lis_demo``, built by ``datasets/prepare_demo.py``):
   ``lis_demo_{raw_dark,raw_normal,srgb_dark,srgb_normal,raw_dark_packed}_{train,test}``.
 * Cityscapes semantic segmentation (``<root>/cityscapes``):
@@ -20,7 +23,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from .cityscapes import CITYSCAPES_STUFF_CLASSES, CITYSCAPES_STUFF_COLORS, IGNORE_LABEL, load_cityscapes_sem_seg
 from .lowlight import LIS_CLASSES, register_lowlight_dataset, require_paths
 
-__all__ = ["register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8", "LIS_MODALITIES", "DEMO_HINT"]
+__all__ = ["register_lis", "register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8",
+           "LIS_MODALITIES", "LIS_SPLITS", "DEMO_HINT"]
 
 DEMO_HINT = "Build the demo data with `python datasets/prepare_demo.py` (or segalias_d2.data.demo.ensure_demo_datasets())."
 
@@ -31,6 +35,8 @@ LIS_MODALITIES = {
     "srgb_dark": ("RGB-dark", "lis_coco_JPG_{split}+1.json", "srgb"),
     "srgb_normal": ("RGB-normal", "lis_coco_png_{split}.json", "srgb"),
 }
+#: annotation splits of LIS: ``traintest`` = all 2230 pairs (lis_coco_*_traintest*.json)
+LIS_SPLITS = ("train", "test", "traintest")
 _DEMO_EXTRA = {"raw_dark_packed": ("RAW-dark-packed", "lis_coco_png_{split}+1.json", "raw_packed")}
 
 
@@ -50,8 +56,16 @@ def _register_lis_like(root, prefix, subdir, modalities, splits, hint=""):
             )
 
 
+def register_lis(root, prefix="lis", subdir="LIS", splits=LIS_SPLITS):
+    """Register ``<prefix>_<modality>_<split>`` for the 4 LIS modalities from ``<root>/<subdir>``.
+
+    Names that are already registered are left alone.
+    """
+    _register_lis_like(root, prefix, subdir, LIS_MODALITIES, splits)
+
+
 def register_all_lis(root):
-    _register_lis_like(root, "lis", "LIS", LIS_MODALITIES, ("train", "test"))
+    register_lis(root)
     _register_lis_like(root, "lis_demo", "lis_demo", {**LIS_MODALITIES, **_DEMO_EXTRA}, ("train", "test"), DEMO_HINT)
 
 
@@ -92,9 +106,10 @@ def register_all_cityscapes_sem_seg(root):
 
 
 def register_coco_lis8(root):
-    """COCO 2017 restricted to the 8 LIS classes, matched by name and in LIS order (SynCOCO -> LIS).
+    """COCO 2017 restricted to the 8 LIS classes, matched by name, contiguous ids = true LIS ids (SynCOCO -> LIS).
 
-    Annotations of the other 72 COCO classes are dropped (counted in the load summary); images are
+    COCO bicycle, car, motorcycle, bus, bottle, chair, dining table, tv -> LIS ids 0..7 (the COCO-8
+    order equals the true LIS id order, as in the official pipeline). Annotations of the other 72 COCO classes are dropped (counted in the load summary); images are
     sRGB, turned into low-light raw-RGB by the mapper when INPUT.SEGALIAS.SYNTHESIS.ENABLED.
     """
     for split in ("train", "val"):

@@ -4,7 +4,8 @@ Source: the pinned ``labelme`` sdist (``labelme-6.3.1.tar.gz``, sha256 pinned be
 :mod:`segalias_d2.utils.pypi_fetch` into the cache (``$SEGALIAS_CACHE`` or ~/.cache/segalias_d2):
 
 * ``examples/instance_segmentation/data_dataset_coco``: 3 real PASCAL VOC photos with COCO polygons.
-  Only LIS classes are kept, matched by name: **bottle, bus, car, chair** (5 instances). The example's
+  Only LIS classes are kept, matched by name and written on their TRUE LIS ids (LIS issue #23):
+  **car 1, bus 3, bottle 4, chair 5** (5 instances). The example's
   person (7) and sofa (1) instances are dropped (not LIS classes); LIS's other classes
   (bicycle, diningtable, motorbike, tvmonitor) stay in the category list with no instances.
 * ``examples/video_annotation/data_annotated``: 5 street frames with car and "track" (truck)
@@ -26,7 +27,8 @@ file number - 1 (LIS convention). Modalities:
   resolution as a 4-channel 16-bit PNG (for the ``raw_packed`` format);
 * ``annotations/lis_coco_png_{train,test}.json`` (odd .png names), ``lis_coco_png_{train,test}+1.json``
   and ``lis_coco_JPG_{train,test}+1.json`` (even names). LIS ships no non-``+1`` JPG file
-  (RGB-normal is .png), so none is written.
+  (RGB-normal is .png), so none is written. Categories are the REVISED LIS list (true names by id,
+  :data:`LIS_CLASSES`), so loading them needs no renaming and logs no warning.
 
 Cityscapes demo (``<root>/cityscapes_demo``): frames resized to 512x288; train = frames 100-102,
 val = 103-104, city "labelme"; ``gtFine/<split>/labelme/*_gtFine_labelIds.png`` and the
@@ -59,7 +61,8 @@ _COCO_DIR = _EX + "instance_segmentation/data_dataset_coco/"
 _VIDEO_DIR = _EX + "video_annotation/data_annotated/"
 _VIDEO_FRAMES = ["00000100", "00000101", "00000102", "00000103", "00000104"]
 _VIDEO_SPLITS = {"train": _VIDEO_FRAMES[:3], "val": _VIDEO_FRAMES[3:]}
-DEMO_VERSION = 2
+# 3: instances on the true LIS ids with the revised category names (was: the misnamed JSON order)
+DEMO_VERSION = 3
 SHORT_SIDE = 320
 CITYSCAPES_SIZE = (512, 288)  # (w, h)
 SEED = 20240501
@@ -185,7 +188,7 @@ def build_lis_demo(root=None, force=False):
     with open(src_json) as f:
         src = json.load(f)
     cats = {c["id"]: canonical_class_name(c["name"]) for c in src["categories"]}
-    lis_id = {n: i for i, n in enumerate(LIS_CLASSES)}
+    lis_id = {n: i for i, n in enumerate(LIS_CLASSES)}  # true class of each LIS id
     images = sorted(src["images"], key=lambda im: im["file_name"])
     paths = _fetch([_COCO_DIR + im["file_name"] for im in images])
     kept, dropped = {}, {}

@@ -6,6 +6,10 @@ image_format, json_file, black/white levels, exposure ratio). The JSON is read a
 (``DatasetCatalog.get``), where problems are reported as follows:
 
 * missing JSON / image folder -> :class:`DatasetNotFoundError` listing the missing paths;
+* category names: the original (misnamed) LIS category list is renamed by id to the true
+  classes :data:`LIS_CLASSES` with one warning per file (LIS issue #23, see
+  :mod:`segalias_d2.data.categories`); an explicit ``category_names={id: name}`` overrides the
+  JSON's names;
 * an annotation whose category is not in ``categories``, or a category name that is not one of
   the requested ``thing_classes`` -> :class:`AnnotationError` naming the JSON and the record;
 * polygons with fewer than 3 points (Detectron2 skips those instances), boxes entirely outside
@@ -18,12 +22,21 @@ import logging
 import os
 from collections import Counter
 
-import numpy as np
-
+from .categories import (  # noqa: F401  (re-exported from here, as before the split)
+    CLASS_NAME_ALIASES,
+    LIS_CLASSES,
+    LIS_ORIGINAL_JSON_CLASSES,
+    AnnotationError,
+    canonical_class_name,
+    class_index_map,
+    resolve_category_names,
+    validate_category_names,
+)
 from .raw_io import IMAGE_FORMATS, LowLightDataError, check_format
 
 __all__ = [
     "LIS_CLASSES",
+    "LIS_ORIGINAL_JSON_CLASSES",
     "CLASS_NAME_ALIASES",
     "DatasetNotFoundError",
     "AnnotationError",
@@ -38,58 +51,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: LIS categories in the order of the LIS JSON (ids 0..7).
-LIS_CLASSES = ["bicycle", "chair", "diningtable", "bottle", "motorbike", "car", "tvmonitor", "bus"]
-
-#: Different spellings of the same class (COCO / VOC / LIS). Keys and values are canonical
-#: lower-case names; :func:`canonical_class_name` maps every spelling to the LIS/VOC one.
-CLASS_NAME_ALIASES = {
-    "motorcycle": "motorbike",
-    "dining table": "diningtable",
-    "tv": "tvmonitor",
-    "tv/monitor": "tvmonitor",
-    "tv monitor": "tvmonitor",
-    "airplane": "aeroplane",
-    "couch": "sofa",
-    "potted plant": "pottedplant",
-    "track": "truck",  # labelme's video-annotation example spells truck "track"
-}
-
 #: name -> per-dataset load summary (counts of skipped / clipped annotations)
 LOAD_SUMMARIES = {}
 
 
 class DatasetNotFoundError(LowLightDataError, FileNotFoundError):
     """Files of a registered dataset are missing (raised at first use, not at registration)."""
-
-
-class AnnotationError(LowLightDataError, ValueError):
-    """An annotation file contains a record that cannot be used."""
-
-
-def canonical_class_name(name):
-    n = " ".join(str(name).strip().lower().replace("_", " ").split())
-    return CLASS_NAME_ALIASES.get(n, n)
-
-
-def class_index_map(src_classes, dst_classes, strict=False):
-    """Index map from ``src_classes`` to ``dst_classes`` matched BY NAME (aliases applied).
-
-    Returns an int64 array ``m`` with ``m[i]`` = index in ``dst_classes`` of ``src_classes[i]``,
-    or -1 when it has no counterpart (``strict=True`` raises instead). Example: a COCO-80 model
-    evaluated on LIS: ``class_index_map(coco_thing_classes, LIS_CLASSES)`` maps
-    motorcycle -> motorbike, dining table -> diningtable, tv -> tvmonitor.
-    """
-    dst = {canonical_class_name(n): j for j, n in enumerate(dst_classes)}
-    if len(dst) != len(dst_classes):
-        raise ValueError(f"dst_classes has duplicate names after canonicalisation: {list(dst_classes)}")
-    out = np.full(len(src_classes), -1, dtype=np.int64)
-    for i, n in enumerate(src_classes):
-        j = dst.get(canonical_class_name(n))
-        if j is None and strict:
-            raise AnnotationError(f"class '{n}' has no counterpart (by name) in {list(dst_classes)}")
-        out[i] = -1 if j is None else j
-    return out
 
 
 def remap_instances(instances, index_map):
@@ -135,31 +102,32 @@ def _read_json(json_file):
             raise AnnotationError(f"annotation file '{json_file}' is not valid JSON: {e}") from e
 
 
-def _category_mapping(data, json_file, thing_classes):
-    cats = sorted(data.get("categories", []), key=lambda c: c["id"])
-    if not cats:
-        raise AnnotationError(f"annotation file '{json_file}' has no 'categories'")
+def _category_mapping(cat_names, thing_classes):
+    """(classes, {category id: contiguous id}, {category id: name not in thing_classes})."""
+    ids = sorted(cat_names)
     if thing_classes is None:
-        classes = [c["name"] for c in cats]
-        return classes, {c["id"]: i for i, c in enumerate(cats)}, {}
+        return [cat_names[i] for i in ids], {cid: j for j, cid in enumerate(ids)}, {}
     wanted = {canonical_class_name(n): i for i, n in enumerate(thing_classes)}
     id_map, unknown = {}, {}
-    for c in cats:
-        j = wanted.get(canonical_class_name(c["name"]))
+    for cid in ids:
+        j = wanted.get(canonical_class_name(cat_names[cid]))
         if j is None:
-            unknown[c["id"]] = c["name"]
+            unknown[cid] = cat_names[cid]
         else:
-            id_map[c["id"]] = j
+            id_map[cid] = j
     return list(thing_classes), id_map, unknown
 
 
 def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="srgb", thing_classes=None,
-                       extra_fields=None, unknown_category="error"):
+                       extra_fields=None, unknown_category="error", category_names=None):
     """Load a COCO-format JSON into Detectron2 dicts, validated and mapped to ``thing_classes`` by name.
 
     Args:
         thing_classes: class list defining the contiguous ids (by name, aliases applied); None ->
             the JSON's categories sorted by id (Detectron2's convention).
+        category_names: optional ``{category id: class name}`` that replaces the JSON's names of
+            those ids (see :func:`register_lowlight_dataset`). Without it, the original LIS category
+            list is renamed by id to the true classes (one warning per file, LIS issue #23).
         extra_fields: dict added to every record (e.g. image_format, black_level, exposure_ratio).
         unknown_category: "error" (default) raises :class:`AnnotationError` when an annotation uses a
             category whose name is not in ``thing_classes``; "skip" drops those annotations (counted).
@@ -169,8 +137,11 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
     check_format(image_format)
     name = dataset_name or os.path.basename(json_file)
     data = _read_json(json_file)
-    classes, id_map, unknown = _category_mapping(data, json_file, thing_classes)
-    cat_names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    if not data.get("categories"):
+        raise AnnotationError(f"annotation file '{json_file}' has no 'categories'")
+    category_names = validate_category_names(category_names, thing_classes)
+    cat_names, names_source = resolve_category_names(data["categories"], json_file, category_names)
+    classes, id_map, unknown = _category_mapping(cat_names, thing_classes)
     files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
     counts = Counter()
     for ann in data.get("annotations", []):
@@ -238,6 +209,8 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
                 rec["pair_file_name"] = lis_pair_file_name(rec["file_name"], pair_root)
         out.append(rec)
     summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts)}
+    if names_source != "json":
+        summary["category_names"] = names_source
     LOAD_SUMMARIES[name] = summary
     skipped = {k: v for k, v in counts.items()}
     if skipped:
@@ -257,7 +230,7 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
 
 def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", thing_classes=None,
                               raw_output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None,
-                              unknown_category="error", pair_image_root=None, **metadata):
+                              unknown_category="error", pair_image_root=None, category_names=None, **metadata):
     """Register a COCO-format low-light instance-segmentation dataset (lazy).
 
     Args:
@@ -267,6 +240,12 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
             "raw_packed" (4-channel [R, G1, B, G2]), or "srgb" (camera JPEG/PNG).
         thing_classes: classes defining the contiguous ids, matched BY NAME to the JSON categories
             (default: the JSON categories sorted by id). For LIS pass :data:`LIS_CLASSES`.
+        category_names: ``{category id: class name}`` overriding the JSON's category names by id
+            (for files whose names are wrong; ids may be ints or digit strings). Checked here
+            (integer ids, unique names, names in ``thing_classes``: ``ValueError``) and at load
+            (ids missing from the JSON, a name then used by two ids: :class:`AnnotationError`).
+            Without it, the original LIS category list is renamed by id to :data:`LIS_CLASSES`
+            with one warning per file; the revised LIS file is used as it is.
         raw_output: for "raw": "raw_rgb" (3-ch) or "packed" (4-ch, half resolution).
         black_level / white_level: in the file's DN (see :func:`raw_io.read_lowlight_image`).
         exposure_ratio: amplification for dark frames (float), None, or "exif": per image
@@ -294,11 +273,13 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
     if exposure_ratio == "exif":
         extra["pair_image_root"] = pair_image_root
     classes = list(thing_classes) if thing_classes is not None else None
+    names_by_id = validate_category_names(category_names, classes, where=f"dataset '{name}': category_names")
     hint = metadata.pop("missing_hint", "")
 
     def _load(json_file=json_file, image_root=image_root, name=name):
         require_paths(name, [json_file, image_root], hint=hint)
-        return load_lowlight_json(json_file, image_root, name, image_format, classes, extra, unknown_category)
+        return load_lowlight_json(json_file, image_root, name, image_format, classes, extra, unknown_category,
+                                  names_by_id)
 
     DatasetCatalog.register(name, _load)
     fields = dict(
