@@ -1,5 +1,5 @@
-"""DAF / FreqMix / BlurPool against independent expectations (reference transcription, analytic signals, the
-mask table of seg_aliasing_method.md section 2.2)."""
+"""DAF / FreqMix / BlurPool against independent expectations: literal transcriptions of the released computation
+(tests/reference_fourier.py, quirks included), analytic signals, the mask table of seg_aliasing_method.md 2.2."""
 import math
 
 import numpy as np
@@ -7,21 +7,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reference_fourier import (
+    reference_daf,
+    reference_freqmix,
+    reference_freqmix_band_energy,
+    reference_freqmix_per_image,
+    reference_freqmix_released,
+)
 from segalias_d2.modeling.fourier_filters import (
+    FREQMIX_GATES,
     BlurPool,
     DeAliasingFilter,
     FreqMix,
     box_mask_bounds,
-    reference_daf,
-    reference_freqmix,
+    check_freqmix_gate,
     symmetric_rfft_mask,
 )
 
 SIZES = [(32, 32), (33, 31), (24, 40), (17, 50), (7, 6)]  # even, odd, non-square, mixed parity
+FM_SIZES = [(9, 7), (8, 10), (7, 12)]  # odd/odd, even/even, odd/even (FreqMix transcription checks)
 
 
 def _max_abs(a, b):
     return (a - b).abs().max().item()
+
+
+def _freqmix(c, gate="released", seed=0, reduction=2, double=False):
+    torch.manual_seed(seed)
+    m = FreqMix(c, reduction=reduction, gate=gate)
+    return m.double() if double else m
 
 
 @pytest.mark.parametrize("hw", SIZES)
@@ -30,15 +44,86 @@ def test_daf_equals_reference(hw, cutoff):
     g = torch.Generator().manual_seed(hash(hw) % 1000)
     x = torch.randn(2, 3, *hw, generator=g)
     assert _max_abs(DeAliasingFilter(cutoff)(x), reference_daf(x, cutoff)) <= 1e-5
+    xd = x.double()
+    assert _max_abs(DeAliasingFilter(cutoff)(xd), reference_daf(xd, cutoff)) <= 1e-12
+
+
+def test_default_gate_is_released():
+    assert FreqMix(8, reduction=2).gate == "released"
+    assert FREQMIX_GATES == ("released", "per_image", "band_energy")
+
+
+@pytest.mark.parametrize("c", [6, 5])  # even and odd channel counts (odd: the roll direction matters)
+@pytest.mark.parametrize("hw", FM_SIZES)
+@pytest.mark.parametrize("b", [1, 2, 3, 4])
+def test_freqmix_released_equals_transcription(b, hw, c):
+    """gate="released" == the released forward (fftshift/ifftshift over ALL dims) at B = 1..4, float64 and float32."""
+    m = _freqmix(c, seed=b, double=True)
+    x = torch.randn(b, c, *hw, dtype=torch.float64)
+    with torch.no_grad():
+        y, y_ref = m(x), reference_freqmix_released(x, m)
+        assert _max_abs(y, y_ref) <= 1e-10
+        m32, x32 = m.float(), x.float()
+        assert _max_abs(m32(x32), reference_freqmix_released(x32, m32)) <= 1e-5
+
+
+@pytest.mark.parametrize("c", [6, 5])
+@pytest.mark.parametrize("b", [1, 3])
+def test_freqmix_per_image_equals_transcription(b, c):
+    m = _freqmix(c, gate="per_image", seed=b, double=True)
+    x = torch.randn(b, c, 9, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert _max_abs(m(x), reference_freqmix_per_image(x, m)) <= 1e-10
+
+
+@pytest.mark.parametrize("b,c", [(1, 6), (1, 5), (2, 6), (3, 5), (4, 6)])
+def test_released_and_per_image_differ(b, c):
+    """The two spectral modes (and their transcriptions) disagree far beyond the tolerance used above, so the
+    released check cannot pass with the per-image computation; at B = 1 the channel roll alone does it."""
+    m_rel = _freqmix(c, seed=10, double=True)
+    m_per = _freqmix(c, gate="per_image", seed=10, double=True)  # same weights
+    x = torch.randn(b, c, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        assert _max_abs(m_rel(x), m_per(x)) > 1e-3
+        assert _max_abs(reference_freqmix_released(x, m_rel), reference_freqmix_per_image(x, m_rel)) > 1e-3
+        assert _max_abs(m_rel(x), reference_freqmix_per_image(x, m_rel)) > 1e-3
+
+
+def test_released_gate_is_batch_dependent_per_image_is_not():
+    m_rel = _freqmix(6, seed=11, double=True)
+    m_per = _freqmix(6, gate="per_image", seed=11, double=True)
+    x = torch.randn(2, 6, 9, 8, dtype=torch.float64)
+    x2 = x.clone()
+    x2[1] = torch.randn(6, 9, 8, dtype=torch.float64)  # change only the second image
+    with torch.no_grad():
+        assert _max_abs(m_per(x)[0], m_per(x2)[0]) <= 1e-12
+        assert _max_abs(m_rel(x)[0], m_rel(x2)[0]) > 1e-3  # image 0 is gated from image 1's spectrum
+        # ... and at batch 1 the released module is a per-image function
+        assert _max_abs(m_rel(x[:1]), m_rel(x2[:1])) <= 1e-12
+
+
+@pytest.mark.parametrize("gate", FREQMIX_GATES)
+def test_freqmix_gradients_equal_transcription_odd_case(gate):
+    """Autograd through the fast path and through the transcription agree (input and every parameter)."""
+    m = _freqmix(5, gate=gate, seed=12, double=True)
+    x = torch.randn(3, 5, 9, 7, dtype=torch.float64, requires_grad=True)
+    y_fast, y_ref = m(x), reference_freqmix(x, m)
+    assert _max_abs(y_fast, y_ref) <= 1e-10
+    gy = torch.randn_like(y_fast)
+    g_fast = torch.autograd.grad(y_fast, [x] + list(m.parameters()), gy)
+    g_ref = torch.autograd.grad(y_ref, [x] + list(m.parameters()), gy)
+    assert g_ref[0].abs().max() > 1e-3
+    for a, b in zip(g_fast, g_ref):
+        assert torch.isfinite(a).all()
+        assert _max_abs(a, b) <= 1e-9 * max(1.0, b.abs().max().item())
 
 
 @pytest.mark.parametrize("hw", SIZES)
-def test_freqmix_equals_reference_and_gradients(hw):
-    torch.manual_seed(0)
-    m = FreqMix(16, reduction=4)
+def test_freqmix_float32_equals_transcription_and_gradients(hw):
+    m = _freqmix(16, seed=0, reduction=4)
     x = torch.randn(2, 16, *hw, requires_grad=True)
     y_fast = m(x)
-    y_ref = reference_freqmix(x, m)
+    y_ref = reference_freqmix_released(x, m)
     assert _max_abs(y_fast, y_ref) <= 1e-5
     gy = torch.randn_like(y_fast)
     g_fast = torch.autograd.grad(y_fast, [x] + list(m.parameters()), gy)
@@ -46,6 +131,15 @@ def test_freqmix_equals_reference_and_gradients(hw):
     for a, b in zip(g_fast, g_ref):
         assert torch.isfinite(a).all()
         assert _max_abs(a, b) <= 1e-4 * max(1.0, b.abs().max().item())
+
+
+def test_faithful_gate_name_is_an_error():
+    for call in (lambda: FreqMix(8, reduction=2, gate="faithful"), lambda: check_freqmix_gate("faithful", "KEY")):
+        with pytest.raises(ValueError, match="renamed") as e:
+            call()
+        assert "'released'" in str(e.value) and "'per_image'" in str(e.value)
+    with pytest.raises(ValueError, match="KEY must be one of"):
+        check_freqmix_gate("energy", "KEY")
 
 
 # section 2.2 table: N -> (slice for t=0.35, relative bins, full-weight |k| max, relative bins for t=0.25)
@@ -111,31 +205,36 @@ def test_bandlimited_signal_unchanged_odd_size():
     assert _max_abs(DeAliasingFilter(0.35)(x), x) <= 1e-5
 
 
-def test_freqmix_top_left_pixel_property():
-    """Faithful gate: the SE inputs are the (0,0) values of the band signals (section 3.6)."""
+@pytest.mark.parametrize("gate", ["released", "per_image"])
+def test_freqmix_top_left_pixel_property(gate):
+    """The SE inputs are the spectrum means = the (0,0) values of the band signals (section 3.6); for "released"
+    they come from image (i - B//2) mod B, channel (j - C//2) mod C (section 3.5b, fftshift rolls by n//2)."""
     torch.manual_seed(2)
-    b, c, h, w = 2, 16, 24, 30
-    m = FreqMix(c, reduction=4)
+    b, c, h, w = 3, 5, 24, 30
+    m = FreqMix(c, reduction=1, gate=gate)
     x = torch.randn(b, c, h, w)
     seen = {}
-    m.se_lo.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("lo", inp[0].detach()))
-    m.se_hi.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("hi", inp[0].detach()))
+    m.se_lo.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("lo", inp[0].detach().double()))
+    m.se_hi.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("hi", inp[0].detach().double()))
     m(x)
-    # expectations straight from the masked spectrum
-    s = torch.fft.fftshift(torch.fft.fft2(x.double()), dim=(-2, -1))
-    r0, r1 = box_mask_bounds(h, 0.35)
-    c0, c1 = box_mask_bounds(w, 0.35)
+    # expectations straight from the masked spectrum, shifted as the mode's code does
+    spec = torch.fft.fft2(x.double())
+    s = torch.fft.fftshift(spec) if gate == "released" else torch.fft.fftshift(spec, dim=(-2, -1))
     mask = torch.zeros(h, w, dtype=torch.float64)
-    mask[r0:r1, c0:c1] = 1
+    mask[round(h / 2 - h * 0.35):round(h / 2 + h * 0.35), round(w / 2 - w * 0.35):round(w / 2 + w * 0.35)] = 1
     s_lo, s_hi = s * mask, s * (1 - mask)
     exp_lo = torch.cat([s_lo.real.mean((-2, -1)), s_lo.imag.mean((-2, -1))], 0)[..., None, None]
     exp_hi = torch.cat([s_hi.real.mean((-2, -1)), s_hi.imag.mean((-2, -1))], 0)[..., None, None]
-    assert _max_abs(seen["lo"].double(), exp_lo) <= 1e-5
-    assert _max_abs(seen["hi"].double(), exp_hi) <= 1e-5
-    # ... which are the band signals at the top-left pixel (the quirk), not band energies
-    x_lo = reference_daf(x.double(), 0.35)
-    assert _max_abs(seen["lo"][:b, :, 0, 0].double(), x_lo[..., 0, 0]) <= 1e-5
-    assert _max_abs(seen["hi"][:b, :, 0, 0].double(), (x.double() - x_lo)[..., 0, 0]) <= 1e-5
+    assert _max_abs(seen["lo"], exp_lo) <= 1e-5
+    assert _max_abs(seen["hi"], exp_hi) <= 1e-5
+    # ... which are the band signals at the top-left pixel (the quirk) of the source image/channel
+    x_lo = reference_daf(x.double(), 0.35)[..., 0, 0]
+    x_hi = x.double()[..., 0, 0] - x_lo
+    for i in range(b):
+        for j in range(c):
+            si, sj = ((i - b // 2) % b, (j - c // 2) % c) if gate == "released" else (i, j)
+            assert abs(seen["lo"][i, j, 0, 0] - x_lo[si, sj]) <= 1e-5
+            assert abs(seen["hi"][i, j, 0, 0] - x_hi[si, sj]) <= 1e-5
     assert seen["lo"][b:].abs().max() > 1e-3  # even-size asymmetric box: non-zero imaginary part
 
 
@@ -148,6 +247,7 @@ def test_freqmix_band_energy_variant():
     y = m(x)
     x_lo = reference_daf(x.detach(), 0.35)
     assert _max_abs(seen["lo"], x_lo.pow(2).mean((-2, -1), keepdim=True).sqrt()) <= 1e-5
+    assert _max_abs(y, reference_freqmix_band_energy(x, m)) <= 1e-5
     y.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -234,9 +334,12 @@ def test_chunked_path_matches_reference(monkeypatch):
 
     monkeypatch.setattr(ff, "_CHUNK_ELEMENTS", 1000)  # force several plane chunks
     torch.manual_seed(6)
-    x = torch.randn(2, 8, 31, 44, requires_grad=True)
-    m = FreqMix(8, reduction=2)
-    for f, ref in ((DeAliasingFilter(0.35), lambda t: reference_daf(t, 0.35)), (m, lambda t: reference_freqmix(t, m))):
+    x = torch.randn(3, 8, 31, 44, requires_grad=True)
+    cases = [(DeAliasingFilter(0.35), lambda t: reference_daf(t, 0.35))]
+    for gate in FREQMIX_GATES:
+        m = _freqmix(8, gate=gate, seed=6)
+        cases.append((m, lambda t, m=m: reference_freqmix(t, m)))
+    for f, ref in cases:
         y, yr = f(x), ref(x)
         assert _max_abs(y, yr) <= 1e-5
         g = torch.autograd.grad(y.pow(2).sum(), x)[0]

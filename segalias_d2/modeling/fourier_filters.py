@@ -1,28 +1,32 @@
 """Anti-aliasing filters of Seg-Aliasing (ICLR 2024): DAF, FreqMix and a BlurPool baseline.
 
 Pure ``nn.Module``s with plain arguments (no cfg). See docs/backbone.md for the math and the
-faithful-vs-variant options.
+released-vs-variant options.
 
-Faithful semantics (what the paper's code computes), for real input ``x`` of shape (B, C, H, W):
+Released semantics (what the paper's code computes), for real input ``x`` of shape (B, C, H, W):
 
 * ``DeAliasingFilter`` (DAF): ``Re(IFFT2(ifftshift(fftshift(FFT2(x)) * M)))`` with the centred box mask
   ``M[r0:r1, c0:c1] = 1``, ``r0 = round(H/2 - H*t)``, ``r1 = round(H/2 + H*t)`` (Python round, half to even),
   same for columns. Shape preserving, no parameters, same in train and eval.
 * ``FreqMix``: spatial band weights ``w = sigmoid(conv3x3(x))``, band split with the same mask
   (``x_lo = DAF(x)``, ``x_hi = x - x_lo``), two SE gates fed with the global average of the real and imaginary
-  parts of each masked *spectrum*, combined as a magnitude, ``y = w0*a_lo*x_lo + w1*a_hi*x_hi``.
+  parts of each masked *spectrum*, combined as a magnitude, ``y = w0*a_lo*x_lo + w1*a_hi*x_hi``. The released
+  code shifts the spectrum over ALL dims (``fftshift`` without ``dim``), so the gate of image b, channel c is
+  computed from image ``(b - B//2) mod B`` with its channels rolled by ``C//2`` (gate ``"released"``);
+  ``"per_image"`` gates every image from its own spectrum (a variant), ``"band_energy"`` feeds band RMS values.
 
 Fast path (used by the modules): ``Re(...)`` of the box-masked spectrum equals filtering with the Hermitian
 symmetrised mask ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one ``rfft2``/``irfft2`` pair with a
 real (H, W//2+1) mask cached per (H, W, cutoff, device, dtype) gives the same output as the complex
 reference without any full-size complex mask. FreqMix's SE inputs are recovered exactly from the same rfft
-(``GAP(Re S_lo) = x_lo[..., 0, 0]``; ``GAP(Im S_lo)`` = a weighted sum over the few asymmetric edge bins).
+(``GAP(Re S_lo) = x_lo[..., 0, 0]``; ``GAP(Im S_lo)`` = a weighted sum over the few asymmetric edge bins), and
+for ``"released"`` these (B, C) values are rolled over (batch, channel) exactly as the all-dims shift does.
 
-``reference_daf`` / ``reference_freqmix`` are direct, slow transcriptions of the original computation
-(fftshift, full complex box mask, real part) used by tests and benchmarks only.
+The slow literal transcriptions of the released computation live in ``tests/reference_fourier.py``.
 
-Numerics: the FFT part always runs in float32 with autocast disabled (cuFFT half precision only supports
-power-of-two sizes; bfloat16 FFTs are not supported at all); outputs are cast back to the input dtype.
+Numerics: the FFT part runs in float32 (float64 for float64 input) with autocast disabled (cuFFT half
+precision only supports power-of-two sizes; bfloat16 FFTs are not supported at all); outputs are cast back to
+the input dtype.
 """
 import functools
 import math
@@ -40,12 +44,20 @@ __all__ = [
     "box_mask_bounds",
     "box_mask_centered",
     "symmetric_rfft_mask",
-    "reference_daf",
-    "reference_freqmix",
+    "check_freqmix_gate",
     "FREQMIX_GATES",
 ]
 
-FREQMIX_GATES = ("faithful", "band_energy")
+# "released" = the shipped computation (default); "per_image" and "band_energy" are variants (docs/backbone.md)
+FREQMIX_GATES = ("released", "per_image", "band_energy")
+# former names -> why they are no longer accepted (a silent alias would change what an old config computes)
+_RENAMED_GATES = {
+    "faithful": (
+        "was renamed: it gated each image from its own spectrum, which is not what the released code computes. "
+        "Use 'released' (the shipped computation: SE gates read the batch- and channel-rolled spectrum; the "
+        "default) or 'per_image' (the former 'faithful' computation, a variant)"
+    ),
+}
 
 # masks are tiny (H x W//2+1 floats); bound the cache so varying test-time sizes cannot grow it forever
 _MASK_CACHE_SIZE = 128
@@ -59,6 +71,15 @@ def _check_cutoff(cutoff, name="cutoff"):
     if not (0.0 < cutoff <= 0.5):
         raise ValueError(f"{name} must be in (0, 0.5] (cycles/pixel), got {cutoff}")
     return cutoff
+
+
+def check_freqmix_gate(gate, key="FreqMix gate"):
+    """Return ``gate`` if it is one of FREQMIX_GATES, else raise a ValueError naming ``key``."""
+    if isinstance(gate, str) and gate in _RENAMED_GATES:
+        raise ValueError(f"{key} {gate!r} {_RENAMED_GATES[gate]}")
+    if gate not in FREQMIX_GATES:
+        raise ValueError(f"{key} must be one of {FREQMIX_GATES}, got {gate!r}")
+    return gate
 
 
 def box_mask_bounds(n, cutoff):
@@ -130,6 +151,11 @@ def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
     return _cached_tensor("rmask", int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
 
 
+def _fft_dtype(dtype):
+    """float64 stays float64 (exact checks); everything else (half, bfloat16, float32) runs in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _fp32_region(device_type):
     """Disable autocast (CPU and the tensor's device type, e.g. cuda) for the FFT part."""
     stack = ExitStack()
@@ -148,17 +174,17 @@ _CHUNK_ELEMENTS = 1 << 20
 
 
 def _lowpass(xf, cutoff, want_imag=False):
-    """Low band ``x_lo`` of float32 ``xf`` (B, C, H, W) and, if asked, ``mean(Im(S * M))`` per (B, C).
+    """Low band ``x_lo`` of float32/64 ``xf`` (B, C, H, W) and, if asked, ``mean(Im(S * M))`` per (B, C).
 
     Processed in chunks of planes so peak memory stays near one output-sized buffer.
     """
     b, c, h, w = xf.shape
     planes = xf.reshape(b * c, h, w)
     n = planes.shape[0]
-    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, torch.float32)
+    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, xf.dtype)
     if want_imag:
         idx = _cached_tensor("imag_idx", h, w, cutoff, xf.device, None)
-        iw = _cached_tensor("imag_w", h, w, cutoff, xf.device, torch.float32)
+        iw = _cached_tensor("imag_w", h, w, cutoff, xf.device, xf.dtype)
     step = max(1, _CHUNK_ELEMENTS // max(1, h * w))
     if step >= n:
         chunks = [(0, n)]
@@ -174,7 +200,7 @@ def _lowpass(xf, cutoff, want_imag=False):
                 im_bins = torch.view_as_real(spec)[..., 1].flatten(-2).index_select(-1, idx)
                 ims.append((im_bins * iw).sum(-1))
             else:
-                ims.append(spec.new_zeros(j - i, dtype=torch.float32))
+                ims.append(planes.new_zeros(j - i))
         # in place: neither rfft2's backward nor the index_select above needs the un-masked values
         spec = spec.mul_(rmask)
         if x_lo is None:
@@ -193,7 +219,7 @@ def _lowpass(xf, cutoff, want_imag=False):
 def _daf_fast(x, cutoff):
     shape = x.shape
     with _fp32_region(x.device.type):
-        xf = x.float().reshape((-1, 1) + tuple(shape[-2:]))
+        xf = x.to(_fft_dtype(x.dtype)).reshape((-1, 1) + tuple(shape[-2:]))
         y, _ = _lowpass(xf, cutoff)
     return y.reshape(shape).to(x.dtype)
 
@@ -267,22 +293,29 @@ class FreqMix(nn.Module):
         channels: input/output channels (the bottleneck width, ``planes``).
         cutoff: band split in cycles/pixel, in (0, 0.5]; the paper hard-codes 0.35.
         reduction: SE compression ratio (paper default 16).
-        gate: ``"faithful"`` (default) reproduces the paper's code: each SE gate is fed with the global average
-            of the real and imaginary parts of its masked spectrum, which is the (complex) band-limited signal at
-            the top-left pixel (0, 0), and the two gate outputs are combined as a magnitude (values in (0, sqrt 2)).
-            ``"band_energy"`` is a NON-FAITHFUL variant (presumably the intended behaviour): each SE gate is fed
-            the per-channel RMS of its band, ``sqrt(mean(x_band^2))``, gate values in (0, 1). It will not
-            reproduce the paper's numbers.
+        gate: how the two SE gates are fed (see docs/backbone.md):
+
+            * ``"released"`` (default): the shipped computation. Each SE gate gets the global average of the real
+              and imaginary parts of its masked spectrum, i.e. the (complex) band signal at the top-left pixel
+              (0, 0); the two outputs are combined as a magnitude (values in (0, sqrt 2)). Because the released
+              code shifts the spectrum over all dims, the gate of image b, channel c is computed from image
+              ``(b - B//2) mod B`` with its channels rolled by ``C//2``: batch-dependent in training, a fixed
+              channel permutation of the SE input at batch 1. The released checkpoints were trained this way.
+            * ``"per_image"`` (variant): the same descriptor, but every image gated from its own spectrum
+              (what one would expect from the paper, not what was shipped; formerly named ``"faithful"``).
+            * ``"band_energy"`` (variant, presumably the intended behaviour): each SE gate is fed the per-channel
+              RMS of its band, ``sqrt(mean(x_band^2))`` (per image), gate values in (0, 1).
+
+            The variants will not reproduce the paper's numbers. The old name ``"faithful"`` raises an error.
 
     Parameters: 3x3 conv C->2 (with bias) and two SE gates; 6,674 / 21,538 / 75,842 for C = 128 / 256 / 512.
     """
 
-    def __init__(self, channels, cutoff=0.35, reduction=16, gate="faithful"):
+    def __init__(self, channels, cutoff=0.35, reduction=16, gate="released"):
         super().__init__()
         if int(channels) != channels or channels < 1:
             raise ValueError(f"FreqMix channels must be a positive int, got {channels!r}")
-        if gate not in FREQMIX_GATES:
-            raise ValueError(f"FreqMix gate must be one of {FREQMIX_GATES}, got {gate!r}")
+        check_freqmix_gate(gate)
         if int(reduction) != reduction or reduction < 1:
             raise ValueError(f"FreqMix reduction must be a positive int, got {reduction!r}")
         self.channels = int(channels)
@@ -296,34 +329,44 @@ class FreqMix(nn.Module):
     def extra_repr(self):
         return f"channels={self.channels}, cutoff={self.cutoff}, reduction={self.reduction}, gate={self.gate!r}"
 
+    def _spectral_gates(self, xf, x_lo, im_lo):
+        """``a_lo``, ``a_hi`` (B, C, 1, 1) of the "released" / "per_image" gates from per-image GAP values.
+
+        GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0]; GAP(Im S_lo) from the asymmetric edge
+        bins (``im_lo``); GAP(Im S_hi) = -GAP(Im S_lo) for real x.
+        """
+        b, c = xf.shape[:2]
+        corner = torch.stack([xf[..., :1, :1], x_lo[..., :1, :1], im_lo], 0)  # (3, B, C, 1, 1)
+        if self.gate == "released":
+            # fftshift over all dims = roll by n//2 on every dim; the spatial roll leaves the (H, W) means
+            # unchanged, the batch/channel roll moves which image/channel feeds each gate.
+            corner = torch.roll(corner, shifts=(b // 2, c // 2), dims=(1, 2))
+        x00, re_lo, im_lo = corner.unbind(0)
+        # Re and Im go through each SE gate as one batch
+        g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).to(xf.dtype)
+        g_hi = self.se_hi(torch.cat([x00 - re_lo, -im_lo], 0)).to(xf.dtype)
+        a_lo = torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8)
+        a_hi = torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
+        return a_lo, a_hi
+
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"FreqMix expects (B, C, H, W) input, got shape {tuple(x.shape)}")
         in_dtype = x.dtype
-        h, w = x.shape[-2:]
         # spatial band weights: an ordinary conv (left to autocast like every other conv)
         wts = torch.sigmoid(_conv3x3_few_outputs(x, self.spatial.weight, self.spatial.bias))
         with _fp32_region(x.device.type):
-            xf = x.float()
-            faithful = self.gate == "faithful"
+            xf = x.to(_fft_dtype(x.dtype))
+            spectral = self.gate != "band_energy"
             # one rfft2/irfft2 pair gives the low band and the SE inputs
-            x_lo, im_lo = _lowpass(xf, self.cutoff, want_imag=faithful)
-            if faithful:
-                # GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0];
-                # GAP(Im S_lo) from the asymmetric edge bins; GAP(Im S_hi) = -GAP(Im S_lo) for real x.
-                # Re and Im go through each SE gate as one batch.
-                re_lo = x_lo[..., :1, :1]
-                re_hi = xf[..., :1, :1] - re_lo
-                b = x.shape[0]
-                g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).float()
-                g_hi = self.se_hi(torch.cat([re_hi, -im_lo], 0)).float()
-                a_lo = torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8)
-                a_hi = torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
-            else:  # "band_energy" (non-faithful variant)
-                a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).float()
+            x_lo, im_lo = _lowpass(xf, self.cutoff, want_imag=spectral)
+            if spectral:
+                a_lo, a_hi = self._spectral_gates(xf, x_lo, im_lo)
+            else:  # "band_energy" (variant)
+                a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
                 x_hi = xf - x_lo
-                a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).float()
-            wts = wts.float()
+                a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
+            wts = wts.to(xf.dtype)
             # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo), regrouped as x_lo*(w0*a_lo - w1*a_hi) + x*(w1*a_hi):
             # 5 instead of 6 full-size passes, and in place when no graph is recorded
             t_hi = wts[:, 1:2] * a_hi
@@ -382,42 +425,3 @@ class BlurPool(nn.Module):
         xp = F.pad(x.reshape(b * c, 1, h, w), (p0, p1, p0, p1), mode=mode)
         y = F.conv2d(xp, self.kernel.to(dtype=xp.dtype))
         return y.reshape(b, c, h, w)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Slow reference transcriptions of the original computation (tests / benchmarks only).
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _reference_box_mask_like(spec, cutoff):
-    # the original allocates a full (B, C, H, W) complex mask per call; kept on purpose as the baseline
-    h, w = spec.shape[-2:]
-    r0, r1 = box_mask_bounds(h, cutoff)
-    c0, c1 = box_mask_bounds(w, cutoff)
-    mask = torch.zeros_like(spec)
-    mask[..., r0:r1, c0:c1] = 1
-    return mask
-
-
-def reference_daf(x, cutoff=0.35):
-    """Direct transcription: ``Re(ifft2(ifftshift(fftshift(fft2(x)) * M)))``, complex box mask."""
-    cutoff = _check_cutoff(cutoff)
-    s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"), dim=(-2, -1))
-    s = s * _reference_box_mask_like(s, cutoff)
-    return torch.fft.ifft2(torch.fft.ifftshift(s, dim=(-2, -1)), norm="backward").real
-
-
-def reference_freqmix(x, module):
-    """Direct transcription of the original FreqMix forward (faithful gate) using ``module``'s weights."""
-    if module.gate != "faithful":
-        raise ValueError("reference_freqmix transcribes the faithful gate only")
-    w = torch.sigmoid(module.spatial(x))
-    s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"), dim=(-2, -1))
-    mask = _reference_box_mask_like(s, module.cutoff)
-    s_lo = s * mask
-    s_hi = s * (1 - mask)
-    x_lo = torch.fft.ifft2(torch.fft.ifftshift(s_lo, dim=(-2, -1)), norm="backward").real
-    x_hi = x - x_lo
-    a_lo = torch.sqrt(module.se_lo(s_lo.real) ** 2 + module.se_lo(s_lo.imag) ** 2 + 1e-8)
-    a_hi = torch.sqrt(module.se_hi(s_hi.real) ** 2 + module.se_hi(s_hi.imag) ** 2 + 1e-8)
-    return w[:, 0:1] * a_lo * x_lo + w[:, 1:2] * a_hi * x_hi
