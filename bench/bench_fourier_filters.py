@@ -1,5 +1,8 @@
 """DAF and FreqMix: fast rfft path vs the reference transcription (fftshift + complex box mask + real part).
 
+The references are the literal transcriptions in tests/reference_fourier.py (FreqMix: the released computation,
+gate "released", all-dims fftshift); tests/ is put on sys.path below, so this runs from any directory.
+
 Shapes: Mask R-CNN R50-FPN on an 800x1333 image (padded to 800x1344): DAF on the res3/res4/res5 stage inputs,
 FreqMix on the conv2 outputs of res3/res4/res5. Batch 1, float32, CPU, torch.set_num_threads(2), forward only
 (no_grad). Time = min and median of --reps interleaved runs after one warm-up, both variants on the same input in one
@@ -16,10 +19,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from segalias_d2.modeling.fourier_filters import DeAliasingFilter, FreqMix, reference_daf, reference_freqmix
+from segalias_d2.modeling.fourier_filters import DeAliasingFilter, FreqMix
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_fourier import reference_daf, reference_freqmix  # noqa: E402  (test code, not in the package)
 
 CASES = [
     ("DAF", "res3 input", (256, 200, 336)),

@@ -48,9 +48,11 @@ def _add_backbone_config(cfg):
     _default(fm, "STAGES", ["res3", "res4", "res5"])
     # SE compression ratio of the two channel gates (paper: `compress_ratio` = 16).
     _default(fm, "REDUCTION", 16)
-    # "faithful" = the paper's code (SE fed by spectrum means = top-left-pixel values);
-    # "band_energy" = non-faithful variant (SE fed by per-band RMS), does not reproduce the paper.
-    _default(fm, "GATE", "faithful")
+    # "released" = the shipped code (SE fed by spectrum means = top-left-pixel values, read from the spectrum
+    # shifted over all dims, i.e. rolled over batch and channel); variants, which do not reproduce the paper:
+    # "per_image" = the same descriptor from each image's own spectrum (formerly "faithful", now an error),
+    # "band_energy" = SE fed by per-band RMS.
+    _default(fm, "GATE", "released")
 
     bp = _node(sa, "BLURPOOL")
     # Binomial BlurPool baseline in the DAF slot (paper baseline: `blur_type='blur'`); exclusive with DAF per stage.

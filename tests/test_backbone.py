@@ -12,7 +12,8 @@ from detectron2.structures import ImageList
 from backbone_helpers import STAGES, make_backbone_cfg
 from segalias_d2 import add_segalias_config
 from segalias_d2.modeling.backbone.aa_resnet import AABottleneckBlock, AAResNet, DeepStem
-from segalias_d2.modeling.fourier_filters import BlurPool, DeAliasingFilter, FreqMix, reference_daf
+from reference_fourier import reference_daf
+from segalias_d2.modeling.fourier_filters import BlurPool, DeAliasingFilter, FreqMix
 
 make_cfg = make_backbone_cfg
 
@@ -37,6 +38,7 @@ def test_freqmix_adds_exactly_383450_params_daf_none():
     fms = [k for k, m in with_fm.named_modules() if isinstance(m, FreqMix)]
     assert len(fms) == 4 + 6 + 3 and not any(k.startswith("res2") for k in fms)
     assert all(".freqmix" in k for k in fms)
+    assert {m.gate for m in with_fm.modules() if isinstance(m, FreqMix)} == {"released"}  # default gate
 
 
 def test_r101_freqmix_param_count():
@@ -217,6 +219,7 @@ def test_blurpool_slots_and_stage_config():
         ({"MODEL__SEGALIAS__DAF__CUTOFF": 0.7}, "MODEL.SEGALIAS.DAF.CUTOFF"),
         ({"MODEL__SEGALIAS__FREQMIX__CUTOFF": 0.0}, "MODEL.SEGALIAS.FREQMIX.CUTOFF"),
         ({"MODEL__SEGALIAS__FREQMIX__GATE": "energy"}, "MODEL.SEGALIAS.FREQMIX.GATE"),
+        ({"MODEL__SEGALIAS__FREQMIX__GATE": "faithful"}, "MODEL.SEGALIAS.FREQMIX.GATE 'faithful' was renamed"),
         ({"MODEL__SEGALIAS__BLURPOOL__ENABLED": True}, "BLURPOOL"),
         ({"MODEL__RESNETS__DEPTH": 34}, "MODEL.RESNETS.DEPTH"),
     ],
@@ -232,7 +235,7 @@ def test_config_keys_idempotent():
     sa = cfg.MODEL.SEGALIAS
     assert (sa.DAF.ENABLED, sa.DAF.CUTOFF, list(sa.DAF.STAGES)) == (True, 0.35, ["res3", "res4", "res5"])
     assert (sa.FREQMIX.ENABLED, sa.FREQMIX.CUTOFF, sa.FREQMIX.REDUCTION, sa.FREQMIX.GATE) == (True, 0.35, 16,
-                                                                                              "faithful")
+                                                                                              "released")
     assert (sa.BLURPOOL.ENABLED, sa.BLURPOOL.KERNEL_SIZE, sa.STEM_TYPE) == (False, 3, "basic")
     assert cfg.SOLVER.FREQMIX_LR_MULTIPLIER == 2.0 and cfg.SOLVER.HEAD_LR_MULTIPLIER == 1.0
     sa.DAF.CUTOFF = 0.3

@@ -26,7 +26,7 @@ try:  # fvcore's weight_init is what detectron2 itself uses
 except ImportError:  # pragma: no cover
     weight_init = None
 
-from ..fourier_filters import FREQMIX_GATES, BlurPool, DeAliasingFilter, FreqMix
+from ..fourier_filters import BlurPool, DeAliasingFilter, FreqMix, check_freqmix_gate
 
 __all__ = [
     "AABottleneckBlock",
@@ -82,7 +82,7 @@ class AABottleneckBlock(CNNBlockBase):
         freqmix=False,
         freqmix_cutoff=0.35,
         freqmix_reduction=16,
-        freqmix_gate="faithful",
+        freqmix_gate="released",
     ):
         super().__init__(in_channels, out_channels, stride)
         if in_channels != out_channels:
@@ -260,8 +260,8 @@ def build_segalias_resnet_backbone(cfg, input_shape=None):
     daf_cutoff = _check_cutoff_key(sa.DAF.CUTOFF, "MODEL.SEGALIAS.DAF.CUTOFF") if daf_on else None
     fm_cutoff = _check_cutoff_key(sa.FREQMIX.CUTOFF, "MODEL.SEGALIAS.FREQMIX.CUTOFF") if fm_on else 0.35
     fm_gate = sa.FREQMIX.GATE
-    if fm_on and fm_gate not in FREQMIX_GATES:
-        raise ValueError(f"MODEL.SEGALIAS.FREQMIX.GATE must be one of {FREQMIX_GATES}, got {fm_gate!r}")
+    if fm_on:
+        check_freqmix_gate(fm_gate, "MODEL.SEGALIAS.FREQMIX.GATE")
     fm_red = sa.FREQMIX.REDUCTION
     if fm_on and (not isinstance(fm_red, int) or fm_red < 1):
         raise ValueError(f"MODEL.SEGALIAS.FREQMIX.REDUCTION must be a positive int, got {fm_red!r}")
