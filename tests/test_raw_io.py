@@ -178,3 +178,92 @@ def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
     assert box == pytest.approx([1000 / 20.02, 1000 / 20.02, 3000 / 20.02, 3000 / 20.02], rel=0.01)
     # ratio 1: the packed planes are the plain normalised data (x 255)
     assert float(img[1].mean()) == pytest.approx(255 * 0.0198, rel=0.05)
+
+
+# ------------------------------------------------------------------------------ truncated RAW files
+@pytest.mark.parametrize("keep", ["1MB", "half", "all_but_1KB"])
+def test_truncated_sony_arw_is_rejected_naming_what_is_missing(sony_arw, tmp_path, keep):
+    data = open(sony_arw, "rb").read()
+    size = len(data)
+    assert size == 18649856
+    cut = {"1MB": 1 << 20, "half": size // 2, "all_but_1KB": size - 1024}[keep]
+    bad = tmp_path / f"cut_{keep}.ARW"
+    bad.write_bytes(data[:cut])
+    with pytest.raises(raw_io.RawDecodeError) as e:
+        raw_io.read_camera_raw(str(bad))
+    msg = str(e.value)
+    # the raw strip of this file (SubIFD 0 of IFD0: StripOffsets 581632, StripByteCounts 18068224,
+    # read from the file with exiftool-style tag dumps) ends exactly at the end of the intact file
+    assert f"cut_{keep}.ARW" in msg and "truncated" in msg
+    assert "declares 18068224 bytes at offset 581632" in msg and f"the file has {cut} bytes" in msg
+    assert f"({size - cut} missing)" in msg
+    with pytest.raises(raw_io.RawDecodeError, match=f"cut_{keep}.ARW"):
+        raw_io.read_lowlight_image(str(bad), "raw_rgb")  # the dataset path goes through the same check
+
+
+def test_libraw_alone_does_not_notice_a_truncated_arw(sony_arw, tmp_path):
+    """Why the header check exists: LibRaw decodes a 1 MB cut without an error and without zero rows."""
+    import rawpy
+
+    bad = tmp_path / "cut.ARW"
+    bad.write_bytes(open(sony_arw, "rb").read()[: 1 << 20])
+    with rawpy.imread(str(bad)) as raw:
+        mosaic = raw.raw_image_visible
+        assert mosaic.shape == (3464, 5184) and mosaic[-1].any()  # the old zero-last-row test misses it
+    from segalias_d2.data.raw_layout import first_missing_block, tiff_data_blocks
+
+    assert first_missing_block(tiff_data_blocks(sony_arw), 18649856) == (None, 0)  # intact: nothing missing
+    # (the intact file decoding through read_camera_raw is test_sony_arw_packs_like_rawpy)
+
+
+def _hand_made_tiff():
+    """Big-endian TIFF: IFD0 (SubIFDs, JPEG preview) -> SubIFD with 2 tiles, layout written out by hand.
+
+    0 header | 8 IFD0 (4 entries, 54 B) | 62 SubIFD (5 entries, 66 B) | 128 tile offsets (2 LONG) |
+    136 tile byte counts | 144 JPEG (100 B) | 244 tile 1 (300 B) | 544 tile 2 (300 B) | 844 = end
+    """
+    import struct
+
+    def ifd(entries):
+        out = struct.pack(">H", len(entries))
+        for tag, typ, count, value in entries:
+            field = struct.pack(">HH", value, 0) if typ == 3 else struct.pack(">I", value)
+            out += struct.pack(">HHI", tag, typ, count) + field
+        return out + struct.pack(">I", 0)
+
+    head = b"MM" + struct.pack(">HI", 42, 8)
+    ifd0 = ifd([(0xFE, 4, 1, 1), (0x14A, 4, 1, 62), (0x201, 4, 1, 144), (0x202, 4, 1, 100)])
+    sub = ifd([(0xFE, 4, 1, 0), (0x100, 3, 1, 64), (0x101, 3, 1, 32), (0x144, 4, 2, 128), (0x145, 4, 2, 136)])
+    body = struct.pack(">2I", 244, 544) + struct.pack(">2I", 300, 300) + b"\xff" * 100 + b"\x01" * 600
+    data = head + ifd0 + sub + body
+    assert (len(head + ifd0), len(head + ifd0 + sub), len(data)) == (62, 128, 844)
+    return data
+
+
+def test_tiff_layout_of_a_hand_made_file(tmp_path):
+    from segalias_d2.data.raw_layout import tiff_data_blocks
+
+    p = tmp_path / "x.dng"
+    p.write_bytes(_hand_made_tiff())
+    got = sorted((b.offset, b.length, b.is_raw) for b in tiff_data_blocks(str(p)))
+    assert got == [(8, 54, False), (62, 66, False), (128, 8, False), (136, 8, False), (144, 100, False),
+                   (244, 300, True), (544, 300, True)]
+    not_tiff = tmp_path / "y.cr3"
+    not_tiff.write_bytes(b"\x00\x00\x00\x18ftypcrx " + bytes(100))
+    assert tiff_data_blocks(str(not_tiff)) is None
+
+
+@pytest.mark.parametrize("cut,expected", [
+    (843, r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 .*\(1 missing\)"),
+    (400, r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 .*has 400 bytes"),
+    (200, r"tile 2 of 2 .*; 2 more declared block"),  # tiles and the JPEG preview are cut
+    # the tile tables are cut: which image is the raw one is unknown, the last-ending block is named
+    (130, r"truncated: JPEG data 1 of 1 in IFD0 declares 100 bytes at offset 144 .*; 2 more declared block"),
+    (40, r"IFD0 \(image file directory, 4 entries\) declares 54 bytes at offset 8"),
+])
+def test_truncated_hand_made_tiff(tmp_path, cut, expected):
+    p = tmp_path / "x.dng"
+    p.write_bytes(_hand_made_tiff()[:cut])
+    with pytest.raises(raw_io.RawDecodeError, match=expected) as e:
+        raw_io.read_camera_raw(str(p))
+    assert "x.dng" in str(e.value) and e.value.__cause__ is None  # found from the header, before LibRaw

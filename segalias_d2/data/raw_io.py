@@ -177,11 +177,42 @@ def exposure_ratio_from_pair(dark_path, normal_path):
     return t_normal / t_dark
 
 
-def _check_not_truncated(mosaic, black, path):
-    """LibRaw zero-fills the rows it could not read from a truncated file instead of failing.
+def _check_declared_size(local, path):
+    """Raise :class:`RawDecodeError` if the file ends before a data block its TIFF header declares.
 
-    A real sensor with a black level > 0 never produces a whole row of exact zeros, so a zero last
-    row (or an all-zero mosaic) means the file is truncated.
+    LibRaw decodes most truncated files without an error (see :mod:`.raw_layout`); this header walk
+    (a few small reads) catches them before the decode. Non-TIFF formats (CR3, RAF, ...) are not
+    checked here.
+    """
+    import struct
+
+    from .raw_layout import first_missing_block, tiff_data_blocks
+
+    try:
+        blocks = tiff_data_blocks(local)
+    except (OSError, struct.error):  # unreadable header: LibRaw reports it
+        return
+    if not blocks:
+        return
+    size = os.path.getsize(local)
+    block, n_short = first_missing_block(blocks, size)
+    if block is None:
+        return
+    end = block.offset + block.length
+    more = f"; {n_short - 1} more declared block(s) also extend past the end" if n_short > 1 else ""
+    raise RawDecodeError(
+        f"camera RAW file '{path}' is truncated: {block.what} declares {block.length} bytes at offset "
+        f"{block.offset} (up to byte {end}), but the file has {size} bytes ({end - size} missing){more}"
+    )
+
+
+def _check_not_truncated(mosaic, black, path):
+    """Second line of defence after :func:`_check_declared_size` (for formats without a TIFF header).
+
+    LibRaw may zero-fill the rows it could not read; a real sensor with a black level > 0 never
+    produces a whole row of exact zeros, so a zero last row (or an all-zero mosaic) means the file
+    is truncated. LibRaw does not always zero-fill (a Sony ARW cut short decodes to non-zero rows),
+    so this check alone is not enough.
     """
     if mosaic.size == 0:
         raise RawDecodeError(f"camera RAW file '{path}' has an empty mosaic")
@@ -216,13 +247,17 @@ def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, 
         output: "raw_rgb" -> (H/2, W/2, 3) ``[R, meanG, B]``; "packed" -> (H/2, W/2, 4) ``[R, G1, B, G2]``.
         black_level / white_level: override rawpy's ``black_level_per_channel`` / ``white_level``.
         exposure_ratio: multiply the normalised data by this factor (dark frames), then clip.
-    Raises :class:`RawDecodeError` (chained to LibRaw's exception) for corrupt or truncated files.
+    Raises :class:`RawDecodeError` for corrupt files (chained to LibRaw's exception; rawpy also
+    turns LibRaw's data-error count into ``LibRawDataError``) and for truncated files: a file that
+    ends before a strip / tile / JPEG block or tag value declared by its TIFF header (checked from
+    the header before decoding), or whose last mosaic row is all zero.
     """
     import rawpy
 
     if output not in ("raw_rgb", "packed"):
         raise UnsupportedFormatError(f"unsupported RAW output mode '{output}' (expected 'raw_rgb' or 'packed')")
     local = _local_path(path)
+    _check_declared_size(local, path)
     try:
         with rawpy.imread(local) as raw:
             mosaic = raw.raw_image_visible.copy()
