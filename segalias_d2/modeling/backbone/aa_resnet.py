@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
     weight_init = None
 
 from ..fourier_filters import BlurPool, DeAliasingFilter, FreqMix, check_freqmix_gate
+from .norm import check_head_norms, resolve_norm
 
 __all__ = [
     "AABottleneckBlock",
@@ -225,7 +226,9 @@ def build_segalias_resnet_backbone(cfg, input_shape=None):
     """
     sa = _segalias_node(cfg)
     in_ch = input_shape.channels if input_shape is not None else len(cfg.MODEL.PIXEL_MEAN)
-    norm = cfg.MODEL.RESNETS.NORM
+    # our names (e.g. "FrozenStatsBN", the released LIS BN) become callables; Detectron2 names pass through
+    norm = resolve_norm(cfg.MODEL.RESNETS.NORM)
+    check_head_norms(cfg)
     stem_out = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
 
     stem_type = sa.STEM_TYPE
@@ -319,7 +322,7 @@ def build_segalias_resnet_fpn_backbone(cfg, input_shape=None):
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
+        norm=resolve_norm(cfg.MODEL.FPN.NORM),
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
