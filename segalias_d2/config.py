@@ -153,6 +153,15 @@ def _add_solver_config(cfg):
     # lr = ((BASE_LR - POLY_LR_MIN_LR) * (1 - it / MAX_ITER) ** POLY_LR_POWER + POLY_LR_MIN_LR) * warm-up
     _set(cfg.SOLVER, "POLY_LR_POWER", 0.9)  # paper (mmseg): power 0.9
     _set(cfg.SOLVER, "POLY_LR_MIN_LR", 1e-4)  # paper (mmseg): min_lr 1e-4 (absolute)
+    # Epoch-based schedule (released LIS recipes, mmdet EpochBasedRunner). When ENABLED the trainer sets
+    # MAX_ITER = MAX_EPOCHS * E and STEPS = STEP_EPOCHS * E, E = ceil(NUM_IMAGES / IMS_PER_BATCH), overriding
+    # the MAX_ITER/STEPS of the file, and writes the values used into OUTPUT_DIR/config.yaml.
+    es = _set(cfg.SOLVER, "EPOCH_SCHEDULE", CN())
+    _set(es, "ENABLED", False)
+    _set(es, "MAX_EPOCHS", 12)  # released LIS: total_epochs 12 ("1x")
+    _set(es, "STEP_EPOCHS", (9, 11))  # released LIS: lr_config step=[9, 11] (x GAMMA after epochs 9 and 11)
+    _set(es, "NUM_IMAGES", 0)  # training images per epoch; 0 = count DATASETS.TRAIN at setup (after filtering)
+    _set(es, "CHECKPOINT_EPOCHS", 0)  # > 0: CHECKPOINT_PERIOD = this many epochs; 0 = keep CHECKPOINT_PERIOD
     # Semantic training augmentation (paper/mmseg): scale jitter of a target box, crop with a
     # single-category area limit, flip. Used when the training datasets have evaluator_type "sem_seg".
     _set(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)  # paper: cat_max_ratio 0.75; 1.0 = no limit

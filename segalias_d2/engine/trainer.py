@@ -14,6 +14,7 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 
 from .. import compat
+from ..solver.schedule import apply_epoch_schedule
 from .lr_scheduler import WarmupPolyWithFloorParamScheduler
 
 __all__ = ["Trainer", "SeedEveryIterationHook", "build_sem_seg_train_aug", "write_results_json"]
@@ -84,17 +85,66 @@ def write_results_json(results, path):
     logger.info("Evaluation results written to %s", path)
 
 
-class Trainer(DefaultTrainer):
-    """DefaultTrainer plus: segalias evaluators, optimizer param groups with LR multipliers, the
-    WarmupPolyLR schedule, the low-light dataset mapper, exact resume, and results as JSON."""
+class _EpochScheduleRecord:
+    """Checkpointed record of an epoch schedule's conversion; a resume with other iterations is an error."""
 
     def __init__(self, cfg):
+        s = cfg.SOLVER
+        self.state = {"num_images": int(s.EPOCH_SCHEDULE.NUM_IMAGES), "max_iter": int(s.MAX_ITER),
+                      "steps": [int(x) for x in s.STEPS]}
+
+    def state_dict(self):
+        return dict(self.state)
+
+    def load_state_dict(self, saved):
+        if dict(saved) != self.state:
+            raise ValueError(
+                f"--resume: the checkpoint's epoch schedule was converted with {saved}, this run with {self.state}. "
+                f"Resume with SOLVER.EPOCH_SCHEDULE.NUM_IMAGES {saved['num_images']} (as in the run's config.yaml)."
+            )
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer plus: segalias evaluators, optimizer param groups with LR multipliers, the
+    WarmupPolyLR schedule, epoch-based schedules, the low-light dataset mapper, exact resume, and results
+    as JSON."""
+
+    def __init__(self, cfg):
+        cfg = self.resolve_epoch_schedule(cfg)
         super().__init__(cfg)
         if not compat.trainer_saves_optimizer_state():  # Detectron2 older than Nov 2021
             self.checkpointer.add_checkpointable("optimizer", self.optimizer)
             self.checkpointer.add_checkpointable("scheduler", self.scheduler)
+        if cfg.SOLVER.EPOCH_SCHEDULE.ENABLED:
+            self.checkpointer.add_checkpointable("epoch_schedule", _EpochScheduleRecord(cfg))
+            if comm.is_main_process() and cfg.OUTPUT_DIR:
+                # default_setup dumped the config before the conversion: dump the iterations actually used
+                os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+                with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                    f.write(cfg.dump())
 
     # ------------------------------------------------------------------ building blocks
+    @classmethod
+    def resolve_epoch_schedule(cls, cfg):
+        """``cfg`` with SOLVER.EPOCH_SCHEDULE converted to MAX_ITER/STEPS (unchanged when not ENABLED).
+
+        ``NUM_IMAGES`` 0 counts the training set as the train loader will see it (FILTER_EMPTY_ANNOTATIONS).
+        """
+        es = cfg.SOLVER.EPOCH_SCHEDULE
+        if not es.ENABLED:
+            return cfg
+        num_images = int(es.NUM_IMAGES)
+        if num_images <= 0:
+            num_images = len(get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, min_keypoints=0,
+                proposal_files=None,
+            ))
+        out = apply_epoch_schedule(cfg, num_images)
+        logger.info("Epoch schedule: %d training images at batch %d -> %d it/epoch; MAX_ITER %d, STEPS %s",
+                    num_images, cfg.SOLVER.IMS_PER_BATCH, out.SOLVER.MAX_ITER // es.MAX_EPOCHS,
+                    out.SOLVER.MAX_ITER, tuple(out.SOLVER.STEPS))
+        return out
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         from ..solver import build_segalias_optimizer
@@ -103,6 +153,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
+        s = cfg.SOLVER
+        if s.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and s.WARMUP_ITERS > 0 and len(s.STEPS) and \
+                s.WARMUP_ITERS >= s.STEPS[0]:
+            # Detectron2 would warm up towards the already-decayed LR and never reach BASE_LR
+            raise ValueError(f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) must end before the first of SOLVER.STEPS "
+                             f"{tuple(s.STEPS)}; otherwise the LR never reaches BASE_LR")
         if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
             return super().build_lr_scheduler(cfg, optimizer)
         if cfg.SOLVER.WARMUP_METHOD != "linear" and cfg.SOLVER.WARMUP_ITERS > 0:

@@ -1,7 +1,8 @@
-"""Optimizer with the Seg-Aliasing LR multipliers (FreqMix params, semantic head params)."""
+"""Optimizer with the Seg-Aliasing LR multipliers (FreqMix params, semantic head params); epoch schedules."""
 from .optimizer import (  # noqa: F401
     build_segalias_optimizer,
     get_segalias_param_groups,
     is_freqmix_param,
     is_head_param,
 )
+from .schedule import apply_epoch_schedule, epoch_schedule_iterations  # noqa: F401
