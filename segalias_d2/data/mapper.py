@@ -10,18 +10,23 @@ What it does per dataset dict:
 1. reads the image with :func:`raw_io.read_lowlight_image` according to the record's
    ``image_format`` (default ``cfg.INPUT.SEGALIAS.DEFAULT_IMAGE_FORMAT``) as float32 in [0, 1],
    optionally through a :class:`DecodeCache` (each RAW file decoded once);
-2. optionally (training, sRGB records, ``SYNTHESIS.ENABLED``) turns the sRGB image into a synthetic
-   low-light raw-RGB (or packed) image; with ``RETURN_CLEAN`` the clean counterpart from the same
-   draw is returned as ``"clean_image"``;
-3. **resolution choice for half-resolution inputs**: annotations (boxes, polygons, masks,
+2. **resolution choice for half-resolution inputs**: annotations (boxes, polygons, masks,
    ``sem_seg``) are given in the frame of the record's ``height``/``width``. When a RAW or packed
    image decodes at another resolution (packed Bayer is half size), the annotations are scaled to
    the decoded image (a ``ScaleTransform`` placed before the augmentations) instead of resizing the
    image, so the packed Bayer planes are never interpolated before the augmentations. The output
    keeps the original ``height``/``width``, so predictions are rescaled to the annotation frame at
    inference as usual. For other formats a size mismatch is an error (Detectron2's check);
-4. applies the Detectron2 augmentations on the float image (resize interpolation configurable:
-   LIS uses nearest so noise statistics are not smoothed), keeping arrays contiguous;
+3. applies the Detectron2 augmentations on the float image (resize interpolation configurable
+   separately for training and test: ``RESIZE_INTERP`` / ``RESIZE_INTERP_TEST``), keeping arrays
+   contiguous. Resizing a float image goes through ``torch.nn.functional.interpolate``; its
+   "nearest" picks source pixel ``floor(dst * in / out)``, the same pixels as OpenCV's
+   ``INTER_NEAREST`` (the released LIS/mmcv resize of the uint8 image), not PIL's centre rule;
+4. optionally (training, sRGB records, ``SYNTHESIS.ENABLED``) turns the sRGB image into a synthetic
+   low-light raw-RGB (or packed) image, by default AFTER the resize and flip, on the resized image
+   (released LIS ``AddNoisyImg``; ``SYNTHESIS.ORDER "before_augment"`` is the variant that
+   synthesises at full resolution first); with ``RETURN_CLEAN`` the clean counterpart from the
+   same unprocess draw is returned as ``"clean_image"``;
 5. scales to ``PIXEL_SCALE`` (255: the range of Detectron2's uint8 inputs and PIXEL_MEAN) and
    converts 3-channel images from the canonical RGB to ``cfg.INPUT.FORMAT`` ("BGR" flips); 4-channel
    images stay ``[R, G1, B, G2]``; returns ``"image"`` as a CHW float32 tensor.
@@ -54,13 +59,19 @@ from .raw_io import (
     read_lowlight_image,
 )
 from .synthesis import synthesize_lowlight
+from .synthesis_aug import (  # noqa: F401  (re-exported: the synthesis augmentations lived here)
+    SYNTHESIS_DEFAULTS,
+    LowLightSynthesisTransform,
+    RandomLowLightSynthesis,
+    check_synthesis_options,
+)
 
-__all__ = ["LowLightDatasetMapper", "DecodeCache", "LowLightSynthesisTransform", "build_lowlight_augmentation"]
+__all__ = ["LowLightDatasetMapper", "DecodeCache", "LowLightSynthesisTransform", "RandomLowLightSynthesis",
+           "build_lowlight_augmentation", "SYNTHESIS_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
 _INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-
 
 class DecodeCache:
     """Decode each image once: an in-memory LRU (``max_items``) and/or an on-disk ``.npy`` cache.
@@ -115,47 +126,6 @@ class DecodeCache:
         return arr
 
 
-class LowLightSynthesisTransform(T.Transform):
-    """Detectron2 ``Transform`` that replaces an sRGB float/uint8 RGB image by a synthetic low-light one.
-
-    Geometry is unchanged (coords/segmentation pass through). Output: float32 in [0, 1]; with
-    ``output="packed"`` the image becomes half resolution, so use it only as the last transform
-    (or through :class:`LowLightDatasetMapper`, which handles annotation scaling).
-    """
-
-    def __init__(self, seed, ratio_range=(10.0, 100.0), output="raw_rgb", method="bilinear",
-                 quantization="per_pixel"):
-        super().__init__()
-        self._set_attributes(locals())
-
-    def apply_image(self, img):
-        x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
-        return synthesize_lowlight(x, np.random.default_rng(self.seed), self.ratio_range, output=self.output,
-                                   method=self.method, quantization=self.quantization, return_clean=False)["noisy"]
-
-    def apply_coords(self, coords):
-        return coords
-
-    def apply_segmentation(self, segmentation):
-        return segmentation
-
-
-class RandomLowLightSynthesis(T.Augmentation):
-    """Augmentation producing :class:`LowLightSynthesisTransform` with probability ``prob``."""
-
-    def __init__(self, prob=1.0, ratio_range=(10.0, 100.0), output="raw_rgb", method="bilinear",
-                 quantization="per_pixel", seed=None):
-        super().__init__()
-        self._rng = np.random.default_rng(seed)
-        self._init(locals())
-
-    def get_transform(self, image):
-        if self._rng.uniform() >= self.prob:
-            return T.NoOpTransform()
-        return LowLightSynthesisTransform(int(self._rng.integers(2**63)), self.ratio_range, self.output,
-                                          self.method, self.quantization)
-
-
 class _ContiguousAugInput(T.AugInput):
     """AugInput that keeps image / sem_seg contiguous (Detectron2's float resize uses ``.view``)."""
 
@@ -176,10 +146,18 @@ def _seg_cfg(cfg, *path, default=None):
     return node
 
 
+def _interp(cfg, key):
+    name = str(_seg_cfg(cfg, "INPUT", "SEGALIAS", key, default="bilinear")).lower()
+    if name not in _INTERP:
+        raise ValueError(f"INPUT.SEGALIAS.{key} must be one of {sorted(_INTERP)}, got '{name}'")
+    return _INTERP[name]
+
+
 def build_lowlight_augmentation(cfg, is_train):
     """Detectron2's default augmentation (resize shortest edge + flip), with the resize interpolation
-    from ``cfg.INPUT.SEGALIAS.RESIZE_INTERP`` and the optional crop of ``cfg.INPUT.CROP``."""
-    interp = _INTERP[str(_seg_cfg(cfg, "INPUT", "SEGALIAS", "RESIZE_INTERP", default="bilinear")).lower()]
+    from ``cfg.INPUT.SEGALIAS.RESIZE_INTERP`` (training) or ``RESIZE_INTERP_TEST`` (inference) and the
+    optional crop of ``cfg.INPUT.CROP``."""
+    interp = _interp(cfg, "RESIZE_INTERP" if is_train else "RESIZE_INTERP_TEST")
     if is_train:
         min_size, max_size, sample = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
     else:
@@ -209,8 +187,9 @@ class LowLightDatasetMapper:
             raw_output: "raw_rgb" or "packed" for camera RAW records without ``raw_output``.
             exposure_ratio: amplification used when a record has none (None = 1).
             pixel_scale: multiply [0, 1] images by this (255 = Detectron2's usual range).
-            synthesis: None, or dict(ratio_range, seed, return_clean, output, method, quantization)
-                to synthesise low-light images from sRGB records at training time.
+            synthesis: None, or dict(ratio_range, seed, return_clean, output, method, quantization,
+                bit_depth, odd_size, order) to synthesise low-light images from sRGB records at
+                training time (keys left out take the released defaults, :data:`SYNTHESIS_DEFAULTS`).
             decode_cache: a :class:`DecodeCache` or None.
         """
         if image_format not in ("RGB", "BGR"):
@@ -226,7 +205,7 @@ class LowLightDatasetMapper:
         self.raw_output = raw_output
         self.exposure_ratio = exposure_ratio
         self.pixel_scale = float(pixel_scale)
-        self.synthesis = dict(synthesis) if synthesis else None
+        self.synthesis = check_synthesis_options(synthesis) if synthesis else None
         self.decode_cache = decode_cache
         self._calls = 0
         self._ratios = {}
@@ -239,14 +218,8 @@ class LowLightDatasetMapper:
         synthesis = None
         if s("SYNTHESIS", "ENABLED", default=False):
             seed = int(s("SYNTHESIS", "SEED", default=-1))
-            synthesis = {
-                "ratio_range": tuple(s("SYNTHESIS", "RATIO_RANGE", default=(10.0, 100.0))),
-                "seed": None if seed < 0 else seed,
-                "return_clean": bool(s("SYNTHESIS", "RETURN_CLEAN", default=False)),
-                "output": s("SYNTHESIS", "OUTPUT", default="raw_rgb"),
-                "method": s("SYNTHESIS", "METHOD", default="bilinear"),
-                "quantization": s("SYNTHESIS", "QUANTIZATION", default="per_pixel"),
-            }
+            synthesis = {key: s("SYNTHESIS", key.upper(), default=v) for key, v in SYNTHESIS_DEFAULTS.items()}
+            synthesis["seed"] = None if seed < 0 else seed
         cache = None
         if _seg_cfg(cfg, "DATALOADER", "SEGALIAS", "DECODE_CACHE", "ENABLED", default=False):
             cache = DecodeCache(
@@ -316,17 +289,26 @@ class LowLightDatasetMapper:
         return np.random.default_rng([seed, zlib.crc32(str(d.get("file_name")).encode()), self._calls])
 
     # ------------------------------------------------------------------------------- __call__
+    def _synthesize(self, image, d):
+        """Synthetic low-light (noisy, clean or None) from an sRGB image; records the draw in ``d``."""
+        syn = self.synthesis
+        res = synthesize_lowlight(image, self._rng(d), syn["ratio_range"], output=syn["output"],
+                                  method=syn["method"], quantization=syn["quantization"],
+                                  return_clean=syn["return_clean"], bit_depth=syn["bit_depth"],
+                                  odd_size=syn["odd_size"])
+        red, blue, brightness = res["wb_gains"]
+        d["synthesis_params"] = dict(res["params"], red_gain=red, blue_gain=blue, brightness=brightness)
+        return res["noisy"], res.get("clean")
+
+    # ------------------------------------------------------------------------------- __call__
     def __call__(self, dataset_dict):
         d = copy.deepcopy(dataset_dict)
         image, fmt = self.read_image(d)
+        synthesize = bool(self.synthesis and self.is_train and fmt == "srgb")
+        before = synthesize and self.synthesis["order"] == "before_augment"
         clean = None
-        if self.synthesis and self.is_train and fmt == "srgb":
-            syn = self.synthesis
-            res = synthesize_lowlight(image, self._rng(d), syn["ratio_range"], output=syn["output"],
-                                      method=syn["method"], quantization=syn["quantization"],
-                                      return_clean=syn["return_clean"])
-            image, clean = res["noisy"], res.get("clean")
-            d["synthesis_params"] = res["params"]
+        if before:
+            image, clean = self._synthesize(image, d)
 
         sem_seg = None
         if "sem_seg_file_name" in d:
@@ -338,8 +320,7 @@ class LowLightDatasetMapper:
         h0, w0 = d.get("height", image.shape[0]), d.get("width", image.shape[1])
         pre = None
         if image.shape[:2] != (h0, w0):
-            half_res = fmt in ("raw", "raw_packed") or (fmt == "srgb" and self.synthesis and image.shape[2] == 4) \
-                or is_camera_raw(d["file_name"])
+            half_res = fmt in ("raw", "raw_packed") or (before and image.shape[2] == 4) or is_camera_raw(d["file_name"])
             if not half_res:
                 utils.check_image_size(d, image)  # raises Detectron2's SizeMismatchError naming the file
             pre = T.ScaleTransform(h0, w0, image.shape[0], image.shape[1], interp=Image.NEAREST)
@@ -349,11 +330,21 @@ class LowLightDatasetMapper:
         aug_input = _ContiguousAugInput(image, sem_seg=sem_seg)
         transforms = self.augmentations(aug_input)
         image, sem_seg = aug_input.image, aug_input.sem_seg
+        post = None
+        if synthesize and not before:  # released order: on the resized, flipped image
+            h1, w1 = image.shape[:2]
+            image, clean = self._synthesize(image, d)
+            if image.shape[:2] != (h1, w1):  # packed output is half resolution: scale the annotations
+                post = T.ScaleTransform(h1, w1, image.shape[0], image.shape[1], interp=Image.NEAREST)
+                if sem_seg is not None:
+                    sem_seg = np.ascontiguousarray(post.apply_segmentation(sem_seg))
+        elif clean is not None:
+            clean = np.ascontiguousarray(transforms.apply_image(clean))
         image_shape = image.shape[:2]
 
         d["image"] = self._to_tensor(image)
         if clean is not None:
-            d["clean_image"] = self._to_tensor(np.ascontiguousarray(transforms.apply_image(clean)))
+            d["clean_image"] = self._to_tensor(clean)
         if sem_seg is not None:
             d["sem_seg"] = torch.as_tensor(sem_seg.astype("long"))
 
@@ -362,7 +353,7 @@ class LowLightDatasetMapper:
             return d
 
         if "annotations" in d:
-            all_tfms = T.TransformList(([pre] if pre is not None else []) + list(transforms.transforms))
+            all_tfms = T.TransformList([t for t in [pre, *transforms.transforms, post] if t is not None])
             for anno in d["annotations"]:
                 if not self.use_instance_mask:
                     anno.pop("segmentation", None)

@@ -1,6 +1,6 @@
 """Synthetic low-light RAW from sRGB images (LIS / ELD "PGRU" model, Canon EOS 5D Mark IV).
 
-Pipeline (``synthesize_lowlight``), all in float32/float64, channel order **RGB** throughout:
+Pipeline (``synthesize_lowlight``), channel order **RGB** throughout:
 
 1. **unprocess** sRGB [0, 1] -> linear camera RGB: inverse smoothstep tone curve, inverse gamma 2.2,
    inverse of the fixed calibrated ``CAM2RGB`` matrix, random inverse white balance / brightness
@@ -8,18 +8,24 @@ Pipeline (``synthesize_lowlight``), all in float32/float64, channel order **RGB*
 2. **mosaic** RGGB -> packed ``(H/2, W/2, 4)`` planes ``[R, G1, B, G2]`` (G1 on the red row);
 3. **PGRU noise** in the dark digital-number domain at exposure ratio ``r ~ U(10, 100)``:
    Poisson shot noise with system gain K (log-uniform), Tukey-lambda read noise, per-row banding,
-   uniform quantisation noise; then amplified back by ``r`` (so the result has the clean image's
+   quantisation noise; then amplified back by ``r`` (so the result has the clean image's
    brightness, LIS RAW-dark convention);
-4. **process** to the network input: linear raw-RGB (no WB, no CCM, no gamma), either by a
-   bilinear demosaic back to full resolution (default; OpenCV ``COLOR_BayerRGGB2RGB`` on a
-   16-bit mosaic, which puts R in channel 0) or as ``[R, mean(G1, G2), B]`` at half resolution.
+4. **process** to the network input: linear raw-RGB (no WB, no CCM, no gamma) by a bilinear
+   demosaic back to full resolution (OpenCV ``COLOR_BayerRGGB2RGB``, which puts R in channel 0),
+   or as ``[R, mean(G1, G2), B]`` at half resolution (``method="pack"``).
 
-Differences from the LIS reference code, on purpose:
+Released behaviour (LIS ``AddNoisyImg`` + ``process.py``), selected with :data:`RELEASED_SYNTHESIS`:
 
-* the result stays float (16-bit demosaic), it is not squashed to 8 bits;
-* channel order is RGB everywhere (the reference ends up with mixed BGR/RGB, see docs/data.md);
-* quantisation noise is drawn **per pixel** by default; ``quantization="scalar"`` reproduces the
-  reference's single scalar per call, ``"round"`` rounds to integer DN, ``"none"`` disables it.
+* ``bit_depth=8``: the sRGB input is held as uint8, the mosaic is multiplied by 255, rounded to
+  uint8 and demosaiced by OpenCV on the uint8 mosaic, so every output value is a multiple of 1/255;
+* ``odd_size="resize"``: an odd-sized image is resized (OpenCV bilinear) to the even size below
+  it before unprocessing and the demosaiced result is resized back (bilinear, uint8);
+* ``quantization="scalar"``: one U(-0.5, 0.5) DN offset per image (the ELD/LIS quirk).
+
+The function's own defaults are the float variant (``bit_depth=16``: 16-bit demosaic, float
+output; ``odd_size="pad"``: edge-pad and crop; per-pixel quantisation noise), which the demo data
+builder uses to render 16-bit LIS-like files. Channel order differs from the released code on
+purpose: that code ends up with mixed BGR/RGB orders (docs/data.md), this module is RGB everywhere.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, so results are reproducible.
 """
@@ -35,6 +41,7 @@ __all__ = [
     "K_MIN",
     "K_MAX",
     "TUKEY_LAMBDAS",
+    "RELEASED_SYNTHESIS",
     "NoiseParams",
     "inverse_smoothstep",
     "smoothstep",
@@ -49,16 +56,31 @@ __all__ = [
     "synthesize_lowlight",
 ]
 
-#: calibrated Canon EOS 5D Mark IV camera -> linear sRGB matrix (LIS unprocess.py), rows = output.
+#: calibrated Canon EOS 5D Mark IV camera -> linear sRGB matrix, rows = output. Values of the LIS
+#: release (noisemodel/unprocess.py ``get_calibrated_cam2rgb``, there float32); the LIS report quotes
+#: them rounded to 4 decimals (2.0484, -1.2716, ...).
 CAM2RGB = np.array(
-    [[2.0484, -1.2716, 0.2232], [-0.2216, 1.7769, -0.5553], [-0.0077, -0.5926, 1.6003]], dtype=np.float64
+    [[2.04840695, -1.27161572, 0.22320878],
+     [-0.22163155, 1.77694640, -0.55531485],
+     [-0.00770995, -0.59257895, 1.60028890]], dtype=np.float64
 )
 RGB2CAM = np.linalg.inv(CAM2RGB)
-#: white - black of the 14-bit Canon sensor, in DN.
+#: white - black of the 14-bit Canon sensor, in DN (released ``saturation_level = 16383 - 512``).
 SATURATION = 16383 - 512
+#: range of the system gain K (DN per electron), ``Kmin`` / ``Kmax`` of the camera-parameter file.
 K_MIN, K_MAX = 0.2182, 13.964
-TUKEY_LAMBDAS = (0.014, 0.029, 0.057, 0.071, 0.086, 0.100, 0.114, 0.143, 0.157, 0.200)
+#: Tukey-lambda shapes of the calibrated read noise: the ``G_shape`` array of the ELD/LIS camera
+#: parameter file ``CanonEOS5D4_params.npy`` (18 entries in file order, exactly k/70). The released
+#: sampler draws one ENTRY uniformly (``np.random.choice``), so repeated values are proportionally
+#: more likely: 6/70 has probability 4/18, 2/70 3/18. The 10 distinct values are the set quoted in
+#: the LIS report, {0.014, 0.029, 0.057, 0.071, 0.086, 0.100, 0.114, 0.143, 0.157, 0.200}.
+TUKEY_LAMBDAS = tuple(k / 70.0 for k in (11, 10, 6, 6, 14, 14, 7, 6, 4, 5, 2, 2, 1, 2, 6, 5, 8, 8))
+#: log-linear regressions of the noise scales on log K: (slope, bias, sigma of the residual).
+TL_SCALE_FIT = (0.6559, 1.0927, 0.2860)  # Tukey-lambda read-noise scale sigma_TL
+ROW_SCALE_FIT = (0.4713, -0.8079, 0.2436)  # row (banding) noise sigma_r
 QUANTIZATION_MODES = ("per_pixel", "scalar", "round", "none")
+#: keyword arguments of :func:`synthesize_lowlight` that reproduce the released LIS pipeline.
+RELEASED_SYNTHESIS = {"quantization": "scalar", "bit_depth": 8, "odd_size": "resize", "method": "bilinear"}
 
 
 @dataclass
@@ -131,32 +153,55 @@ def mosaic(cam_rgb):
     )
 
 
-def demosaic(packed):
-    """Packed ``[R, G1, B, G2]`` (h, w, 4) in [0, 1] -> full-resolution RGB (2h, 2w, 3), bilinear.
-
-    Uses OpenCV on a 16-bit mosaic (precision 1/65535). OpenCV names Bayer codes after the second
-    row, so RGGB is ``COLOR_BayerRGGB2RGB`` (== ``COLOR_BayerBG2RGB``), which puts R in channel 0.
-    """
-    import cv2
-
+def _unpack_bayer(packed):
+    """Packed ``[R, G1, B, G2]`` (h, w, 4) -> RGGB Bayer mosaic (2h, 2w), clipped to [0, 1]."""
     h, w = packed.shape[:2]
-    bayer = np.empty((2 * h, 2 * w), dtype=np.float64)
+    bayer = np.empty((2 * h, 2 * w), dtype=np.float32)
     bayer[0::2, 0::2] = packed[..., 0]
     bayer[0::2, 1::2] = packed[..., 1]
     bayer[1::2, 1::2] = packed[..., 2]
     bayer[1::2, 0::2] = packed[..., 3]
-    bayer16 = np.round(np.clip(bayer, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    return np.clip(bayer, 0.0, 1.0)
+
+
+def _check_bit_depth(bit_depth):
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 (released LIS process.py) or 16, got {bit_depth!r}")
+
+
+def _demosaic_int(packed, bit_depth):
+    """Bilinear demosaic on an integer mosaic; returns (uint8/uint16 RGB, full-scale value)."""
+    import cv2
+
+    _check_bit_depth(bit_depth)
+    top = 255.0 if bit_depth == 8 else 65535.0
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    # released process.py: (bayer * 255.).round().astype(np.uint8) on a float32 mosaic
+    bayer = np.round(_unpack_bayer(packed) * np.float32(top)).astype(dtype)
+    # OpenCV names Bayer codes after the second row: RGGB is COLOR_BayerRGGB2RGB (== BayerBG2RGB
+    # == BayerRG2BGR), R in channel 0. The release calls COLOR_BAYER_RG2RGB (B in channel 0) and
+    # swaps channels afterwards (RGB2BGR), which gives the same array as this call.
     code = getattr(cv2, "COLOR_BayerRGGB2RGB", cv2.COLOR_BAYER_BG2RGB)
-    return cv2.cvtColor(bayer16, code).astype(np.float32) / 65535.0
+    return cv2.cvtColor(bayer, code), top
+
+
+def demosaic(packed, bit_depth=16):
+    """Packed ``[R, G1, B, G2]`` (h, w, 4) in [0, 1] -> full-resolution RGB (2h, 2w, 3), bilinear.
+
+    OpenCV's bilinear demosaic on an integer mosaic of ``bit_depth`` bits: 8 is the released LIS
+    ``process.py`` (output on multiples of 1/255), 16 keeps precision 1/65535.
+    """
+    rgb, top = _demosaic_int(packed, bit_depth)
+    return rgb.astype(np.float32) / np.float32(top)
 
 
 def sample_noise_params(rng=None, ratio_range=(10.0, 100.0), ratio=None):
     """Draw (r, K, lambda, sigma_TL, sigma_r) as in LIS dark_noising.py (Canon EOS 5D Mark IV)."""
     rng = _rng(rng)
     log_k = rng.uniform(math.log(K_MIN), math.log(K_MAX))
-    lam = float(rng.choice(TUKEY_LAMBDAS))
-    sigma_tl = math.exp(0.6559 * log_k + 1.0927 + 0.2860 * rng.standard_normal())
-    sigma_r = math.exp(0.4713 * log_k - 0.8079 + 0.2436 * rng.standard_normal())
+    lam = TUKEY_LAMBDAS[int(rng.integers(len(TUKEY_LAMBDAS)))]  # one entry, repeats included
+    sigma_tl = math.exp(TL_SCALE_FIT[0] * log_k + TL_SCALE_FIT[1] + TL_SCALE_FIT[2] * rng.standard_normal())
+    sigma_r = math.exp(ROW_SCALE_FIT[0] * log_k + ROW_SCALE_FIT[1] + ROW_SCALE_FIT[2] * rng.standard_normal())
     r = float(ratio) if ratio is not None else float(rng.uniform(*ratio_range))
     return NoiseParams(ratio=r, K=math.exp(log_k), tukey_lambda=lam, sigma_tl=sigma_tl, sigma_r=sigma_r)
 
@@ -210,19 +255,23 @@ def predicted_variance(y, params, components="PGRU", quantization="per_pixel"):
     return var_dn * (params.ratio / SATURATION) ** 2
 
 
-def process_raw_rgb(packed, out_hw=None, method="bilinear"):
+def process_raw_rgb(packed, out_hw=None, method="bilinear", bit_depth=16):
     """Packed raw -> linear raw-RGB network input (no WB/CCM/gamma), float32 RGB.
 
-    method "bilinear": demosaic to (2h, 2w); "pack": ``[R, mean G, B]`` at (h, w) (real LIS RAW
-    rendering), resized to ``out_hw`` if given. The result is cropped/resized to ``out_hw``.
+    method "bilinear": demosaic to (2h, 2w) on a ``bit_depth``-bit mosaic; "pack": ``[R, mean G, B]``
+    at (h, w) (real LIS RAW rendering, float only). The result is cropped to ``out_hw`` when it
+    exceeds it by at most one pixel (edge-padded odd sizes), otherwise resized to it with OpenCV
+    bilinear; at 8 bits the resize runs on the uint8 image (released ``cv2.resize(RGB, (W, H))``).
     """
     import cv2
 
     if method == "bilinear":
-        out = demosaic(packed)
+        out, top = _demosaic_int(packed, bit_depth)
     elif method == "pack":
+        if bit_depth != 16:
+            raise ValueError("method 'pack' has no 8-bit (released) rendering; use method 'bilinear' or bit_depth 16")
         p = np.asarray(packed, dtype=np.float32)
-        out = np.stack([p[..., 0], 0.5 * (p[..., 1] + p[..., 3]), p[..., 2]], axis=-1)
+        out, top = np.stack([p[..., 0], 0.5 * (p[..., 1] + p[..., 3]), p[..., 2]], axis=-1), 1.0
     else:
         raise ValueError(f"unknown method '{method}' (expected 'bilinear' or 'pack')")
     if out_hw is not None:
@@ -231,7 +280,7 @@ def process_raw_rgb(packed, out_hw=None, method="bilinear"):
             out = out[:h, :w]
         elif out.shape[:2] != (h, w):
             out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32) / np.float32(top)
 
 
 def process_srgb(cam_rgb, meta):
@@ -247,31 +296,59 @@ def process_srgb(cam_rgb, meta):
     return smoothstep(x).astype(np.float32)
 
 
+def _to_even(img, odd_size):
+    """Make H and W even: "pad" (edge-pad by one) or "resize" (released: OpenCV bilinear resize to
+    ``(W // 2 * 2, H // 2 * 2)``, on the uint8 image when the input is uint8)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if not (h % 2 or w % 2):
+        return img
+    if odd_size == "pad":
+        return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    if h < 2 or w < 2:
+        raise ValueError(f"odd_size 'resize' needs an image of at least 2x2 pixels, got {h}x{w}")
+    return cv2.resize(np.ascontiguousarray(img), (w // 2 * 2, h // 2 * 2), interpolation=cv2.INTER_LINEAR)
+
+
 def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, noise=True, components="PGRU",
                         quantization="per_pixel", output="raw_rgb", method="bilinear", return_clean=True,
-                        return_dark=False, wb_gains=None):
+                        return_dark=False, wb_gains=None, bit_depth=16, odd_size="pad"):
     """Turn one sRGB image (HWC **RGB**, uint8 or float [0, 1]) into a synthetic low-light input.
+
+    ``synthesize_lowlight(img, rng, **RELEASED_SYNTHESIS)`` is the released LIS ``AddNoisyImg``.
 
     Args:
         output: "raw_rgb" -> (H, W, 3) linear raw-RGB (``method`` "bilinear" or "pack");
-            "packed" -> (ceil(H/2), ceil(W/2), 4) ``[R, G1, B, G2]``.
+            "packed" -> half-resolution ``[R, G1, B, G2]`` ((H+1)//2 x (W+1)//2 with ``odd_size``
+            "pad", H//2 x W//2 with "resize").
         noise: False skips the noise model (the "noisy" output is then the clean one).
         return_clean: also return the clean counterpart from the same unprocess draw (for paired,
             DSL-style training).
-        return_dark: also return the un-amplified noisy packed capture (``"dark_packed"``) and the
-            unprocess metadata (``"meta"``), e.g. to render an sRGB-dark image with
-            :func:`process_srgb`.
+        return_dark: also return the un-amplified noisy packed capture (``"dark_packed"``), the
+            unprocess metadata (``"meta"``) and the camera RGB image (``"cam_rgb"``), e.g. to render
+            an sRGB-dark image with :func:`process_srgb`.
+        wb_gains: ``(red_gain, blue_gain, brightness)`` fixes the unprocess draw.
+        bit_depth: 8 = released 8-bit rendering (a float input is first rounded to uint8, lossless
+            for 8-bit sources; outputs are multiples of 1/255); 16 = float variant.
+        odd_size: "resize" (released) or "pad" (variant), see :func:`_to_even`.
     Returns a dict with "noisy" (float32 in [0, 1]), optionally "clean", "dark_packed", "meta",
-    and "params" (:class:`NoiseParams` as a dict; None when ``noise`` is False).
+    "cam_rgb", plus "wb_gains" (the unprocess draw) and "params" (:class:`NoiseParams` as a dict;
+    None when ``noise`` is False).
     """
     rng = _rng(rng)
+    _check_bit_depth(bit_depth)
+    if odd_size not in ("pad", "resize"):
+        raise ValueError(f"odd_size must be 'resize' (released) or 'pad', got {odd_size!r}")
+    if output not in ("raw_rgb", "packed"):
+        raise ValueError(f"unknown output '{output}' (expected 'raw_rgb' or 'packed')")
     img = np.asarray(rgb)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"synthesize_lowlight expects an HxWx3 RGB image, got shape {img.shape}")
+    if bit_depth == 8 and img.dtype != np.uint8:  # the released pipeline holds the sRGB image as uint8
+        img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     h, w = img.shape[:2]
-    pad = ((0, h % 2), (0, w % 2), (0, 0))
-    if h % 2 or w % 2:
-        img = np.pad(img, pad, mode="edge")
+    img = _to_even(img, odd_size)
     cam, meta = unprocess(img, rng, wb_gains=wb_gains)
     clean_packed = mosaic(cam)
     params = sample_noise_params(rng, ratio_range, ratio) if noise else None
@@ -279,12 +356,13 @@ def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, no
 
     def finish(packed):
         if output == "packed":
+            if bit_depth == 8:
+                packed = np.round(np.clip(packed, 0.0, 1.0) * 255.0) / 255.0
             return np.ascontiguousarray(packed, dtype=np.float32)
-        if output == "raw_rgb":
-            return process_raw_rgb(packed, (h, w), method)
-        raise ValueError(f"unknown output '{output}' (expected 'raw_rgb' or 'packed')")
+        return process_raw_rgb(packed, (h, w), method, bit_depth)
 
-    result = {"noisy": finish(noisy_packed), "params": params.as_dict() if params else None}
+    result = {"noisy": finish(noisy_packed), "params": params.as_dict() if params else None,
+              "wb_gains": (meta["red_gain"], meta["blue_gain"], meta["brightness"])}
     if return_clean:
         result["clean"] = finish(clean_packed)
     if return_dark:
