@@ -89,23 +89,39 @@ def _add_data_config(cfg):
     _default(inp, "EXPOSURE_RATIO", 0.0)
     # [0, 1] images are multiplied by this before normalisation (255 = Detectron2's uint8 range)
     _default(inp, "PIXEL_SCALE", 255.0)
-    # resize interpolation for float inputs: "nearest" (LIS, keeps noise statistics) | "bilinear" | "bicubic"
+    # resize interpolation of TRAINING images: "nearest" | "bilinear" | "bicubic". Released LIS recipes
+    # train with "nearest" (mmcv/OpenCV INTER_NEAREST on the uint8 image, so noise is not smoothed).
     _default(inp, "RESIZE_INTERP", "bilinear")
+    # resize interpolation at TEST time, same choices. Released LIS: LIS2LIS tests "bilinear" (its
+    # nearest line is commented out); SynCOCO2LIS and COCO2LIS test "nearest".
+    _default(inp, "RESIZE_INTERP_TEST", "bilinear")
     syn = _node(inp, "SYNTHESIS")
-    # synthesise low-light raw from sRGB training records (unprocess + PGRU noise)
+    # synthesise low-light raw from sRGB training records (unprocess + PGRU noise). Defaults below =
+    # the released LIS SynCOCO pipeline (AddNoisyImg + process.py); other values are labelled variants.
     _default(syn, "ENABLED", False)
-    # exposure ratio r ~ U(low, high)
+    # exposure ratio r ~ U(low, high) (released SynCOCO2LIS: (10, 100))
     _default(syn, "RATIO_RANGE", (10.0, 100.0))
     # RNG seed; < 0 = fresh entropy per image
     _default(syn, "SEED", -1)
-    # also return the clean counterpart as "clean_image" (paired / DSL training)
+    # also return the clean counterpart (same unprocess draw) as "clean_image" (paired / DSL training)
     _default(syn, "RETURN_CLEAN", False)
-    # "raw_rgb" (3-ch, full res) | "packed" (4-ch, half res)
+    # "after_augment" (released: after Resize + Flip, on the resized image) |
+    # "before_augment" (variant: synthesise at full resolution, then resize/flip noisy and clean)
+    _default(syn, "ORDER", "after_augment")
+    # 8 (released process.py: uint8 sRGB in, mosaic rounded to uint8, OpenCV demosaic on uint8, output on
+    # multiples of 1/255) | 16 (variant: 16-bit demosaic, float output)
+    _default(syn, "BIT_DEPTH", 8)
+    # odd H or W: "resize" (released: bilinear resize to even size before unprocess, back after demosaic) |
+    # "pad" (variant: edge-pad by one pixel, crop back)
+    _default(syn, "ODD_SIZE", "resize")
+    # "raw_rgb" (3-ch, full res; released) | "packed" (4-ch, half res; variant, no released counterpart)
     _default(syn, "OUTPUT", "raw_rgb")
-    # raw_rgb rendering: "bilinear" demosaic | "pack" ([R, meanG, B] at half res, resized back)
+    # raw_rgb rendering: "bilinear" demosaic (released) | "pack" ([R, meanG, B] at half res, resized back;
+    # variant, needs BIT_DEPTH 16)
     _default(syn, "METHOD", "bilinear")
-    # quantisation noise: "per_pixel" (default) | "scalar" (LIS/ELD quirk) | "round" | "none"
-    _default(syn, "QUANTIZATION", "per_pixel")
+    # quantisation noise: "scalar" (released LIS/ELD: one U(-0.5, 0.5) DN offset per image) |
+    # "per_pixel" (variant: one draw per pixel) | "round" (variant) | "none"
+    _default(syn, "QUANTIZATION", "scalar")
     cache = _node(_node(cfg.DATALOADER, "SEGALIAS"), "DECODE_CACHE")
     # decode each image once (in-memory LRU per worker, optional .npy disk cache)
     _default(cache, "ENABLED", False)
