@@ -31,7 +31,7 @@ def test_paper_defaults():
     cfg = _fresh()
     assert cfg.MODEL.SEGALIAS.DAF.CUTOFF == 0.35 and cfg.MODEL.SEGALIAS.FREQMIX.CUTOFF == 0.35
     assert list(cfg.MODEL.SEGALIAS.DAF.STAGES) == ["res3", "res4", "res5"]
-    assert cfg.MODEL.SEGALIAS.FREQMIX.REDUCTION == 16 and cfg.MODEL.SEGALIAS.FREQMIX.GATE == "faithful"
+    assert cfg.MODEL.SEGALIAS.FREQMIX.REDUCTION == 16 and cfg.MODEL.SEGALIAS.FREQMIX.GATE == "released"
     assert cfg.SOLVER.FREQMIX_LR_MULTIPLIER == 2.0
     assert cfg.TEST.SEGALIAS.BOUNDARY_BAND_WIDTH == 15
     assert (cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_MIN_LR) == (0.9, 1e-4)
