@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Convert ImageNet ResNet weights for the segalias backbones (see docs/backbone.md).
+"""Convert pretrained weights for the segalias models (see docs/backbone.md).
 
     python tools/convert_pretrained.py SRC DST --format {torchvision,mmcv_v1c,d2_pkl} [--prefix P]
-                                       [--bayer-pattern RGGB]
+                                       [--bayer-pattern RGGB]            # ImageNet ResNet backbones
+    python tools/convert_pretrained.py model_final_f10217.pkl pretrained/mask_rcnn_R_50_FPN_3x_coco80_to_lis8.pkl \\
+        --format d2_coco_detector [--class-layers {slice,reinit}]      # COCO-80 Mask R-CNN -> 8 LIS classes
 
 Needs the package installed (``pip install -e .``).
 """

@@ -1,4 +1,5 @@
-"""Pretrained-weight conversion (torchvision, mmcv ResNet-V1c, Detectron2/MSRA .pkl) and loading."""
+"""Pretrained-weight conversion (torchvision, mmcv ResNet-V1c, Detectron2/MSRA .pkl, COCO Mask R-CNN -> LIS) and
+loading."""
 from .convert import (  # noqa: F401
     FORMATS,
     LoadReport,
@@ -10,3 +11,4 @@ from .convert import (  # noqa: F401
     save_d2_checkpoint,
 )
 from .convert import main  # noqa: F401
+from .detector import class_rows, coco_thing_classes, convert_coco_detector, convert_detector_file  # noqa: F401

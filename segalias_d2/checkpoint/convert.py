@@ -1,4 +1,5 @@
-"""Convert ImageNet ResNet checkpoints to Detectron2 format for the segalias backbones, and load them.
+"""Convert ImageNet ResNet checkpoints to Detectron2 format for the segalias backbones, and load them
+(whole COCO detectors: :mod:`.detector`).
 
 Supported sources (``fmt``):
 
@@ -10,6 +11,8 @@ Supported sources (``fmt``):
   keys without a Detectron2 counterpart (e.g. the paper's FreqMix ``att`` modules) are dropped and listed.
 * ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1: True``)
   or Detectron2 names (``{"model": ...}``; backbone keys are kept).
+* ``d2_coco_detector`` (CLI / :mod:`.detector`): a whole COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo
+  ``mask_rcnn_R_50_FPN_3x``) with its class layers reduced to the 8 LIS classes by true class.
 
 Output names are relative to the ResNet body (``stem.conv1.weight``, ``res2.0.conv1.norm.weight``, ...) with
 a prefix prepended when saving: ``backbone.bottom_up.`` (default) for FPN models built with
@@ -335,7 +338,7 @@ def load_backbone_weights(module, checkpoint, log=None):
              type(module).__name__, s, a)
     if missing_fm:
         log.info("%d FreqMix tensors are not in the checkpoint and keep their new initialisation "
-                 "(expected for ImageNet weights, as in the paper): %s", len(missing_fm), _short(missing_fm, 4))
+                 "(expected: the source network has no FreqMix): %s", len(missing_fm), _short(missing_fm, 4))
     if missing_other:
         log.warning("Missing in checkpoint (%d): %s", len(missing_other), _short(missing_other))
     if unexpected:
@@ -350,20 +353,33 @@ def main(argv=None):
     import argparse
 
     parser = argparse.ArgumentParser(
-        description="Convert ImageNet ResNet weights into a Detectron2 checkpoint for the segalias backbones.",
+        description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 checkpoint for the "
+        "segalias models.",
         epilog="Prefix: 'backbone.bottom_up.' for build_segalias_resnet_fpn_backbone models (default), "
         "'backbone.' for build_segalias_resnet_backbone models, '' for a bare backbone module.",
     )
     parser.add_argument("src", help="source checkpoint (.pth/.pt/.pkl)")
     parser.add_argument("dst", help="output file: .pkl (numpy, Detectron2 style) or .pth")
-    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
+    parser.add_argument("--format", required=True, choices=FORMATS + ("d2_coco_detector",), dest="fmt",
                         help="torchvision: torchvision resnet; mmcv_v1c: mmcv ResNet-V1c (deep stem); "
-                        "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names)")
+                        "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names); d2_coco_detector: a whole "
+                        "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes")
+    parser.add_argument("--class-layers", default="slice", choices=("slice", "reinit"),
+                        help="d2_coco_detector only: 'slice' = pick the COCO rows of the LIS classes (default); "
+                        "'reinit' = drop the class layers (released MMDetection load_from: they start new)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX!r})")
     parser.add_argument("--bayer-pattern", default=None, metavar="RGGB",
                         help="adapt the stem to 4-channel packed Bayer input in this channel order")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.fmt == "d2_coco_detector":
+        from .detector import convert_detector_file
+
+        if args.prefix != DEFAULT_PREFIX or args.bayer_pattern:
+            parser.error("--prefix/--bayer-pattern apply to backbone formats, not to d2_coco_detector")
+        sd = convert_detector_file(args.src, args.dst, class_layers=args.class_layers)
+        print(f"Converted {len(sd)} tensors (d2_coco_detector, class layers: {args.class_layers}) -> {args.dst}")
+        return 0
     sd = convert_file(args.src, args.dst, args.fmt, prefix=args.prefix, bayer_pattern=args.bayer_pattern)
     print(f"Converted {len(sd)} tensors ({args.fmt}) -> {args.dst} with prefix {args.prefix!r}")
     return 0
