@@ -8,7 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from segalias_d2.checkpoint import class_rows, coco_thing_classes, convert_coco_detector, load_backbone_weights
@@ -42,13 +44,12 @@ def test_lis_classes_pick_the_hand_computed_coco_rows():
 
 
 def _stock_coco80_state_dict():
-    """Names and shapes of Detectron2's stock COCO Mask R-CNN R50-FPN (what model_final_f10217.pkl holds)."""
-    cfg = load_config(os.path.join(REPO, "configs/Base-SegAlias-RCNN-FPN.yaml"))  # copy of Base-RCNN-FPN.yaml
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = True
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    """Names and shapes of the model Detectron2's zoo config COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x
+    builds (what its model_final_f10217.pkl holds)."""
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
     cfg.MODEL.DEVICE = "cpu"
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80 and cfg.MODEL.RESNETS.NORM == "FrozenBN"
     return build_model(cfg).state_dict()
 
 
