@@ -235,6 +235,14 @@ def test_lis_test_resize_is_bilinear_and_train_nearest(tmp_path):
     torch.testing.assert_close(test, torch.full_like(test, 127.5), atol=1e-4, rtol=0)  # 2x bilinear: mean
     ref = cv2.resize(board, (600, 400), interpolation=cv2.INTER_LINEAR).astype(np.float32)  # mmcv test resize
     assert np.abs(test.permute(1, 2, 0).numpy() - ref).max() <= 0.5 + 1e-4
+    # a non-integer scale (1000x750 -> 533x400): OpenCV's fixed-point uint8 bilinear within one level
+    noise = np.random.default_rng(1).integers(0, 256, (750, 1000, 3)).astype(np.uint8)
+    got = LowLightDatasetMapper(cfg, is_train=False)(_record(tmp_path, noise, "raw_rgb", "n.png"))["image"]
+    ref = cv2.resize(noise, (533, 400), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    diff = np.abs(got.permute(1, 2, 0).numpy() - ref)
+    assert diff.max() < 1.0 and diff.mean() < 0.3
+    near = cv2.resize(noise, (533, 400), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    assert np.abs(near - ref).mean() > 20  # nearest would be far off
     train = LowLightDatasetMapper(cfg, is_train=True)(d)["image"]
     assert set(torch.unique(train).tolist()) == {0.0}  # nearest keeps pixel (2y, 2x): all black
     # released SynCOCO2LIS tests with nearest
