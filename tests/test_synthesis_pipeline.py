@@ -269,3 +269,16 @@ def test_syncoco_config_is_the_released_synthesis_and_bad_keys_are_named():
     c.INPUT.SEGALIAS.RESIZE_INTERP_TEST = "lanczos"
     with pytest.raises(ValueError, match="INPUT.SEGALIAS.RESIZE_INTERP_TEST"):
         LowLightDatasetMapper(c, is_train=False)
+
+
+def test_packed_output_after_augment_scales_the_annotations_to_half_resolution(tmp_path):
+    d = _record(tmp_path, _smooth_u8(96, 144))
+    augs = [T.ResizeShortestEdge(48, 1000, interp=Image.NEAREST)]
+    mapper = LowLightDatasetMapper(is_train=True, augmentations=augs, image_format="RGB",
+                                   synthesis={"seed": 1, "output": "packed"})
+    out = mapper(d)
+    assert tuple(out["image"].shape) == (4, 24, 36)
+    packed = out["image"].numpy()
+    np.testing.assert_allclose(packed, np.round(packed), atol=1e-3)  # 8-bit planes
+    # box [10, 8, 40, 28] in the 144x96 frame -> x0.5 (resize) -> x0.5 (packing)
+    np.testing.assert_allclose(out["instances"].gt_boxes.tensor[0].tolist(), [2.5, 2.0, 10.0, 7.0], atol=1e-4)
