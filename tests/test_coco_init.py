@@ -77,7 +77,7 @@ def _our_model():
 def test_zoo_checkpoint_converts_and_fills_every_non_freqmix_tensor(zoo_pkl, tmp_path):
     src, source = zoo_pkl
     dst = str(tmp_path / "coco80_to_lis8.pkl")
-    assert convert_main([src, dst, "--format", "d2_coco_detector"]) == 0
+    assert convert_main([src, dst, "--format", "d2_coco_detector", "--class-layers", "slice"]) == 0
     model = _our_model()
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     checkpointer = DetectionCheckpointer(model)  # what the trainer uses for MODEL.WEIGHTS
@@ -104,10 +104,11 @@ def test_zoo_checkpoint_converts_and_fills_every_non_freqmix_tensor(zoo_pkl, tmp
     assert report.missing == [] and report.unexpected == [] and report.shape_mismatch == []
 
 
-def test_reinit_option_leaves_the_class_layers_new(zoo_pkl, tmp_path):
+def test_default_reinit_leaves_the_class_layers_new_as_released(zoo_pkl, tmp_path):
+    # the released mmdet load_from skips the shape-mismatched class layers: that is the default
     src, source = zoo_pkl
     dst = str(tmp_path / "reinit.pkl")
-    assert convert_main([src, dst, "--format", "d2_coco_detector", "--class-layers", "reinit"]) == 0
+    assert convert_main([src, dst, "--format", "d2_coco_detector"]) == 0
     with open(dst, "rb") as f:
         saved = pickle.load(f)["model"]
     assert sorted(set(source) - set(saved)) == sorted(CLASS_KEYS)
@@ -127,11 +128,15 @@ def _small_detector(cls_rows=81, box_rows=320, mask_rows=80, fpn=True):
 def test_class_agnostic_layers_are_kept_and_stale_buffers_dropped():
     obj = _small_detector(box_rows=4, mask_rows=1)
     obj["model"]["pixel_mean"] = np.zeros((3, 1, 1), np.float32)
-    out, notes = convert_coco_detector(obj)
+    out, notes = convert_coco_detector(obj, class_layers="slice")
     assert out["roi_heads.box_predictor.bbox_pred.weight"].shape == (4, 2)
     assert out["roi_heads.mask_head.predictor.weight"].shape == (1, 1, 1, 1)
     assert out["roi_heads.box_predictor.cls_score.weight"][:, 0].tolist() == [2.0 * r for r in CLS_ROWS]
     assert "pixel_mean" not in out and any("pixel_mean" in n for n in notes)
+    # released default: class-agnostic layers have the same shape in the 8-class model, so they load; cls_score not
+    out, _ = convert_coco_detector(obj)
+    assert out["roi_heads.box_predictor.bbox_pred.weight"].shape == (4, 2)
+    assert "roi_heads.box_predictor.cls_score.weight" not in out
 
 
 @pytest.mark.parametrize("obj,match", [

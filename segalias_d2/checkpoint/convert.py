@@ -364,9 +364,9 @@ def main(argv=None):
                         help="torchvision: torchvision resnet; mmcv_v1c: mmcv ResNet-V1c (deep stem); "
                         "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names); d2_coco_detector: a whole "
                         "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes")
-    parser.add_argument("--class-layers", default="slice", choices=("slice", "reinit"),
-                        help="d2_coco_detector only: 'slice' = pick the COCO rows of the LIS classes (default); "
-                        "'reinit' = drop the class layers (released MMDetection load_from: they start new)")
+    parser.add_argument("--class-layers", default="reinit", choices=("slice", "reinit"),
+                        help="d2_coco_detector only: 'reinit' = drop the class layers, they start new (default: the released "
+                        "MMDetection load_from); 'slice' = variant, pick the COCO rows of the LIS classes by true class")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX!r})")
     parser.add_argument("--bayer-pattern", default=None, metavar="RGGB",
                         help="adapt the stem to 4-channel packed Bayer input in this channel order")

@@ -3,8 +3,10 @@ initialisation (SynCOCO->LIS, COCO->LIS start from a COCO-trained Mask R-CNN R50
 
 Detectron2's model-zoo ``.pkl`` is a pickle of ``{"model": {Detectron2 parameter name: numpy array},
 "__author__": ...}`` that ``DetectionCheckpointer`` loads with exact names. Every tensor is kept under its name;
-only the class-specific rows of the three class layers are picked, BY TRUE CLASS (names matched with
-``segalias_d2.data.lowlight.class_index_map``; COCO-80 ``thing_classes`` from Detectron2's builtin metadata):
+the three class layers are either dropped (``class_layers="reinit"``, the DEFAULT: what the released MMDetection
+``load_from`` does, it skips shape-mismatched layers, so they keep the new model's initialisation) or, as the
+named variant ``class_layers="slice"``, reduced to their class-specific rows picked BY TRUE CLASS (names matched
+with ``segalias_d2.data.lowlight.class_index_map``; COCO-80 ``thing_classes`` from Detectron2's builtin metadata):
 
 * ``roi_heads.box_predictor.cls_score``: (K + 1) rows, background LAST -> rows ``idx + [K]``;
 * ``roi_heads.box_predictor.bbox_pred``: 4 K rows, class-specific (4 rows: class-agnostic, kept) -> rows
@@ -12,9 +14,8 @@ only the class-specific rows of the three class layers are picked, BY TRUE CLASS
 * ``roi_heads.mask_head.predictor``: K rows (1: class-agnostic, kept) -> rows ``idx``.
 
 For LIS (true order bicycle, car, motorbike, bus, bottle, chair, diningtable, tvmonitor) ``idx`` = COCO-80
-contiguous indices (1, 2, 3, 5, 39, 56, 60, 62). ``class_layers="reinit"`` drops the class layers instead, so
-they keep the new model's initialisation: what the released MMDetection ``load_from`` does (shape-mismatched
-layers are skipped). FreqMix/DAF have no counterpart in the source; the loader reports them as new.
+contiguous indices (1, 2, 3, 5, 39, 56, 60, 62). Slicing is a better start than the released random layers, not
+what was released. FreqMix/DAF have no counterpart in the source; the loader reports them as new.
 """
 import logging
 import os
@@ -52,7 +53,7 @@ def _rows(arr, rows, key):
     return np.ascontiguousarray(np.asarray(arr)[rows]), f"{key}: rows {rows[:12]}{'...' if len(rows) > 12 else ''}"
 
 
-def convert_coco_detector(obj, dst_classes=None, src_classes=None, class_layers="slice", src="checkpoint"):
+def convert_coco_detector(obj, dst_classes=None, src_classes=None, class_layers="reinit", src="checkpoint"):
     """Convert a loaded Detectron2 detector checkpoint. Returns ``(OrderedDict name -> numpy array, notes)``.
 
     Errors (``ValueError``) name ``src``, the key and the shape expected: not a Detectron2 R-CNN checkpoint, a
@@ -108,7 +109,7 @@ def convert_coco_detector(obj, dst_classes=None, src_classes=None, class_layers=
     return out, notes
 
 
-def convert_detector_file(src, dst, class_layers="slice", dst_classes=None):
+def convert_detector_file(src, dst, class_layers="reinit", dst_classes=None):
     """Read a Detectron2 detector ``.pkl``/``.pth``, convert it to ``dst_classes`` (default LIS), write ``dst``."""
     import torch
 
