@@ -14,17 +14,13 @@ What differs from Detectron2's ResNet:
   Detectron2/MSRA/torchvision conversions load unchanged.
 * Optional ResNet-V1c "deep" stem (3x3 convs 32/32/64 + max-pool), as in the paper's ResNet-50-V1c.
 """
+import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
 from torch import nn
 
 from detectron2.layers import CNNBlockBase, Conv2d, get_norm
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, BasicStem, ResNet
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, BasicStem, BottleneckBlock, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-
-try:  # fvcore's weight_init is what detectron2 itself uses
-    import fvcore.nn.weight_init as weight_init
-except ImportError:  # pragma: no cover
-    weight_init = None
 
 from ..fourier_filters import BlurPool, DeAliasingFilter, FreqMix, check_freqmix_gate
 from .norm import check_head_norms, resolve_norm
@@ -42,92 +38,45 @@ STEM_TYPES = ("basic", "deep")
 _BLOCKS_PER_DEPTH = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
 
-def _msra_fill(module):
-    if weight_init is not None:
-        weight_init.c2_msra_fill(module)
-    else:  # pragma: no cover
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        if module.bias is not None:
-            nn.init.constant_(module.bias, 0)
-
-
 class _ConvNormAfter(Conv2d):
-    """Detectron2 ``Conv2d`` whose forward is the convolution only.
-
-    Its ``.norm`` is *not* applied internally: the block applies it after FreqMix. Keeping the norm as the
-    ``conv2.norm`` attribute keeps state-dict keys identical to Detectron2's BottleneckBlock.
-    """
+    """Detectron2 ``Conv2d`` whose forward is the convolution only: the block applies ``.norm`` itself, after
+    FreqMix. Keeping the norm as the ``conv2.norm`` attribute keeps Detectron2's state-dict keys."""
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return nn.Conv2d.forward(self, x)
 
 
-class AABottleneckBlock(CNNBlockBase):
-    """Bottleneck block with optional FreqMix between conv2 and its norm.
+class AABottleneckBlock(BottleneckBlock):
+    """Detectron2's ``BottleneckBlock`` with optional FreqMix between conv2 and conv2's norm.
 
     conv1 -> norm -> ReLU -> conv2 -> [FreqMix] -> norm -> ReLU -> conv3 -> norm -> (+ shortcut) -> ReLU.
-    With ``freqmix=False`` it computes exactly Detectron2's ``BottleneckBlock``.
+    Detectron2 builds and initialises every layer; the block adds ``self.freqmix`` (PyTorch's default init,
+    paper: "allno0init"; the name puts ".freqmix." in its parameter names for the LR multiplier), so
+    state-dict keys are those of ``BottleneckBlock`` plus ``freqmix.*``. With ``freqmix=False`` it is
+    Detectron2's block unchanged.
     """
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        *,
-        bottleneck_channels,
-        stride=1,
-        num_groups=1,
-        norm="BN",
-        stride_in_1x1=False,
-        dilation=1,
-        freqmix=False,
-        freqmix_cutoff=0.35,
-        freqmix_reduction=16,
-        freqmix_gate="released",
-    ):
-        super().__init__(in_channels, out_channels, stride)
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(
-                in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                norm=get_norm(norm, out_channels),
-            )
-        else:
-            self.shortcut = None
-        # MSRA models stride in the 1x1 conv; torchvision/mmcv ("pytorch" style, the paper) in the 3x3 conv
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(
-            in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
-            norm=get_norm(norm, bottleneck_channels),
-        )
-        self.conv2 = _ConvNormAfter(
-            bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3,
-            padding=1 * dilation, bias=False, groups=num_groups, dilation=dilation,
-            norm=get_norm(norm, bottleneck_channels),
-        )
-        self.conv3 = Conv2d(
-            bottleneck_channels, out_channels, kernel_size=1, bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        for layer in (self.conv1, self.conv2, self.conv3, self.shortcut):
-            if layer is not None:
-                _msra_fill(layer)
-        # FreqMix keeps PyTorch's default init (paper: "allno0init"); named so params contain ".freqmix."
-        self.freqmix = (
-            FreqMix(bottleneck_channels, freqmix_cutoff, freqmix_reduction, freqmix_gate) if freqmix else None
-        )
+    def __init__(self, in_channels, out_channels, *, freqmix=False, freqmix_cutoff=0.35, freqmix_reduction=16,
+                 freqmix_gate="released", **kwargs):
+        super().__init__(in_channels, out_channels, **kwargs)
+        self.freqmix = None
+        if freqmix:
+            # conv2 stays the module Detectron2 built and initialised (weights, norm, RNG draws); re-classing it
+            # changes only its forward, so its norm can run after FreqMix
+            self.conv2.__class__ = _ConvNormAfter
+            self.freqmix = FreqMix(self.conv2.out_channels, freqmix_cutoff, freqmix_reduction, freqmix_gate)
 
     def forward(self, x):
+        if self.freqmix is None:
+            return super().forward(x)
         out = F.relu_(self.conv1(x))
-        out = self.conv2(out)
-        if self.freqmix is not None:
-            out = self.freqmix(out)
+        out = self.freqmix(self.conv2(out))
         if self.conv2.norm is not None:
             out = self.conv2.norm(out)
         out = F.relu_(out)
         out = self.conv3(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        out = out + shortcut
-        return F.relu_(out)
+        return F.relu_(out + shortcut)
 
 
 class DeepStem(CNNBlockBase):
@@ -145,7 +94,7 @@ class DeepStem(CNNBlockBase):
         self.conv3 = Conv2d(mid, out_channels, 3, stride=1, padding=1, bias=False,
                             norm=get_norm(norm, out_channels))
         for layer in (self.conv1, self.conv2, self.conv3):
-            _msra_fill(layer)
+            weight_init.c2_msra_fill(layer)
 
     def forward(self, x):
         x = F.relu_(self.conv1(x))
