@@ -237,3 +237,19 @@ def test_cli_runs_as_script(tmp_path):
     assert "backbone.bottom_up.res5.2.conv3.norm.weight" in data["model"]
     # stem conv + 4 BN tensors, 16 blocks x 3 convs x (weight + 4 BN), 4 shortcuts x (weight + 4 BN)
     assert len(data["model"]) == 5 + 16 * 3 * 5 + 4 * 5
+
+
+def test_d2_pkl_caffe2_names_match_detectron2_checkpointer(tv_resnet, tmp_path):
+    # the converter renames Caffe2 blobs as Detectron2's own DetectionCheckpointer does when it loads R-50.pkl
+    src = str(tmp_path / "R-50.pkl")
+    with open(src, "wb") as f:
+        pickle.dump(_c2_blobs(tv_resnet), f)
+    by_d2 = build_backbone(make_cfg(fpn=False, stride_in_1x1=True)).eval()
+    DetectionCheckpointer(by_d2).load(src)  # Caffe2 heuristics: convert_c2_detectron_names + suffix matching
+    with open(src, "rb") as f:
+        ours, dropped = convert_state_dict(pickle.load(f, encoding="latin1"), "d2_pkl")
+    assert sorted(dropped) == ["fc1000_b", "fc1000_w"]
+    expected = {k: v for k, v in by_d2.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert sorted(ours) == sorted(expected)
+    for k, v in ours.items():
+        assert torch.equal(v, expected[k]), k

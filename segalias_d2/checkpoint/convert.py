@@ -9,8 +9,10 @@ Supported sources (``fmt``):
 * ``mmcv_v1c``: mmcv/mmseg ResNet-V1c (deep stem), e.g. ``resnet50_v1c-2cccc1ad.pth`` (RGB, ``STEM_TYPE: deep``,
   ``STRIDE_IN_1X1: False``). A full mmseg checkpoint (``backbone.*`` keys) also works; non-backbone keys and
   keys without a Detectron2 counterpart (e.g. the paper's FreqMix ``att`` modules) are dropped and listed.
-* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1: True``)
-  or Detectron2 names (``{"model": ...}``; backbone keys are kept).
+* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1: True``),
+  renamed by Detectron2's own ``convert_basic_c2_names``, or Detectron2 names (``{"model": ...}``); only ResNet-body
+  keys are kept. ``DetectionCheckpointer`` loads such files into a 3-channel model by itself; the format is for
+  the packed-Bayer stem (``bayer_pattern``) and for files with exact names.
 * ``d2_coco_detector`` (CLI / :mod:`.detector`): a whole COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo
   ``mask_rcnn_R_50_FPN_3x``) with its class layers reduced to the 8 LIS classes by true class.
 
@@ -29,6 +31,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 import torch
+from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 
 __all__ = [
     "FORMATS",
@@ -140,24 +143,23 @@ def convert_mmcv_v1c(state_dict):
     return _apply(state_dict, fn)
 
 
-_C2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
-_C2_BRANCH2 = {"a": "conv1", "b": "conv2", "c": "conv3"}
+# a ResNet-body parameter in Detectron2 names; anything else converted from Caffe2 names (fc1000, heads) is dropped
+_BODY_KEY = re.compile(
+    r"^(stem\.conv1|res[2-5]\.\d+\.(conv[123]|shortcut))\.(weight|bias|norm\.(weight|bias|running_mean|running_var))$"
+)
 
 
-def _convert_c2_name(k):
-    if k == "conv1_w":
-        return "stem.conv1.weight"
-    m = re.match(r"^res_conv1_bn_(s|b|rm|riv)$", k)
-    if m:
-        return f"stem.conv1.norm.{_C2_BN[m.group(1)]}"
-    m = re.match(r"^res(\d)_(\d+)_branch(1|2[abc])_(w|bn_s|bn_b|bn_rm|bn_riv)$", k)
-    if m:
-        stage, block, branch, leaf = m.groups()
-        mod = "shortcut" if branch == "1" else _C2_BRANCH2[branch[1]]
-        if leaf == "w":
-            return f"res{stage}.{block}.{mod}.weight"
-        return f"res{stage}.{block}.{mod}.norm.{_C2_BN[leaf[3:]]}"
-    return None
+def _convert_c2_names(state_dict):
+    """Caffe2/MSRA blob names (``R-50.pkl``) -> Detectron2 ResNet names, with Detectron2's own table
+    (``convert_basic_c2_names``, what ``DetectionCheckpointer`` applies to such files); non-body keys dropped."""
+    keys = list(state_dict)
+    renamed = dict(zip(keys, convert_basic_c2_names(keys)))
+    seen = {}
+    for k, name in renamed.items():
+        if name in seen and _BODY_KEY.match(name):
+            raise ValueError(f"Caffe2 blobs {seen[name]!r} and {k!r} both convert to {name!r}")
+        seen[name] = k
+    return _apply(state_dict, lambda k: renamed[k] if _BODY_KEY.match(renamed[k]) else None)
 
 
 def _convert_d2_name(k):
@@ -182,7 +184,7 @@ def convert_d2_pkl(obj):
         sd = obj
     sd = {k: v for k, v in sd.items() if not k.endswith("_momentum")}
     c2 = any(k == "conv1_w" or re.match(r"^res\d_\d+_branch", k) for k in sd)
-    return _apply(sd, _convert_c2_name if c2 else _convert_d2_name)
+    return _convert_c2_names(sd) if c2 else _apply(sd, _convert_d2_name)
 
 
 _CONVERTERS = {"torchvision": convert_torchvision_resnet, "mmcv_v1c": convert_mmcv_v1c, "d2_pkl": convert_d2_pkl}
