@@ -20,7 +20,7 @@ import time
 import cv2
 import numpy as np
 
-from segalias_d2.evaluation.boundary_metrics import BoundaryErrorCounter, boundary_error_metrics
+from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter, boundary_error_metrics
 
 H, W = 1024, 2048
 
@@ -111,7 +111,7 @@ def main():
     for p, g in pairs[:2]:
         chk_fast.update(p, g)
         naive_update(chk_naive, p, g, K)
-    from segalias_d2.evaluation.boundary_metrics import REGION_CODES, _region_stats
+    from segalias_d2.evaluation.boundary_errors import REGION_CODES, _region_stats
 
     ok = True
     for r in REGION_CODES:

@@ -45,12 +45,14 @@ import json, sys
 res = json.load(open(sys.argv[1]))
 for dataset, tasks in res.items():
     print(f"\nResults on {dataset} (from --eval-only):")
-    for task in ("bbox", "segm", "boundary"):
+    for task in ("bbox", "segm", "boundary_ap"):
         if task in tasks:
-            print(f"  {task:9s} AP {tasks[task]['AP']:6.2f}  AP50 {tasks[task]['AP50']:6.2f}  AP75 {tasks[task]['AP75']:6.2f}")
+            r = {k: float("nan") if tasks[task].get(k) is None else tasks[task][k] for k in ("AP", "AP50", "AP75")}
+            print(f"  {task:11s} AP {r['AP']:6.2f}  AP50 {r['AP50']:6.2f}  AP75 {r['AP75']:6.2f}")
     be = tasks.get("boundary_errors", {})
     if be:
-        print("  boundary errors (%): " + "  ".join(f"{k} {be[k]:.2f}" for k in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr") if k in be))
+        print("  boundary errors (%): " + "  ".join(f"{k} {be[k]:.2f}" if be[k] is not None else f"{k} n/a"
+                                                 for k in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr") if k in be))
 PY
 echo
 echo "Done in $(( $(date +%s) - START )) s. Outputs:"

@@ -5,13 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from segalias_d2.evaluation.boundary_metrics import (
-    BoundaryErrorCounter,
+from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter, boundary_band, label_edges
+from segalias_d2.evaluation.boundary_iou_metric import (
     BoundaryIoUCounter,
-    boundary_band,
     boundary_iou,
     boundary_iou_width,
-    label_edges,
     label_inner_boundary,
     mask_to_boundary,
 )

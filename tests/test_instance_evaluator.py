@@ -16,11 +16,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from segalias_d2.evaluation import BoundaryErrorCounter, InstanceBoundaryEvaluator, boundary_iou
-from segalias_d2.evaluation.instance_evaluation import (
-    BoundaryCOCOeval,
-    annotations_to_label_map,
-    instances_to_label_map,
-)
+from segalias_d2.evaluation.coco_evaluation import BoundaryCOCOeval
+from segalias_d2.evaluation.instance_evaluation import annotations_to_label_map, instances_to_label_map
 
 H, W = 60, 80
 DATASET_IDS = [3, 7]  # non-contiguous dataset ids -> contiguous 0, 1
@@ -170,7 +167,7 @@ def test_ap_equals_pycocotools(inst_dataset, tmp_path):
     for d, o in zip(dicts, outs):
         ev.process([{"image_id": d["image_id"], "file_name": d["file_name"]}], [o])
     res = ev.evaluate()
-    assert set(res) == {"bbox", "segm", "boundary", "boundary_errors"}
+    assert set(res) == {"bbox", "segm", "boundary_ap", "boundary_errors"}
     results = _to_coco_results(dicts, outs)
     for task in ("bbox", "segm"):
         ref = _pycocotools_stats(jp, results, task)
@@ -180,7 +177,7 @@ def test_ap_equals_pycocotools(inst_dataset, tmp_path):
     assert (tmp_path / "o" / "coco_instances_results.json").exists()
     assert (tmp_path / "o" / "boundary_errors_instances.json").exists()
     # Boundary AP can only be <= mask-based matching quality: with min(mask, boundary) IoU
-    assert res["boundary"]["AP"] <= res["segm"]["AP"] + 1e-9
+    assert res["boundary_ap"]["AP"] <= res["segm"]["AP"] + 1e-9
 
 
 def test_boundary_ap_perfect_predictions(inst_dataset):
@@ -201,7 +198,7 @@ def test_boundary_ap_perfect_predictions(inst_dataset):
         ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     res = ev.evaluate()
     assert res["segm"]["AP"] == pytest.approx(100.0)
-    assert res["boundary"]["AP"] == pytest.approx(100.0)
+    assert res["boundary_ap"]["AP"] == pytest.approx(100.0)
     # identical GT and prediction projections (crowd ignored) -> no boundary errors
     assert res["boundary_errors"]["FErr"] == pytest.approx(0.0)
     assert res["boundary_errors"]["mIoU"] == pytest.approx(100.0)

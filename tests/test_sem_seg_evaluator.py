@@ -11,6 +11,7 @@ from PIL import Image
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
+from detectron2.utils import comm
 
 import segalias_d2
 from segalias_d2.evaluation import (
@@ -20,7 +21,6 @@ from segalias_d2.evaluation import (
     BoundaryIoUEvaluator,
     build_segalias_evaluator,
 )
-from segalias_d2.evaluation import sem_seg_evaluation as sse
 
 CLASSES = ["road", "car", "sky"]
 
@@ -73,8 +73,8 @@ def test_evaluator_matches_counter_in_percent(semseg_dataset, tmp_path):
     out = tmp_path / "out"
     ev = BoundaryErrorSemSegEvaluator(name, distributed=False, output_dir=str(out), band_width=7)
     res = _run(ev, records, preds)
-    assert list(res.keys()) == ["sem_seg"]
-    r = res["sem_seg"]
+    assert list(res.keys()) == ["boundary_errors"]
+    r = res["boundary_errors"]
     ref = BoundaryErrorCounter(3, 255, 7)
     for p, g in zip(preds, gts):
         ref.update(p, g)
@@ -94,19 +94,19 @@ def test_evaluator_matches_counter_in_percent(semseg_dataset, tmp_path):
 
 def test_distributed_two_processes_equal_single_pass(semseg_dataset, monkeypatch):
     name, records, preds, gts = semseg_dataset
-    single = _run(BoundaryErrorSemSegEvaluator(name, distributed=False), records, preds)["sem_seg"]
+    single = _run(BoundaryErrorSemSegEvaluator(name, distributed=False), records, preds)["boundary_errors"]
     a = BoundaryErrorSemSegEvaluator(name, distributed=True)
     b = BoundaryErrorSemSegEvaluator(name, distributed=True)
     for ev, idx in ((a, [0, 2]), (b, [1, 3])):
         ev.reset()
         for i in idx:
             ev.process([records[i]], [{"sem_seg": _scores_from_labels(preds[i], 3)}])
-    monkeypatch.setattr(sse.comm, "synchronize", lambda: None)
-    monkeypatch.setattr(sse.comm, "all_gather", lambda x: [a._counter, b._counter])
-    monkeypatch.setattr(sse.comm, "is_main_process", lambda: False)
+    monkeypatch.setattr(comm, "synchronize", lambda: None)
+    monkeypatch.setattr(comm, "all_gather", lambda x: [a._counter, b._counter])
+    monkeypatch.setattr(comm, "is_main_process", lambda: False)
     assert b.evaluate() is None
-    monkeypatch.setattr(sse.comm, "is_main_process", lambda: True)
-    merged = a.evaluate()["sem_seg"]
+    monkeypatch.setattr(comm, "is_main_process", lambda: True)
+    merged = a.evaluate()["boundary_errors"]
     assert merged == pytest.approx(single, nan_ok=True)
     # evaluate() must not have mutated rank 0's own counter
     assert a._counter.num_images == 2

@@ -63,7 +63,7 @@ def test_instance_instant_schedule_trains_evaluates_and_eval_only_reproduces(dem
     out = str(tmp_path / "train")
     _run(["--config-file", INSTANCE_CFG, "OUTPUT_DIR", out] + FAST, demo_env)
     trained = _results(out)["lis_demo_raw_dark_test"]
-    assert {"bbox", "segm", "boundary", "boundary_errors"} <= set(trained)
+    assert {"bbox", "segm", "boundary_ap", "boundary_errors"} <= set(trained)
     for key in ("BIoU", "BAcc", "FErr", "MErr", "DErr", "mIoU"):
         assert key in trained["boundary_errors"]
     evaluated = str(tmp_path / "eval")
@@ -75,7 +75,7 @@ def test_instance_instant_schedule_trains_evaluates_and_eval_only_reproduces(dem
 def test_semantic_instant_schedule_trains_and_evaluates_with_sliding_window(demo_env, tmp_path):
     out = str(tmp_path / "sem")
     _run(["--config-file", SEMANTIC_CFG, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "3"], demo_env)
-    res = _results(out)["cityscapes_demo_sem_seg_val"]["sem_seg"]
+    res = _results(out)["cityscapes_demo_sem_seg_val"]["boundary_errors"]
     for key in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr"):
         assert key in res
     assert 0.0 <= res["mIoU"] <= 100.0

@@ -42,7 +42,7 @@ from segalias_d2.evaluation.analysis import (  # noqa: E402
     select_records,
     setup_cfg,
 )
-from segalias_d2.evaluation.boundary_metrics import BoundaryErrorCounter, boundary_band  # noqa: E402
+from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter, boundary_band  # noqa: E402
 
 logger = logging.getLogger("segalias_d2.analyze_aliasing")
 ERROR_KEYS = ["mIoU", "BIoU", "FErr", "MErr", "DErr"]

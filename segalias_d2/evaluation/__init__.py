@@ -1,30 +1,28 @@
-"""Boundary error evaluation for segalias_d2 (see docs/evaluation.md).
+"""Boundary error evaluation for segalias_d2 (see docs/evaluation.md); this file only re-exports.
 
-* metric core (numpy/cv2): :mod:`.boundary_metrics`
-* semantic evaluators: :class:`BoundaryErrorSemSegEvaluator`, :class:`BoundaryIoUEvaluator`
-* instance evaluator: :class:`InstanceBoundaryEvaluator` (box/mask AP, Boundary AP, boundary errors)
-* per-image error maps: :func:`compute_error_maps`, :func:`overlay_error_maps`
-* aliasing analysis (RECONSTRUCTION, not from the paper's code): :mod:`.aliasing`
+* band error types (Seg-Aliasing): :mod:`.boundary_errors`; Boundary IoU (Cheng et al.):
+  :mod:`.boundary_iou_metric`; their shared counter protocol: :mod:`.streaming_counter`
+* semantic evaluators: :mod:`.sem_seg_evaluation`
+* instance evaluators (Detectron2's COCOEvaluator + Boundary AP, boundary errors):
+  :mod:`.coco_evaluation`, :mod:`.instance_evaluation`
+* evaluator of a dataset from the config: :mod:`.build`; strict-JSON results: :mod:`.evaluator_utils`
+* per-image error maps: :mod:`.error_maps`; aliasing analysis (RECONSTRUCTION): :mod:`.aliasing`
 """
-from .boundary_metrics import (
-    BoundaryErrorCounter,
-    BoundaryIoUCounter,
-    boundary_band,
-    boundary_error_metrics,
-    boundary_iou,
-    label_edges,
-    mask_to_boundary,
-)
-from .sem_seg_evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator
-from .instance_evaluation import InstanceBoundaryEvaluator, BoundaryCOCOeval, instances_to_label_map
-from .error_maps import compute_error_maps, overlay_error_maps, ERROR_COLORS
 from .aliasing import (
     RECONSTRUCTION_NOTE,
-    aliasing_score,
-    aliasing_energy_maps,
-    regional_aliasing_score,
     StageInputRecorder,
+    aliasing_energy_maps,
+    aliasing_score,
+    regional_aliasing_score,
 )
+from .boundary_errors import BoundaryErrorCounter, boundary_band, boundary_error_metrics, label_edges
+from .boundary_iou_metric import BoundaryIoUCounter, boundary_iou, mask_to_boundary
+from .build import build_segalias_evaluator
+from .coco_evaluation import BoundaryCOCOeval, COCOBoundaryEvaluator
+from .error_maps import ERROR_COLORS, compute_error_maps, overlay_error_maps
+from .evaluator_utils import dump_json, to_strict_json
+from .instance_evaluation import InstanceBoundaryErrorEvaluator, InstanceBoundaryEvaluator, instances_to_label_map
+from .sem_seg_evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator
 
 __all__ = [
     "BoundaryErrorCounter",
@@ -37,6 +35,8 @@ __all__ = [
     "BoundaryErrorSemSegEvaluator",
     "BoundaryIoUEvaluator",
     "InstanceBoundaryEvaluator",
+    "InstanceBoundaryErrorEvaluator",
+    "COCOBoundaryEvaluator",
     "BoundaryCOCOeval",
     "instances_to_label_map",
     "compute_error_maps",
@@ -48,49 +48,6 @@ __all__ = [
     "regional_aliasing_score",
     "StageInputRecorder",
     "build_segalias_evaluator",
+    "dump_json",
+    "to_strict_json",
 ]
-
-
-def build_segalias_evaluator(cfg, dataset_name, output_folder=None):
-    """Evaluator for ``dataset_name`` by its metadata ``evaluator_type``.
-
-    ``"sem_seg"`` -> :class:`BoundaryErrorSemSegEvaluator` (plus :class:`BoundaryIoUEvaluator` when
-    ``TEST.SEGALIAS.SEM_SEG_BOUNDARY_IOU``); ``"coco"`` -> :class:`InstanceBoundaryEvaluator`.
-    """
-    import os
-
-    from detectron2.data import MetadataCatalog
-    from detectron2.evaluation import DatasetEvaluators
-
-    if output_folder is None:
-        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-    ev_cfg = cfg.TEST.get("SEGALIAS", None)
-    if ev_cfg is None:
-        raise KeyError("cfg.TEST.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) before merge_from_file")
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-    if evaluator_type == "sem_seg":
-        ev = BoundaryErrorSemSegEvaluator(
-            dataset_name, distributed=True, output_dir=output_folder, band_width=ev_cfg.BOUNDARY_BAND_WIDTH
-        )
-        if ev_cfg.get("SEM_SEG_BOUNDARY_IOU", False):
-            biou = BoundaryIoUEvaluator(
-                dataset_name,
-                distributed=True,
-                output_dir=output_folder,
-                dilation_ratio=ev_cfg.BOUNDARY_IOU_DILATION_RATIO,
-            )
-            return DatasetEvaluators([ev, biou])
-        return ev
-    if evaluator_type == "coco":
-        return InstanceBoundaryEvaluator(
-            dataset_name,
-            distributed=True,
-            output_dir=output_folder,
-            score_thresh=ev_cfg.INSTANCE_SCORE_THRESH,
-            band_width=ev_cfg.BOUNDARY_BAND_WIDTH,
-            dilation_ratio=ev_cfg.BOUNDARY_IOU_DILATION_RATIO,
-        )
-    raise NotImplementedError(
-        f"build_segalias_evaluator: dataset '{dataset_name}' has evaluator_type={evaluator_type!r}; "
-        "supported are 'sem_seg' and 'coco'. Build an evaluator manually for other datasets."
-    )

@@ -1,6 +1,7 @@
-"""Metric core of the boundary error evaluator (pure numpy / OpenCV, no Detectron2 import).
+"""Boundary error types of Seg-Aliasing (ICLR 2024): BIoU, BAcc, FErr, MErr, DErr next to mIoU.
 
-Definitions follow Seg-Aliasing (ICLR 2024), see ``docs/evaluation.md``:
+Pure numpy / OpenCV, no Detectron2 import. Cheng et al.'s Boundary IoU, a different metric family,
+is in :mod:`.boundary_iou_metric`. Definitions (see ``docs/evaluation.md``):
 
 * edges ``E(L) = Laplacian4(L) != 0`` on a *label map* (OpenCV ``ksize=1`` kernel
   ``[[0,1,0],[1,-4,1],[0,1,0]]``, border ``BORDER_REFLECT_101``; ignore pixels are just another
@@ -19,12 +20,23 @@ the number of images, and mergeable across processes by plain addition.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from .streaming_counter import (
+    StreamingCounter,
+    as_label_map,
+    check_class_names,
+    check_gt_labels,
+    check_ignore_label,
+    check_num_classes,
+    nanmean,
+    safe_div,
+    validated_pair,
+)
 
 __all__ = [
     "REGIONS",
@@ -33,11 +45,6 @@ __all__ = [
     "boundary_band",
     "BoundaryErrorCounter",
     "boundary_error_metrics",
-    "mask_to_boundary",
-    "boundary_iou",
-    "boundary_iou_width",
-    "label_inner_boundary",
-    "BoundaryIoUCounter",
 ]
 
 #: region name -> band-membership codes (``2*in_pred_band + in_gt_band``) it is made of
@@ -56,24 +63,6 @@ REGIONS = tuple(REGION_CODES.keys())
 # --------------------------------------------------------------------------------------------
 # edges and bands
 # --------------------------------------------------------------------------------------------
-def _as_label_map(label: np.ndarray, what: str = "label map") -> np.ndarray:
-    label = np.asarray(label)
-    if label.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D label map (H, W), got shape {label.shape}")
-    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
-        raise ValueError(f"{what}: expected an integer label map, got dtype {label.dtype}")
-    return label
-
-
-
-def _validated_pair(pred, gt, name):
-    """Prediction and ground-truth label maps of one image, checked to be 2-D and the same shape."""
-    pred = _as_label_map(pred, f"prediction of {name}")
-    gt = _as_label_map(gt, f"ground truth of {name}")
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction and ground-truth shapes differ for {name}: pred {pred.shape} vs gt {gt.shape}")
-    return pred, gt
-
 def _laplacian_nonzero_numpy(label: np.ndarray) -> np.ndarray:
     """``Laplacian4(label) != 0`` with reflect-101 borders, for labels outside uint8."""
     lab = label.astype(np.int64)
@@ -93,7 +82,7 @@ def label_edges(label: np.ndarray) -> np.ndarray:
     ``[0, 255]`` (computed here in int16, which is exact: ``|lap| <= 4*255``). Labels outside
     ``[0, 255]`` are handled in int64 without the reference's uint8 wrap-around.
     """
-    label = _as_label_map(label)
+    label = as_label_map(label)
     if label.dtype == np.uint8 or label.dtype == np.bool_:
         lab8 = label.view(np.uint8) if label.dtype == np.bool_ else label
     else:
@@ -109,7 +98,8 @@ _KERNELS: Dict[int, np.ndarray] = {}
 
 
 def _check_band_width(band_width: int) -> int:
-    if int(band_width) != band_width or band_width < 1 or band_width % 2 != 1:
+    is_number = isinstance(band_width, (int, float, np.number)) and not isinstance(band_width, bool)
+    if not is_number or int(band_width) != band_width or band_width < 1 or band_width % 2 != 1:
         raise ValueError(
             f"band_width (TEST.SEGALIAS.BOUNDARY_BAND_WIDTH) must be a positive odd integer "
             f"(kernel side in px, 15 = +-7 px), got {band_width!r}"
@@ -132,7 +122,7 @@ def boundary_band(label: np.ndarray, band_width: int = 15) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # streaming counter
 # --------------------------------------------------------------------------------------------
-class BoundaryErrorCounter:
+class BoundaryErrorCounter(StreamingCounter):
     """Streaming per-class counters for mIoU / BIoU / BAcc / FErr / MErr / DErr.
 
     Args:
@@ -140,56 +130,20 @@ class BoundaryErrorCounter:
         ignore_label: GT value excluded from all counts (its transitions still form GT edges).
         band_width: side of the square dilation kernel (odd, default 15 = ±7 px).
 
-    ``update(pred, gt)`` adds one image; ``merge(other)`` / ``+=`` adds another counter;
-    ``metrics()`` returns :func:`boundary_error_metrics` of the accumulated state.
+    The protocol of :class:`~.streaming_counter.StreamingCounter`: ``update(pred, gt, name)``,
+    ``merge(other)`` / ``+=``, ``state_dict()`` / ``load_state_dict()`` / ``from_state_dict()``,
+    ``reset()``; ``metrics()`` returns :func:`boundary_error_metrics` of the accumulated state.
     """
 
+    _settings = ("num_classes", "ignore_label", "band_width")
+    _arrays = ("confusion",)
+
     def __init__(self, num_classes: int, ignore_label: int = 255, band_width: int = 15):
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = int(num_classes)
-        self.ignore_label = int(ignore_label)
+        self.num_classes = check_num_classes(num_classes)
+        self.ignore_label = check_ignore_label(ignore_label)
         self.band_width = _check_band_width(band_width)
         self.num_images = 0
         self.confusion = np.zeros((4, self.num_classes + 1, self.num_classes + 1), np.int64)
-
-    # -- state ---------------------------------------------------------------------------------
-    def reset(self):
-        self.confusion[...] = 0
-        self.num_images = 0
-
-    def state_dict(self) -> dict:
-        return {
-            "num_classes": self.num_classes,
-            "ignore_label": self.ignore_label,
-            "band_width": self.band_width,
-            "num_images": self.num_images,
-            "confusion": self.confusion.copy(),
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "BoundaryErrorCounter":
-        c = cls(state["num_classes"], state["ignore_label"], state["band_width"])
-        c.confusion[...] = state["confusion"]
-        c.num_images = int(state["num_images"])
-        return c
-
-    def merge(self, other: "BoundaryErrorCounter") -> "BoundaryErrorCounter":
-        if (other.num_classes, other.ignore_label, other.band_width) != (
-            self.num_classes,
-            self.ignore_label,
-            self.band_width,
-        ):
-            raise ValueError(
-                "cannot merge BoundaryErrorCounters with different (num_classes, ignore_label, "
-                f"band_width): {(self.num_classes, self.ignore_label, self.band_width)} vs "
-                f"{(other.num_classes, other.ignore_label, other.band_width)}"
-            )
-        self.confusion += other.confusion
-        self.num_images += other.num_images
-        return self
-
-    __iadd__ = merge
 
     def region_confusion(self, region: str) -> np.ndarray:
         """``(K+1, K+1)`` confusion ``[gt, pred]`` of one of :data:`REGIONS`."""
@@ -200,7 +154,7 @@ class BoundaryErrorCounter:
     # -- per image -----------------------------------------------------------------------------
     def image_codes(self, pred: np.ndarray, gt: np.ndarray, name: str = "image"):
         """Validated ``(band_code, gt_index, pred_index)`` uint arrays of one image."""
-        pred, gt = _validated_pair(pred, gt, name)
+        pred, gt = validated_pair(pred, gt, name)
         K = self.num_classes
         band_p = boundary_band(pred, self.band_width)
         band_g = boundary_band(gt, self.band_width)
@@ -209,17 +163,7 @@ class BoundaryErrorCounter:
         code |= band_g.view(np.uint8)
 
         ignore = gt == self.ignore_label
-        if gt.dtype.kind == "u" and K <= np.iinfo(gt.dtype).max:
-            bad = gt >= K
-        else:
-            bad = (gt < 0) | (gt >= K)
-        bad &= ~ignore
-        if bad.any():
-            vals = np.unique(gt[bad])[:10].tolist()
-            raise ValueError(
-                f"ground truth of {name} has labels {vals} outside [0, {K}) that are not the "
-                f"ignore label {self.ignore_label}"
-            )
+        check_gt_labels(gt, K, ignore, self.ignore_label, name)
         idx_dtype = np.int32 if 4 * (K + 1) * (K + 1) < 2**31 else np.int64
         g = gt.astype(idx_dtype)
         g[ignore] = K
@@ -264,17 +208,6 @@ def _region_stats(conf: np.ndarray, K: int):
     return inter, pred_area, gt_area
 
 
-def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.full(a.shape, np.nan, dtype=np.float64)
-    np.divide(a, b, out=out, where=b > 0)
-    return out
-
-
-def _nanmean(x: np.ndarray) -> float:
-    x = x[~np.isnan(x)]
-    return float(x.mean()) if x.size else float("nan")
-
-
 def boundary_error_metrics(
     confusion: np.ndarray, class_names: Optional[Sequence[str]] = None
 ) -> "OrderedDict[str, float]":
@@ -289,33 +222,30 @@ def boundary_error_metrics(
     if confusion.ndim != 3 or confusion.shape[0] != 4 or confusion.shape[1] != confusion.shape[2]:
         raise ValueError(f"expected a (4, K+1, K+1) confusion state, got {confusion.shape}")
     K = confusion.shape[1] - 1
-    if class_names is None:
-        class_names = [str(i) for i in range(K)]
-    if len(class_names) != K:
-        raise ValueError(f"got {len(class_names)} class names for {K} classes")
+    class_names = check_class_names(class_names, K)
 
     stats = {}
     for region, codes in REGION_CODES.items():
         conf = confusion[list(codes)].sum(axis=0)
         inter, pred_area, gt_area = _region_stats(conf, K)
-        iou = _safe_div(inter, pred_area + gt_area - inter)
-        acc = _safe_div(inter, gt_area)
+        iou = safe_div(inter, pred_area + gt_area - inter)
+        acc = safe_div(inter, gt_area)
         tot = gt_area.sum()
         a_acc = float(inter.sum() / tot) if tot > 0 else float("nan")
         stats[region] = (iou, acc, a_acc)
 
     res = OrderedDict()
     iou_all, acc_all, aacc_all = stats["all"]
-    res["mIoU"] = _nanmean(iou_all)
-    res["mAcc"] = _nanmean(acc_all)
+    res["mIoU"] = nanmean(iou_all)
+    res["mAcc"] = nanmean(acc_all)
     res["aAcc"] = aacc_all
     iou_u, acc_u, aacc_u = stats["union"]
-    res["BIoU"] = _nanmean(iou_u)
-    res["BAcc"] = _nanmean(acc_u)
+    res["BIoU"] = nanmean(iou_u)
+    res["BAcc"] = nanmean(acc_u)
     res["BaAcc"] = aacc_u
     for key, region in (("FErr", "pred"), ("MErr", "gt"), ("DErr", "inter")):
         _, acc_r, aacc_r = stats[region]
-        res[key] = 1.0 - _nanmean(acc_r)
+        res[key] = 1.0 - nanmean(acc_r)
         res[key + "_a"] = 1.0 - aacc_r
     per_class = [
         ("IoU", stats["all"][0]),
@@ -330,119 +260,3 @@ def boundary_error_metrics(
         for name, v in zip(class_names, values):
             res[f"{prefix}-{name}"] = float(v)
     return res
-
-
-# --------------------------------------------------------------------------------------------
-# Boundary IoU of Cheng et al. (CVPR 2021) -- a different metric family
-# --------------------------------------------------------------------------------------------
-def boundary_iou_width(height: int, width: int, dilation_ratio: float = 0.02) -> int:
-    """Band width ``d = max(1, round(dilation_ratio * sqrt(H^2 + W^2)))`` (Python rounding)."""
-    return max(1, int(round(dilation_ratio * math.sqrt(height**2 + width**2))))
-
-
-def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
-    """Inner boundary of a binary mask (Cheng et al.): ``mask - erode(pad0(mask), 3x3, d)``.
-
-    Pixels of the mask within Chebyshev distance ``d`` of a background pixel or of the outside of
-    the image. Returns a uint8 0/1 array of the mask's shape.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask_to_boundary expects a 2-D mask, got shape {mask.shape}")
-    m = (mask != 0).astype(np.uint8)
-    h, w = m.shape
-    d = boundary_iou_width(h, w, dilation_ratio)
-    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)[1:-1, 1:-1]
-    return m - eroded
-
-
-def boundary_iou(gt_mask: np.ndarray, pred_mask: np.ndarray, dilation_ratio: float = 0.02) -> float:
-    """Boundary IoU of two binary masks; 1.0 if both boundaries are empty."""
-    bg = mask_to_boundary(gt_mask, dilation_ratio).astype(bool)
-    bp = mask_to_boundary(pred_mask, dilation_ratio).astype(bool)
-    union = np.count_nonzero(bg | bp)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(bg & bp) / union
-
-
-def label_inner_boundary(label: np.ndarray, d: int) -> np.ndarray:
-    """``B(L == c)`` for every class at once: True where a pixel is in the inner boundary of its
-    own class, i.e. some pixel within Chebyshev distance ``d`` (or the outside of the image) has a
-    different label. Equals ``mask_to_boundary(L == L[p])[p]`` for every pixel ``p``.
-    """
-    label = _as_label_map(label)
-    if label.size == 0:
-        return np.zeros(label.shape, bool)
-    lab = label.astype(np.int32)
-    # shift to [1, ...] so 0 can be the outside sentinel; cv2 morphology needs <= 32-bit float
-    lo = int(lab.min()) if lab.size else 0
-    lab = (lab - lo + 1).astype(np.float32)
-    if lab.size and lab.max() >= 2**24:
-        raise ValueError("label_inner_boundary: label range too large for exact float32")
-    padded = cv2.copyMakeBorder(lab, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    k = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
-    mx = cv2.dilate(padded, k)
-    mn = cv2.erode(padded, k)
-    return (mx != mn)[1:-1, 1:-1]
-
-
-class BoundaryIoUCounter:
-    """Streaming per-class semantic Boundary IoU (Cheng et al.), dataset-level accumulation.
-
-    For each image with ``d = max(1, round(dilation_ratio * diag))`` and valid set
-    ``V = (G != ignore)``: ``I_c += |B(G==c) & B(P==c) & V|``, ``U_c += |(B(G==c) | B(P==c)) & V|``.
-    ``BoundaryIoU_c = I_c / U_c``; ``mBoundaryIoU`` is the mean over classes with ``U_c > 0``.
-    Ignore pixels count as "another label" when extracting boundaries.
-    """
-
-    def __init__(self, num_classes: int, ignore_label: int = 255, dilation_ratio: float = 0.02):
-        self.num_classes = int(num_classes)
-        self.ignore_label = int(ignore_label)
-        self.dilation_ratio = float(dilation_ratio)
-        self.num_images = 0
-        self.inter = np.zeros(self.num_classes, np.int64)
-        self.union = np.zeros(self.num_classes, np.int64)
-
-    def reset(self):
-        self.inter[:] = 0
-        self.union[:] = 0
-        self.num_images = 0
-
-    def merge(self, other: "BoundaryIoUCounter") -> "BoundaryIoUCounter":
-        if (other.num_classes, other.dilation_ratio) != (self.num_classes, self.dilation_ratio):
-            raise ValueError("cannot merge BoundaryIoUCounters with different settings")
-        self.inter += other.inter
-        self.union += other.union
-        self.num_images += other.num_images
-        return self
-
-    __iadd__ = merge
-
-    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "image"):
-        pred, gt = _validated_pair(pred, gt, name)
-        K = self.num_classes
-        d = boundary_iou_width(*gt.shape, self.dilation_ratio)
-        valid = gt != self.ignore_label
-        bg = label_inner_boundary(gt, d) & valid & (gt >= 0) & (gt < K)
-        bp = label_inner_boundary(pred, d) & valid & (pred >= 0) & (pred < K)
-        g_b = np.bincount(gt[bg].astype(np.int64), minlength=K)[:K]
-        p_b = np.bincount(pred[bp].astype(np.int64), minlength=K)[:K]
-        both = bg & bp & (gt == pred)
-        i_b = np.bincount(gt[both].astype(np.int64), minlength=K)[:K]
-        self.inter += i_b
-        self.union += g_b + p_b - i_b
-        self.num_images += 1
-
-    def metrics(self, class_names: Optional[Sequence[str]] = None) -> "OrderedDict[str, float]":
-        """``mBoundaryIoU`` and ``BoundaryIoU-<class>`` as fractions (NaN where U_c = 0)."""
-        K = self.num_classes
-        if class_names is None:
-            class_names = [str(i) for i in range(K)]
-        biou = _safe_div(self.inter.astype(np.float64), self.union.astype(np.float64))
-        res = OrderedDict()
-        res["mBoundaryIoU"] = _nanmean(biou)
-        for name, v in zip(class_names, biou):
-            res[f"BoundaryIoU-{name}"] = float(v)
-        return res

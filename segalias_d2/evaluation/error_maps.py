@@ -1,4 +1,4 @@
-"""Per-image boundary error maps, consistent with the metric regions of :mod:`.boundary_metrics`.
+"""Per-image boundary error maps, consistent with the metric regions of :mod:`.boundary_errors`.
 
 For a prediction ``P``, GT ``G``, bands ``B_P``/``B_G`` and valid pixels ``V = (G != ignore)``,
 a pixel is *wrong* if ``V & (P != G)``. Then:
@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import cv2
 import numpy as np
 
-from .boundary_metrics import boundary_band
+from .boundary_errors import boundary_band
 
 __all__ = ["compute_error_maps", "overlay_error_maps", "ERROR_COLORS", "CATEGORY_NAMES"]
 

@@ -1,7 +1,7 @@
 """Detectron2 evaluators for semantic segmentation boundary errors.
 
 * :class:`BoundaryErrorSemSegEvaluator` -- Seg-Aliasing's ±7 px band family (mIoU, BIoU, BAcc,
-  FErr, MErr, DErr, ...), task key ``"sem_seg"``.
+  FErr, MErr, DErr, ...), task key ``"boundary_errors"`` (as for instances).
 * :class:`BoundaryIoUEvaluator` -- Cheng et al.'s diagonal-relative Boundary IoU, task key
   ``"boundary_iou"``. The two families are never mixed.
 
@@ -11,11 +11,8 @@ Detectron2's ``SemSegEvaluator``.
 """
 from __future__ import annotations
 
-import copy
 import csv
-import json
 import logging
-import math
 import os
 from collections import OrderedDict
 from typing import Optional
@@ -26,10 +23,11 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .boundary_metrics import BoundaryErrorCounter, BoundaryIoUCounter
+from .boundary_errors import BoundaryErrorCounter
+from .boundary_iou_metric import BoundaryIoUCounter
+from .evaluator_utils import dump_json, gather_counter
 
 __all__ = ["BoundaryErrorSemSegEvaluator", "BoundaryIoUEvaluator", "load_sem_seg_gt", "prediction_to_label_map"]
 
@@ -72,14 +70,10 @@ def _pct(v: float) -> float:
     return float(v) * 100.0
 
 
-def _json_safe(d):
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-
-
 class _SemSegCounterEvaluator(DatasetEvaluator):
     """Shared plumbing: GT lookup, distributed gather, per-image loop."""
 
-    _task = "sem_seg"
+    _task = "boundary_errors"
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
         self._dataset_name = dataset_name
@@ -118,20 +112,11 @@ class _SemSegCounterEvaluator(DatasetEvaluator):
             self._counter.update(pred, gt, name=name)
 
     def _gathered_counter(self):
-        if not self._distributed:
-            return self._counter
-        comm.synchronize()
-        parts = comm.all_gather(self._counter)
-        if not comm.is_main_process():
-            return None
-        total = copy.deepcopy(parts[0])
-        for p in parts[1:]:
-            total.merge(p)
-        return total
+        return gather_counter(self._counter, self._distributed)
 
 
 class BoundaryErrorSemSegEvaluator(_SemSegCounterEvaluator):
-    """Seg-Aliasing boundary error evaluator for semantic segmentation (task ``"sem_seg"``).
+    """Seg-Aliasing boundary error evaluator for semantic segmentation (task ``"boundary_errors"``).
 
     Regions use 4-neighbour Laplacian edges of the prediction / GT label maps dilated by a fixed
     ``band_width x band_width`` kernel (default 15 = ±7 px); counts are accumulated over the whole
@@ -185,10 +170,10 @@ class BoundaryErrorSemSegEvaluator(_SemSegCounterEvaluator):
             "ignore_label": self._ignore_label,
             "units": "percent",
             "classes": self._class_names,
-            "metrics": _json_safe(res),
+            "metrics": res,
         }
         with PathManager.open(base + ".json", "w") as f:
-            json.dump(payload, f, indent=2)
+            dump_json(payload, f, indent=2)
         cols = ["IoU", "Acc", "BIoU", "BAcc", "FErr", "MErr", "DErr"]
         with PathManager.open(base + ".csv", "w") as f:
             w = csv.writer(f)
@@ -239,9 +224,9 @@ class BoundaryIoUEvaluator(_SemSegCounterEvaluator):
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, "boundary_iou_sem_seg.json"), "w") as f:
-                json.dump(
+                dump_json(
                     {"dataset": self._dataset_name, "dilation_ratio": self._dilation_ratio,
-                     "num_images": counter.num_images, "units": "percent", "metrics": _json_safe(res)},
+                     "num_images": counter.num_images, "units": "percent", "metrics": res},
                     f, indent=2,
                 )
         return OrderedDict({self._task: res})
