@@ -1,6 +1,5 @@
 """The Detectron2 trainer of segalias_d2 (used by tools/train_net.py)."""
 import itertools
-import json
 import logging
 import os
 import random
@@ -14,6 +13,8 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 
 from .. import compat
+from ..evaluation.build import build_segalias_evaluator
+from ..evaluation.evaluator_utils import dump_json
 from ..solver.schedule import apply_epoch_schedule
 from .lr_scheduler import WarmupPolyWithFloorParamScheduler
 
@@ -80,8 +81,9 @@ def build_sem_seg_train_aug(cfg):
 
 
 def write_results_json(results, path):
+    """Strict JSON: metrics that were not measured (NaN) are written as null."""
     with open(path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+        dump_json(results, f, indent=2, sort_keys=True)
     logger.info("Evaluation results written to %s", path)
 
 
@@ -216,8 +218,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_segalias_evaluator
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_segalias_evaluator(cfg, dataset_name, output_folder)
