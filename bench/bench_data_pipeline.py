@@ -110,7 +110,8 @@ def main():
     import cv2
     import torch
 
-    from segalias_d2.data.mapper import DecodeCache, LowLightDatasetMapper
+    from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
+    from segalias_d2.data.decode_cache import DecodeCache
     from segalias_d2.data.raw_io import read_camera_raw, read_lowlight_image
     from segalias_d2.data.synthesis import synthesize_lowlight
 

@@ -11,7 +11,7 @@ import segalias_d2  # noqa: F401
 from segalias_d2.config import add_segalias_config
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
 from segalias_d2.data.lowlight import LOAD_SUMMARIES, AnnotationError
-from segalias_d2.data.mapper import LowLightDatasetMapper
+from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 from segalias_d2.data.raw_io import (
     ImageReadError,
     LowLightDataError,

@@ -12,7 +12,7 @@ import segalias_d2  # noqa: F401
 from segalias_d2.config import add_segalias_config
 from segalias_d2.data import LIS_CLASSES
 from segalias_d2.data.demo import ensure_demo_datasets
-from segalias_d2.data.mapper import LowLightDatasetMapper
+from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 from segalias_d2.data.raw_io import read_lowlight_image
 
 

@@ -116,7 +116,7 @@ def test_packed_to_raw_rgb_and_pattern_lookup():
 
 
 def test_decode_cache(tmp_path):
-    from segalias_d2.data.mapper import DecodeCache
+    from segalias_d2.data.decode_cache import DecodeCache
 
     f = tmp_path / "a.bin"
     f.write_bytes(b"x")
@@ -148,7 +148,7 @@ def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
 
     from segalias_d2.config import add_segalias_config
     from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
-    from segalias_d2.data.mapper import LowLightDatasetMapper
+    from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 
     (tmp_path / "raw").mkdir()
     for n in (1, 2):  # LIS numbering: normal 1, dark 2 (here the same capture, so the ratio is 1)

@@ -96,7 +96,7 @@ def test_reproducible_and_shapes():
 def test_detectron2_transform():
     from detectron2.data import transforms as T
 
-    from segalias_d2.data.mapper import RandomLowLightSynthesis
+    from segalias_d2.data.synthesis_aug import RandomLowLightSynthesis
 
     img = (np.random.default_rng(0).uniform(0, 1, (40, 60, 3)) * 255).astype(np.uint8)
     inp = T.AugInput(img)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from segalias_d2.config import add_segalias_config
 from segalias_d2.data import synthesis as S
-from segalias_d2.data.mapper import LowLightDatasetMapper
+from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 
 LIS_CONFIGS = "configs/LIS-InstanceSegmentation/"
 # G_shape of the ELD/LIS CanonEOS5D4 camera-parameter file, in file order, times 70

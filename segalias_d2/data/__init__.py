@@ -24,4 +24,4 @@ from .lowlight import (  # noqa: F401
     remap_instances,
 )
 from . import builtin  # noqa: F401  (registers datasets)
-from .mapper import LowLightDatasetMapper  # noqa: F401
+from .dataset_mapper import LowLightDatasetMapper  # noqa: F401
