@@ -4,7 +4,7 @@ import pytest
 import torch
 from detectron2.solver.lr_scheduler import LRMultiplier
 
-from segalias_d2.engine import WarmupPolyWithFloorParamScheduler
+from segalias_d2.solver import WarmupPolyWithFloorParamScheduler
 from segalias_d2.modeling.meta_arch import sliding_window_logits
 from segalias_d2.modeling.meta_arch.sliding_window import _window_starts
 

@@ -1,11 +1,9 @@
-from .lr_scheduler import WarmupPolyWithFloorParamScheduler
 from .trainer import SeedEveryIterationHook, Trainer, write_results_json
 from .validation import SegAliasSetupError, check_datasets, check_weights, load_config
 
 __all__ = [
     "Trainer",
     "SeedEveryIterationHook",
-    "WarmupPolyWithFloorParamScheduler",
     "SegAliasSetupError",
     "load_config",
     "check_datasets",

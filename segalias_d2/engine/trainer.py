@@ -6,19 +6,25 @@ import random
 
 import numpy as np
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, HookBase
-from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 
 from .. import compat
+from ..data import LowLightDatasetMapper
+from ..data.augmentation import build_sem_seg_train_aug
 from ..evaluation.build import build_segalias_evaluator
 from ..evaluation.evaluator_utils import dump_json
+from ..solver import build_segalias_lr_scheduler, build_segalias_optimizer
 from ..solver.schedule import apply_epoch_schedule
-from .lr_scheduler import WarmupPolyWithFloorParamScheduler
 
-__all__ = ["Trainer", "SeedEveryIterationHook", "build_sem_seg_train_aug", "write_results_json"]
+__all__ = ["Trainer", "SeedEveryIterationHook", "write_results_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,32 +58,7 @@ class _SkipFirst(torch.utils.data.Sampler):
 
 
 def _is_semantic(dataset_names) -> bool:
-    from detectron2.data import MetadataCatalog
-
     return any(MetadataCatalog.get(n).get("evaluator_type", "") == "sem_seg" for n in dataset_names)
-
-
-def build_sem_seg_train_aug(cfg):
-    """Semantic recipe (mmseg-like): scale jitter, crop with a category-area limit, flip."""
-    from detectron2.data import transforms as T
-
-    rs = cfg.INPUT.RESIZE_SCALE
-    if rs.ENABLED:
-        augs = [T.ResizeScale(rs.MIN_SCALE, rs.MAX_SCALE, rs.TARGET_HEIGHT, rs.TARGET_WIDTH)]
-    else:
-        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
-    if cfg.INPUT.CROP.ENABLED:
-        augs.append(
-            T.RandomCrop_CategoryAreaConstraint(
-                cfg.INPUT.CROP.TYPE,
-                cfg.INPUT.CROP.SIZE,
-                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            )
-        )
-    if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
-    return augs
 
 
 def write_results_json(results, path):
@@ -149,34 +130,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        from ..solver import build_segalias_optimizer
-
         return build_segalias_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        s = cfg.SOLVER
-        if s.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and s.WARMUP_ITERS > 0 and len(s.STEPS) and \
-                s.WARMUP_ITERS >= s.STEPS[0]:
-            # Detectron2 would warm up towards the already-decayed LR and never reach BASE_LR
-            raise ValueError(f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) must end before the first of SOLVER.STEPS "
-                             f"{tuple(s.STEPS)}; otherwise the LR never reaches BASE_LR")
-        if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
-            return super().build_lr_scheduler(cfg, optimizer)
-        if cfg.SOLVER.WARMUP_METHOD != "linear" and cfg.SOLVER.WARMUP_ITERS > 0:
-            raise ValueError("SOLVER.LR_SCHEDULER_NAME=WarmupPolyLR supports SOLVER.WARMUP_METHOD='linear' only")
-        schedule = WarmupPolyWithFloorParamScheduler(
-            power=cfg.SOLVER.POLY_LR_POWER,
-            floor=cfg.SOLVER.POLY_LR_MIN_LR / cfg.SOLVER.BASE_LR,
-            warmup_length=cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER,
-            warmup_factor=cfg.SOLVER.WARMUP_FACTOR,
-        )
-        return LRMultiplier(optimizer, multiplier=schedule, max_iter=cfg.SOLVER.MAX_ITER)
+        return build_segalias_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_mapper(cls, cfg, is_train: bool):
-        from ..data import LowLightDatasetMapper
-
         if is_train and _is_semantic(cfg.DATASETS.TRAIN):
             return LowLightDatasetMapper(cfg, is_train=True, augmentations=build_sem_seg_train_aug(cfg))
         return LowLightDatasetMapper(cfg, is_train=is_train)
