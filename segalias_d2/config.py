@@ -145,12 +145,8 @@ def _add_evaluation_config(cfg):
         ("SEM_SEG_BOUNDARY_IOU", False),
         # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
         ("INSTANCE_SCORE_THRESH", 0.5),
-        # Folder (relative to OUTPUT_DIR unless absolute) for PNG error-map overlays written by tools/visualize_errors.py.
-        ("ERROR_MAP_DIR", "error_maps"),
-        # Opacity of the error colours blended over the image in error-map overlays, in [0, 1].
-        ("VIS_ALPHA", 0.6),
-        # Nyquist frequency (cycles/px of the feature grid) used by the aliasing score (reconstruction; 0.25 = stride-2 subsampling).
-        ("ALIASING_NYQUIST", 0.25),
+        # Tool-only options are flags of their tools, not keys (removed: ERROR_MAP_DIR -> visualize_errors.py
+        # --output, VIS_ALPHA -> visualize_errors.py --alpha, ALIASING_NYQUIST -> analyze_aliasing.py --nyquist).
     ]
     for key, value in defaults:
         if key not in ev:

@@ -115,3 +115,32 @@ def test_analyze_aliasing_tool(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_analyze_aliasing_nyquist_flag(tmp_path):
+    """The Nyquist frequency is the tool flag --nyquist (formerly TEST.SEGALIAS.ALIASING_NYQUIST)."""
+    import json
+    import os
+
+    from detectron2 import model_zoo
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from test_error_maps import SEMSEG_OPTS, load_tool, register_tiny_semseg
+
+    name = f"_segalias_alias_nyq_{os.getpid()}"
+    register_tiny_semseg(tmp_path, name, n=1)
+    try:
+        tool = load_tool("analyze_aliasing")
+        cfg_file = model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml")
+        base = ["--config-file", cfg_file, "--dataset", name, "--output", str(tmp_path / "al")]
+        assert tool.get_parser().parse_args(base).nyquist == 0.25
+        for bad in ("0", "0.7"):
+            with pytest.raises(SystemExit):
+                tool.get_parser().parse_args(base + ["--nyquist", bad])
+        summary = tool.main(tool.get_parser().parse_args(base + ["--nyquist", "0.125", "--stages", "res4"] + SEMSEG_OPTS))
+        assert summary["nyquist"] == 0.125
+        assert "nyquist=0.125" in (tmp_path / "al" / "aliasing_per_image.csv").read_text().splitlines()[0]
+        assert json.loads((tmp_path / "al" / "aliasing_summary.json").read_text())["nyquist"] == 0.125
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -139,3 +139,48 @@ def test_visualize_errors_tool(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_visualize_errors_alpha_flag(tmp_path):
+    """Overlay opacity is the tool flag --alpha (formerly the config key TEST.SEGALIAS.VIS_ALPHA)."""
+    from detectron2 import model_zoo
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = f"_segalias_vis_alpha_{os.getpid()}"
+    recs = register_tiny_semseg(tmp_path, name, n=1)
+    try:
+        tool = load_tool("visualize_errors")
+        cfg_file = model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml")
+        base = ["--config-file", cfg_file, "--dataset", name, "--images", "all"]
+        assert tool.get_parser().parse_args(base).alpha == 0.6
+        with pytest.raises(SystemExit):
+            tool.get_parser().parse_args(base + ["--alpha", "1.5"])
+        pdir = tmp_path / "preds"
+        pdir.mkdir()
+        pred = np.zeros((64, 96), np.uint8)  # class 0 everywhere: errors in both bands and the interior
+        Image.fromarray(pred).save(pdir / "im0.png")
+        args = tool.get_parser().parse_args(base + ["--predictions", str(pdir), "--output", str(tmp_path / "v"),
+                                                    "--alpha", "0.25"] + SEMSEG_OPTS)
+        written = tool.main(args)
+        gt = np.asarray(Image.open(recs[0]["sem_seg_file_name"]))
+        img = np.asarray(Image.open(recs[0]["file_name"]))
+        maps = compute_error_maps(pred, gt, 15, 255)
+        got = np.asarray(Image.open(written[0]))
+        assert np.array_equal(got, overlay_error_maps(img, maps, alpha=0.25))
+        assert not np.array_equal(got, overlay_error_maps(img, maps, alpha=0.6))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("key", ["ERROR_MAP_DIR", "VIS_ALPHA", "ALIASING_NYQUIST"])
+def test_tool_only_options_are_not_config_keys(tmp_path, key):
+    from segalias_d2.engine import SegAliasSetupError, load_config
+    from segalias_d2.evaluation.analysis import setup_cfg
+
+    old = tmp_path / "old.yaml"
+    old.write_text(f"TEST:\n  SEGALIAS:\n    {key}: 0.5\n")
+    with pytest.raises(SegAliasSetupError, match=f"TEST.SEGALIAS.{key}"):
+        load_config(str(old))
+    with pytest.raises(KeyError, match=f"TEST.SEGALIAS.{key}"):
+        setup_cfg(str(old), [])

@@ -12,8 +12,8 @@ Example:
 Writes aliasing_per_image.csv (image, stage, AS, AS in the GT boundary band / interior, mIoU,
 BIoU, FErr, MErr, DErr of that image), aliasing_summary.json (Pearson correlations) and PNG plots.
 """
+import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -43,6 +43,7 @@ from segalias_d2.evaluation.analysis import (  # noqa: E402
     setup_cfg,
 )
 from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter, boundary_band  # noqa: E402
+from segalias_d2.evaluation.evaluator_utils import dump_json  # noqa: E402
 
 logger = logging.getLogger("segalias_d2.analyze_aliasing")
 ERROR_KEYS = ["mIoU", "BIoU", "FErr", "MErr", "DErr"]
@@ -55,7 +56,17 @@ def get_parser():
     parser.add_argument("--images", default="all", help="comma-separated indices, file basenames or image ids, or 'all'")
     parser.add_argument("--max-images", type=int, default=0, help="cap on the number of images (0 = no cap)")
     parser.add_argument("--stages", default="res3,res4,res5", help="comma-separated stages whose inputs are analysed")
+    parser.add_argument("--nyquist", type=_nyquist, default=0.25,
+                        help="Nyquist frequency of the aliasing score in cycles/px of the feature grid, in (0, 0.5] "
+                             "(default: 0.25 = the stride-2 subsampling that follows)")
     return parser
+
+
+def _nyquist(text):
+    value = float(text)
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be in (0, 0.5] cycles/px, got {text}")
+    return value
 
 
 def _pearson(x, y):
@@ -77,7 +88,7 @@ def main(args):
     if args.max_images > 0:
         records = records[: args.max_images]
     args.stages = [x for x in args.stages.split(",") if x]
-    nyq = float(ev.ALIASING_NYQUIST)
+    nyq = args.nyquist
     logger.info(f"{RECONSTRUCTION_NOTE}; Nyquist {nyq} cycles/px; {len(records)} images of {args.dataset}")
 
     model = build_model_from_cfg(cfg)
@@ -154,13 +165,8 @@ def main(args):
     fig.savefig(os.path.join(out_dir, "aliasing_band_vs_interior.png"), dpi=100)
     plt.close(fig)
 
-    def _clean(o):
-        if isinstance(o, dict):
-            return {k: _clean(v) for k, v in o.items()}
-        return None if isinstance(o, float) and math.isnan(o) else o
-
     with open(os.path.join(out_dir, "aliasing_summary.json"), "w") as f:
-        json.dump(_clean(summary), f, indent=2)
+        dump_json(summary, f, indent=2)  # correlations that cannot be computed are null
     logger.info(f"wrote {csv_path} and plots to {out_dir}")
     return summary
 

@@ -12,6 +12,7 @@ Examples:
 Colours: red = false response only (predicted band), blue = merging only (GT band), yellow =
 displacement (both bands), grey = interior error; white/black outlines = GT/predicted band.
 """
+import argparse
 import csv
 import logging
 import os
@@ -41,9 +42,18 @@ def get_parser():
     parser.add_argument("--dataset", required=True, help="registered Detectron2 dataset name")
     parser.add_argument("--predictions", default="", help="saved predictions (PNG folder or COCO results json); "
                         "if empty the model of --config-file / MODEL.WEIGHTS is run")
-    parser.add_argument("--output", default="", help="output folder (default: OUTPUT_DIR/TEST.SEGALIAS.ERROR_MAP_DIR)")
+    parser.add_argument("--output", default="", help="output folder (default: OUTPUT_DIR/error_maps)")
+    parser.add_argument("--alpha", type=_opacity, default=0.6,
+                        help="opacity of the error colours blended over the image, in [0, 1] (default: 0.6)")
     parser.add_argument("--images", default="", help="comma-separated indices, file basenames or image ids, or 'all' (default: first 4)")
     return parser
+
+
+def _opacity(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
 
 
 def _save_prediction_overlay(rec, output, kind, out_dir, score_thresh):
@@ -67,7 +77,7 @@ def main(args):
     setup_logger(name="segalias_d2")
     cfg = setup_cfg(args.config_file, args.opts)
     ev = cfg.TEST.SEGALIAS
-    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, ev.ERROR_MAP_DIR)
+    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "error_maps")
     os.makedirs(out_dir, exist_ok=True)
     kind = DatasetKind(args.dataset, score_thresh=ev.INSTANCE_SCORE_THRESH)
     records = select_records(kind.records, [x for x in args.images.split(",") if x])
@@ -99,7 +109,7 @@ def main(args):
         img = read_image(rec["file_name"], format="RGB")
         if img.shape[:2] != gt.shape:
             raise ValueError(f"image {rec['file_name']} has size {img.shape[:2]} but its ground truth {gt.shape}")
-        ov = overlay_error_maps(img, maps, alpha=ev.VIS_ALPHA)
+        ov = overlay_error_maps(img, maps, alpha=args.alpha)
         path = os.path.join(out_dir, f"{name}_errors.png")
         Image.fromarray(ov).save(path)
         written.append(path)
