@@ -145,12 +145,20 @@ def _add_evaluation_config(cfg):
         ("SEM_SEG_BOUNDARY_IOU", False),
         # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
         ("INSTANCE_SCORE_THRESH", 0.5),
-        # Tool-only options are flags of their tools, not keys (removed: ERROR_MAP_DIR -> visualize_errors.py
-        # --output, VIS_ALPHA -> visualize_errors.py --alpha, ALIASING_NYQUIST -> analyze_aliasing.py --nyquist).
     ]
     for key, value in defaults:
         if key not in ev:
             setattr(ev, key, value)
+    # Options used only by a tool are flags of that tool: an old config that sets one fails with yacs'
+    # "Key TEST.SEGALIAS.<KEY> was renamed to <the flag>".
+    moved_to_tool_flags = {
+        "TEST.SEGALIAS.ERROR_MAP_DIR": "the --output flag of tools/visualize_errors.py (default OUTPUT_DIR/error_maps)",
+        "TEST.SEGALIAS.VIS_ALPHA": "the --alpha flag of tools/visualize_errors.py",
+        "TEST.SEGALIAS.ALIASING_NYQUIST": "the --nyquist flag of tools/analyze_aliasing.py",
+    }
+    for old_key, flag in moved_to_tool_flags.items():
+        if not cfg.key_is_renamed(old_key):
+            cfg.register_renamed_key(old_key, flag, "options used only by a tool are flags of that tool, not config keys")
 
 
 def _add_solver_config(cfg):

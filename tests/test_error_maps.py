@@ -173,14 +173,19 @@ def test_visualize_errors_alpha_flag(tmp_path):
         MetadataCatalog.remove(name)
 
 
-@pytest.mark.parametrize("key", ["ERROR_MAP_DIR", "VIS_ALPHA", "ALIASING_NYQUIST"])
-def test_tool_only_options_are_not_config_keys(tmp_path, key):
-    from segalias_d2.engine import SegAliasSetupError, load_config
+@pytest.mark.parametrize("key,flag", [("ERROR_MAP_DIR", "--output"), ("VIS_ALPHA", "--alpha"),
+                                      ("ALIASING_NYQUIST", "--nyquist")])
+def test_tool_only_options_are_not_config_keys(tmp_path, key, flag):
+    from detectron2.config import get_cfg
+
+    from segalias_d2 import add_segalias_config
     from segalias_d2.evaluation.analysis import setup_cfg
 
     old = tmp_path / "old.yaml"
     old.write_text(f"TEST:\n  SEGALIAS:\n    {key}: 0.5\n")
-    with pytest.raises(SegAliasSetupError, match=f"TEST.SEGALIAS.{key}"):
-        load_config(str(old))
-    with pytest.raises(KeyError, match=f"TEST.SEGALIAS.{key}"):
-        setup_cfg(str(old), [])
+    cfg = add_segalias_config(get_cfg())
+    assert key not in cfg.TEST.SEGALIAS
+    for load in (lambda: cfg.clone().merge_from_file(str(old)), lambda: setup_cfg(str(old), []),
+                 lambda: cfg.clone().merge_from_list([f"TEST.SEGALIAS.{key}", "0.5"])):
+        with pytest.raises(KeyError, match=f"TEST.SEGALIAS.{key} was renamed to the {flag} flag of tools/"):
+            load()
