@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets"))
+from pinned_sources import SONY_ARW, fetch_member  # noqa: E402  (datasets/pinned_sources.py)
 
 
 def timeit(fn, repeats):
@@ -38,15 +40,7 @@ def timeit(fn, repeats):
 
 
 def sony_arw():
-    from segalias_d2.utils.pypi_fetch import cache_dir, extract_member, fetch_sdist
-
-    dest = cache_dir() / "raw_samples" / "_DSC2164.ARW"
-    sha = "42ec55eef6047c1bfbd1fd05fdcae78993f3513814138eff4cbcf9498c57d4e6"
-    if not dest.exists():
-        archive = fetch_sdist("libraw-cffi", "libraw_cffi-0.19.0.tar.gz",
-                              "c92b259c0a82a87e5e3636b8ffef84bcc3c0781c595994b09ceb9b87892ea930")
-        extract_member(archive, "libraw_cffi-0.19.0/libraw_cffi/tests/_DSC2164.ARW", dest, sha256=sha)
-    return str(dest)
+    return str(fetch_member(SONY_ARW))  # the pinned real ARW (libraw-cffi 0.19.0 sdist), cached
 
 
 def train_step_time(iters):

@@ -1,6 +1,7 @@
 """Bad input: clear, typed errors naming the file and record (or warn + count where Detectron2 skips)."""
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,14 +65,8 @@ def test_corrupt_raw_file(tmp_path):
     assert isinstance(e.value, LowLightDataError)
 
 
-def test_truncated_raw_file(tmp_path):
-    from test_raw_io import ARW_MEMBER, ARW_SHA256, LIBRAW_CFFI  # same pinned sample as test_raw_io
-
-    from segalias_d2.utils.pypi_fetch import cache_dir, extract_member, fetch_sdist
-
-    dest = cache_dir() / "raw_samples" / "_DSC2164.ARW"
-    if not dest.exists():
-        extract_member(fetch_sdist(*LIBRAW_CFFI), ARW_MEMBER, dest, sha256=ARW_SHA256)
+def test_truncated_raw_file(tmp_path, sony_arw):  # sony_arw: the pinned real ARW (tests/conftest.py)
+    dest = Path(sony_arw)
     trunc = tmp_path / "truncated.ARW"
     trunc.write_bytes(dest.read_bytes()[:300_000])
     with pytest.raises(RawDecodeError, match="truncated.ARW"):

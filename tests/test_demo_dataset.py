@@ -11,16 +11,16 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader, build_d
 import segalias_d2  # noqa: F401
 from segalias_d2.config import add_segalias_config
 from segalias_d2.data import LIS_CLASSES
-from segalias_d2.data.demo import ensure_demo_datasets
 from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 from segalias_d2.data.raw_io import read_lowlight_image
+from demo_builder import ensure_demo_datasets  # datasets/demo_builder.py (on sys.path via tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def demo():
-    # builds into $DETECTRON2_DATASETS (default ./datasets), where the builtin names point;
-    # the first run downloads the pinned labelme sdist once into the cache
-    return ensure_demo_datasets()
+def demo(demo_datasets):
+    # built once per session into $DETECTRON2_DATASETS (default ./datasets), where the builtin names
+    # point (tests/conftest.py); the first run downloads the pinned labelme sdist once into the cache
+    return demo_datasets
 
 
 def _cfg(name, **kw):

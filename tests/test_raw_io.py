@@ -5,21 +5,11 @@ import numpy as np
 import pytest
 
 from segalias_d2.data import raw_io
-from segalias_d2.utils.pypi_fetch import cache_dir, extract_member, fetch_sdist
+from pinned_sources import PINS, SONY_ARW  # datasets/pinned_sources.py; fixture sony_arw: tests/conftest.py
 
-LIBRAW_CFFI = ("libraw-cffi", "libraw_cffi-0.19.0.tar.gz",
-               "c92b259c0a82a87e5e3636b8ffef84bcc3c0781c595994b09ceb9b87892ea930")
-ARW_MEMBER = "libraw_cffi-0.19.0/libraw_cffi/tests/_DSC2164.ARW"
-ARW_SHA256 = "42ec55eef6047c1bfbd1fd05fdcae78993f3513814138eff4cbcf9498c57d4e6"
-
-
-@pytest.fixture(scope="session")
-def sony_arw():
-    dest = cache_dir() / "raw_samples" / "_DSC2164.ARW"
-    if not dest.exists():
-        archive = fetch_sdist(*LIBRAW_CFFI)
-        extract_member(archive, ARW_MEMBER, dest, sha256=ARW_SHA256)
-    return str(extract_member(None, ARW_MEMBER, dest, sha256=ARW_SHA256))
+LIBRAW_CFFI = PINS["libraw-cffi"]
+ARW_MEMBER = SONY_ARW.member
+ARW_SHA256 = SONY_ARW.sha256
 
 
 def _independent_pack(path):

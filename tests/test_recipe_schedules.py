@@ -17,7 +17,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.solver import build_lr_scheduler
 
 from segalias_d2.config import add_segalias_config
-from segalias_d2.data.demo import ensure_demo_datasets
 from segalias_d2.engine import Trainer, load_config
 from segalias_d2.engine.trainer import _EpochScheduleRecord
 from segalias_d2.solver import apply_epoch_schedule, epoch_schedule_iterations
@@ -214,8 +213,7 @@ def test_warmup_past_the_first_step_is_refused():
     assert math.isclose(peak, 0.002, rel_tol=1e-9)
 
 
-def test_trainer_converts_at_setup_and_dumps_the_iterations_used(tmp_path):
-    ensure_demo_datasets()
+def test_trainer_converts_at_setup_and_dumps_the_iterations_used(tmp_path, demo_datasets):
     cfg = load_config(os.path.join(REPO, "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml"), [
         "OUTPUT_DIR", str(tmp_path), "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCH_SCHEDULE.ENABLED", "True",
         "SOLVER.EPOCH_SCHEDULE.MAX_EPOCHS", "4", "SOLVER.EPOCH_SCHEDULE.STEP_EPOCHS", "(3,)",

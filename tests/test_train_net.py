@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-from segalias_d2.data.demo import ensure_demo_datasets
 from segalias_d2.engine import Trainer, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,8 +22,8 @@ FAST = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.ROI_HEAD
 
 
 @pytest.fixture(scope="module")
-def demo_env():
-    paths = ensure_demo_datasets()
+def demo_env(demo_datasets):  # demo_datasets: tests/conftest.py
+    paths = demo_datasets
     env = dict(os.environ, DETECTRON2_DATASETS=paths["root"], PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
     return env
 

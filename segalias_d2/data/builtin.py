@@ -26,7 +26,7 @@ from .lowlight import LIS_CLASSES, register_lowlight_dataset, require_paths
 __all__ = ["register_lis", "register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8",
            "LIS_MODALITIES", "LIS_SPLITS", "DEMO_HINT"]
 
-DEMO_HINT = "Build the demo data with `python datasets/prepare_demo.py` (or segalias_d2.data.demo.ensure_demo_datasets())."
+DEMO_HINT = "Build the demo data with `python datasets/prepare_demo.py` (builder: datasets/demo_builder.py)."
 
 #: modality -> (image folder, annotation file pattern, image_format)
 LIS_MODALITIES = {
