@@ -35,10 +35,14 @@ def collect_env_info() -> str:
 
         from segalias_d2 import compat
 
+        info = compat.detectron2_build_info()
         rows += [
             ("detectron2", f"{detectron2.__version__} @ {os.path.dirname(detectron2.__file__)}"),
             ("detectron2 source", compat.detectron2_source()),
+            ("detectron2 compiled ops", "present (detectron2._C)" if info["compiled_ops"] else "absent"),
         ]
+        if info["kind"] == "official":
+            rows.append(("detectron2 installed from", info["source"] or "unknown (no direct_url.json)"))
         rows += [(f"op: {feature}", status) for feature, status in compat.compiled_op_status()]
     except ImportError as e:
         rows.append(("detectron2", f"not importable ({e}); run: bash dev/setup_env.sh"))

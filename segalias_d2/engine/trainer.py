@@ -94,7 +94,9 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         cfg = self.resolve_epoch_schedule(cfg)
-        super().__init__(cfg)
+        with compat.cpu_models_get_no_ddp_device_ids():  # CPU multi-process (GLOO) training
+            super().__init__(cfg)
+        compat.start_data_loader_iterator(self._trainer)  # exact resume: not inside the first step
         if not compat.trainer_saves_optimizer_state():  # Detectron2 older than Nov 2021
             self.checkpointer.add_checkpointable("optimizer", self.optimizer)
             self.checkpointer.add_checkpointable("scheduler", self.scheduler)
@@ -197,6 +199,7 @@ class Trainer(DefaultTrainer):
             loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
             if hasattr(self._trainer, "reset_data_loader"):  # Detectron2 main
                 self._trainer.reset_data_loader(lambda: loader)
+                compat.start_data_loader_iterator(self._trainer)
             else:
                 self._trainer.data_loader = loader
                 self._trainer._data_loader_iter = iter(loader)
