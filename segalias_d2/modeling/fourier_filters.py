@@ -15,12 +15,15 @@ Released semantics (what the paper's code computes), for real input ``x`` of sha
   computed from image ``(b - B//2) mod B`` with its channels rolled by ``C//2`` (gate ``"released"``);
   ``"per_image"`` gates every image from its own spectrum (a variant), ``"band_energy"`` feeds band RMS values.
 
-Fast path (used by the modules): ``Re(...)`` of the box-masked spectrum equals filtering with the Hermitian
-symmetrised mask ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one ``rfft2``/``irfft2`` pair with a
-real (H, W//2+1) mask cached per (H, W, cutoff, device, dtype) gives the same output as the complex
-reference without any full-size complex mask. FreqMix's SE inputs are recovered exactly from the same rfft
+Fast path (used by the modules, ``fourier_ops.py``): ``Re(...)`` of the box-masked spectrum equals filtering
+with the Hermitian symmetrised mask ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one real FFT pair
+with a real mask cached per (H, W, cutoff, device, dtype) gives the same output as the complex reference without
+any full-size complex mask. FreqMix's SE inputs are recovered exactly from the same transform
 (``GAP(Re S_lo) = x_lo[..., 0, 0]``; ``GAP(Im S_lo)`` = a weighted sum over the few asymmetric edge bins), and
 for ``"released"`` these (B, C) values are rolled over (batch, channel) exactly as the all-dims shift does.
+Both modules have custom autograd functions: the DAF backward is the same filter applied to the gradient
+(the filter is self-adjoint), the FreqMix backward is written out with one FFT pair for the whole band split;
+neither saves a spectrum.
 
 The slow literal transcriptions of the released computation live in ``tests/reference_fourier.py``.
 
@@ -28,7 +31,6 @@ Numerics: the FFT part runs in float32 (float64 for float64 input) with autocast
 precision only supports power-of-two sizes; bfloat16 FFTs are not supported at all); outputs are cast back to
 the input dtype.
 """
-import functools
 import math
 from contextlib import ExitStack
 
@@ -36,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fourier_ops import box_mask_bounds, box_mask_centered, freqmix, lowpass, se_apply, symmetric_rfft_mask
 
 __all__ = [
     "DeAliasingFilter",
@@ -59,10 +63,6 @@ _RENAMED_GATES = {
     ),
 }
 
-# masks are tiny (H x W//2+1 floats); bound the cache so varying test-time sizes cannot grow it forever
-_MASK_CACHE_SIZE = 128
-
-
 def _check_cutoff(cutoff, name="cutoff"):
     try:
         cutoff = float(cutoff)
@@ -80,75 +80,6 @@ def check_freqmix_gate(gate, key="FreqMix gate"):
     if gate not in FREQMIX_GATES:
         raise ValueError(f"{key} must be one of {FREQMIX_GATES}, got {gate!r}")
     return gate
-
-
-def box_mask_bounds(n, cutoff):
-    """Half-open slice [lo, hi) of the centred spectrum (DC at n//2) kept by the box mask.
-
-    Python's built-in round on float64, as in the original code (round-half-to-even matters, e.g. n=30).
-    """
-    return round(n / 2 - n * cutoff), round(n / 2 + n * cutoff)
-
-
-def box_mask_centered(h, w, cutoff):
-    """The (h, w) float64 numpy box mask in centred (fftshift-ed) coordinates."""
-    r0, r1 = box_mask_bounds(h, cutoff)
-    c0, c1 = box_mask_bounds(w, cutoff)
-    m = np.zeros((h, w), dtype=np.float64)
-    m[max(r0, 0):r1, max(c0, 0):c1] = 1.0
-    return m
-
-
-def _uncentred_parts(h, w, cutoff):
-    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0, 0])."""
-    mu = np.fft.ifftshift(box_mask_centered(h, w, cutoff))
-    mneg = mu[(-np.arange(h)) % h][:, (-np.arange(w)) % w]  # M(-k), indices modulo (h, w)
-    return 0.5 * (mu + mneg), 0.5 * (mu - mneg)
-
-
-@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
-def _np_symmetric_rfft_mask(h, w, cutoff):
-    msym, _ = _uncentred_parts(h, w, cutoff)
-    return np.ascontiguousarray(msym[:, : w // 2 + 1])
-
-
-@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
-def _np_imag_dc_weights(h, w, cutoff):
-    """Flat indices into the (h, w//2+1) rfft grid and weights so that
-    ``sum(weights * Im(X.flatten()[idx]))`` equals ``mean(Im(fftshift(fft2(x)) * M))``.
-
-    Im S(k) and the antisymmetric mask part are both odd in k, so the full-plane sum is twice the sum over one
-    half plane; rfft columns whose mirror is also inside the half (column 0 and, for even w, column w/2)
-    count once.
-    """
-    _, manti = _uncentred_parts(h, w, cutoff)
-    half = manti[:, : w // 2 + 1].copy()
-    col_w = np.full(w // 2 + 1, 2.0)
-    col_w[0] = 1.0
-    if w % 2 == 0:
-        col_w[-1] = 1.0
-    half *= col_w[None, :] / float(h * w)
-    idx = np.flatnonzero(half)
-    return idx.astype(np.int64), half.reshape(-1)[idx]
-
-
-@functools.lru_cache(maxsize=_MASK_CACHE_SIZE)
-def _cached_tensor(kind, h, w, cutoff, device, dtype):
-    # Built outside inference mode so a mask first created under torch.inference_mode() can later be saved
-    # for backward in a training step.
-    with torch.inference_mode(False), torch.no_grad():
-        if kind == "rmask":
-            return torch.from_numpy(_np_symmetric_rfft_mask(h, w, cutoff)).to(device=device, dtype=dtype)
-        if kind == "imag_idx":
-            return torch.from_numpy(_np_imag_dc_weights(h, w, cutoff)[0]).to(device=device)
-        if kind == "imag_w":
-            return torch.from_numpy(_np_imag_dc_weights(h, w, cutoff)[1]).to(device=device, dtype=dtype)
-    raise KeyError(kind)
-
-
-def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
-    """Real (h, w//2+1) response equal to the symmetrised box mask (cached per size/cutoff/device/dtype)."""
-    return _cached_tensor("rmask", int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
 
 
 def _fft_dtype(dtype):
@@ -170,77 +101,8 @@ def _fp32_region(device_type):
 
 # Real elements per FFT chunk: bounds the spectrum-sized temporaries (rfft output, irfft work buffers) to a
 # few MiB instead of several copies of the whole feature map; large enough that per-call overhead is negligible.
+# Read at call time (tests lower it to force several chunks).
 _CHUNK_ELEMENTS = 1 << 20
-
-
-def _lowpass(xf, cutoff, want_imag=False):
-    """Low band ``x_lo`` of float32/64 ``xf`` (B, C, H, W) and, if asked, ``mean(Im(S * M))`` per (B, C).
-
-    Processed in chunks of planes so peak memory stays near one output-sized buffer.
-    """
-    b, c, h, w = xf.shape
-    planes = xf.reshape(b * c, h, w)
-    n = planes.shape[0]
-    rmask = symmetric_rfft_mask(h, w, cutoff, xf.device, xf.dtype)
-    if want_imag:
-        idx = _cached_tensor("imag_idx", h, w, cutoff, xf.device, None)
-        iw = _cached_tensor("imag_w", h, w, cutoff, xf.device, xf.dtype)
-    step = max(1, _CHUNK_ELEMENTS // max(1, h * w))
-    if step >= n:
-        chunks = [(0, n)]
-    else:
-        chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
-    track = torch.is_grad_enabled() and planes.requires_grad
-    x_lo = None if len(chunks) == 1 else planes.new_empty(planes.shape)
-    ims = []
-    for i, j in chunks:
-        spec = torch.fft.rfft2(planes[i:j])
-        if want_imag:
-            if idx.numel():
-                im_bins = torch.view_as_real(spec)[..., 1].flatten(-2).index_select(-1, idx)
-                ims.append((im_bins * iw).sum(-1))
-            else:
-                ims.append(planes.new_zeros(j - i))
-        # in place: neither rfft2's backward nor the index_select above needs the un-masked values
-        spec = spec.mul_(rmask)
-        if x_lo is None:
-            x_lo = torch.fft.irfft2(spec, s=(h, w))
-        elif track:  # out= does not support autograd; slice assignment does
-            x_lo[i:j] = torch.fft.irfft2(spec, s=(h, w))
-        else:  # write straight into the output, no chunk-sized temporary
-            torch.fft.irfft2(spec, s=(h, w), out=x_lo[i:j])
-    x_lo = x_lo.reshape(b, c, h, w)
-    im = None
-    if want_imag:
-        im = (ims[0] if len(ims) == 1 else torch.cat(ims, 0)).reshape(b, c, 1, 1)
-    return x_lo, im
-
-
-def _daf_fast(x, cutoff):
-    shape = x.shape
-    with _fp32_region(x.device.type):
-        xf = x.to(_fft_dtype(x.dtype)).reshape((-1, 1) + tuple(shape[-2:]))
-        y, _ = _lowpass(xf, cutoff)
-    return y.reshape(shape).to(x.dtype)
-
-
-def _conv3x3_few_outputs(x, weight, bias):
-    """3x3 / padding 1 conv with few output channels as one 1x1 conv to 9*O maps plus 9 shifted adds.
-
-    Equal to ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding; avoids the slow direct-conv path
-    for O=2 (FreqMix's spatial gate) on CPU.
-    """
-    o, c = weight.shape[:2]
-    b, _, h, w = x.shape
-    # the 1x1 conv as a plain matmul: (9*O, C) @ (B, C, H*W)
-    z = torch.matmul(weight.permute(2, 3, 0, 1).reshape(9 * o, c), x.reshape(b, c, h * w))
-    z = F.pad(z.reshape(b, 9 * o, h, w), (1, 1, 1, 1)).reshape(b, 3, 3, o, h + 2, w + 2)
-    out = None
-    for dy in range(3):
-        for dx in range(3):
-            tap = z[:, dy, dx, :, dy:dy + h, dx:dx + w]
-            out = tap if out is None else out + tap
-    return out + bias.view(1, o, 1, 1) if bias is not None else out
 
 
 class DeAliasingFilter(nn.Module):
@@ -257,7 +119,9 @@ class DeAliasingFilter(nn.Module):
     def forward(self, x):
         if x.dim() < 2:
             raise ValueError(f"DeAliasingFilter expects (..., H, W) input, got shape {tuple(x.shape)}")
-        return _daf_fast(x, self.cutoff)
+        with _fp32_region(x.device.type):
+            y = lowpass(x.to(_fft_dtype(x.dtype)), self.cutoff, _CHUNK_ELEMENTS)
+        return y.to(x.dtype)
 
     def extra_repr(self):
         return f"cutoff={self.cutoff}"
@@ -280,10 +144,11 @@ class _SEGate(nn.Module):
     def forward(self, x):
         if x.shape[-2:] != (1, 1):
             x = F.adaptive_avg_pool2d(x, 1)
-        x = x.flatten(1).to(self.fc1.weight.dtype)
         # 1x1 convs on a 1x1 map are linear layers; F.linear avoids the conv dispatch overhead
-        h = F.relu(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias))
-        return torch.sigmoid(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))[..., None, None]
+        return se_apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+    def linear_params(self):
+        return self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
 
 
 class FreqMix(nn.Module):
@@ -329,54 +194,17 @@ class FreqMix(nn.Module):
     def extra_repr(self):
         return f"channels={self.channels}, cutoff={self.cutoff}, reduction={self.reduction}, gate={self.gate!r}"
 
-    def _spectral_gates(self, xf, x_lo, im_lo):
-        """``a_lo``, ``a_hi`` (B, C, 1, 1) of the "released" / "per_image" gates from per-image GAP values.
-
-        GAP(Re S_lo) = x_lo[0, 0]; GAP(Re S_hi) = x[0, 0] - x_lo[0, 0]; GAP(Im S_lo) from the asymmetric edge
-        bins (``im_lo``); GAP(Im S_hi) = -GAP(Im S_lo) for real x.
-        """
-        b, c = xf.shape[:2]
-        corner = torch.stack([xf[..., :1, :1], x_lo[..., :1, :1], im_lo], 0)  # (3, B, C, 1, 1)
-        if self.gate == "released":
-            # fftshift over all dims = roll by n//2 on every dim; the spatial roll leaves the (H, W) means
-            # unchanged, the batch/channel roll moves which image/channel feeds each gate.
-            corner = torch.roll(corner, shifts=(b // 2, c // 2), dims=(1, 2))
-        x00, re_lo, im_lo = corner.unbind(0)
-        # Re and Im go through each SE gate as one batch
-        g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).to(xf.dtype)
-        g_hi = self.se_hi(torch.cat([x00 - re_lo, -im_lo], 0)).to(xf.dtype)
-        a_lo = torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8)
-        a_hi = torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
-        return a_lo, a_hi
-
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"FreqMix expects (B, C, H, W) input, got shape {tuple(x.shape)}")
-        in_dtype = x.dtype
-        # spatial band weights: an ordinary conv (left to autocast like every other conv)
-        wts = torch.sigmoid(_conv3x3_few_outputs(x, self.spatial.weight, self.spatial.bias))
         with _fp32_region(x.device.type):
             xf = x.to(_fft_dtype(x.dtype))
-            spectral = self.gate != "band_energy"
-            # one rfft2/irfft2 pair gives the low band and the SE inputs
-            x_lo, im_lo = _lowpass(xf, self.cutoff, want_imag=spectral)
-            if spectral:
-                a_lo, a_hi = self._spectral_gates(xf, x_lo, im_lo)
-            else:  # "band_energy" (variant)
-                a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
-                x_hi = xf - x_lo
-                a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
-            wts = wts.to(xf.dtype)
-            # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo), regrouped as x_lo*(w0*a_lo - w1*a_hi) + x*(w1*a_hi):
-            # 5 instead of 6 full-size passes, and in place when no graph is recorded
-            t_hi = wts[:, 1:2] * a_hi
-            k = wts[:, 0:1] * a_lo
-            if torch.is_grad_enabled():
-                k = (k - t_hi) * x_lo
-            else:
-                k.sub_(t_hi).mul_(x_lo)
-            y = torch.addcmul(k, xf, t_hi)
-        return y.to(in_dtype)
+            conv = self.spatial
+            y = freqmix(
+                xf, conv.weight.to(xf.dtype), conv.bias.to(xf.dtype), self.se_lo.linear_params(), self.se_hi.linear_params(),
+                self.se_lo, self.se_hi, self.gate, self.cutoff, _CHUNK_ELEMENTS,
+            )
+        return y.to(x.dtype)
 
 
 def _binomial_kernel_1d(k):

@@ -1,0 +1,345 @@
+"""Masks, FFT kernels and the custom autograd functions behind ``fourier_filters`` (DAF and FreqMix).
+
+Everything here takes float32/float64 tensors with autocast already disabled; the modules cast.
+
+* The filter ``L x = irfft2(R * rfft2(x))`` with the Hermitian-symmetrised real box mask ``R`` (values 0, 0.5,
+  1) is real, linear and self-adjoint (R is real and even in k), so the DAF backward is ``L`` applied to the
+  incoming gradient: nothing is saved. The 2-D transform is done as row rfft -> column fft of only the ``kc``
+  columns where R is non-zero -> mask -> column ifft -> row irfft (zero-padding the dropped columns): the same
+  arithmetic as rfft2/irfft2, minus the column transforms of bins the mask zeroes (~30% of them at t = 0.35).
+* FreqMix, ``y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo)`` with ``w = sigmoid(conv3x3(x))``, ``x_lo = L x`` and SE
+  gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands. Backward, for incoming ``p``:
+  ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``, ``g_a_lo = sum_hw p w0 x_lo``, ``g_a_hi = sum_hw
+  p w1 x_hi`` (batched matrix products), ``g_s`` by autograd through the tiny gate graph (recomputed), then
+  ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00 e00 + conv3x3^T(g_logits)``, where
+  the released gate statistics are ``s = (x[0,0], x_lo[0,0] = <L e00, x>, im = <v, x>)`` (section 3.6 of the
+  method notes), so their gradients enter as an impulse before ``L`` (one row of the row spectrum) and as a
+  few sparse bins of ``rfft2(v)`` after the mask: ONE rfft/irfft pass for the whole spectral part. FreqMix
+  saves its input, the spatial weights and (B, C) gate tensors, no spectra; ``x_lo`` is saved or recomputed
+  in backward (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
+"""
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# masks are tiny (H x W//2+1 floats); bound the caches so varying test-time sizes cannot grow them forever
+_CACHE_SIZE = 128
+# True: keep x_lo from the forward (one full-size tensor per FreqMix held until backward); False: recompute it
+# in backward (one more rfft/irfft pass). See BENCHMARKS.md for the measured trade-off.
+FREQMIX_SAVE_LOW_BAND = False
+
+
+def box_mask_bounds(n, cutoff):
+    """Half-open slice [lo, hi) of the centred spectrum (DC at n//2) kept by the box mask.
+
+    Python's built-in round on float64, as in the original code (round-half-to-even matters, e.g. n=30).
+    """
+    return round(n / 2 - n * cutoff), round(n / 2 + n * cutoff)
+
+
+def box_mask_centered(h, w, cutoff):
+    """The (h, w) float64 numpy box mask in centred (fftshift-ed) coordinates."""
+    r0, r1 = box_mask_bounds(h, cutoff)
+    c0, c1 = box_mask_bounds(w, cutoff)
+    m = np.zeros((h, w), dtype=np.float64)
+    m[max(r0, 0):r1, max(c0, 0):c1] = 1.0
+    return m
+
+
+def _uncentred_parts(h, w, cutoff):
+    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0, 0])."""
+    mu = np.fft.ifftshift(box_mask_centered(h, w, cutoff))
+    mneg = mu[(-np.arange(h)) % h][:, (-np.arange(w)) % w]  # M(-k), indices modulo (h, w)
+    return 0.5 * (mu + mneg), 0.5 * (mu - mneg)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _np_plan(h, w, cutoff):
+    """Numpy parts of the spectral plan for an (h, w) plane (see ``_plan``)."""
+    msym, manti = _uncentred_parts(h, w, cutoff)
+    nh = w // 2 + 1
+    rmask = msym[:, :nh]
+    used = np.flatnonzero(rmask.any(0))
+    kc = int(used[-1]) + 1 if used.size else 1
+    # mean(Im(S * M)) over the full plane: Im S(k) and the antisymmetric mask part are both odd in k, so the sum
+    # is twice the sum over the rfft half plane; columns whose mirror is also in the half (0 and, for even w,
+    # w/2) count once.
+    col_w = np.full(nh, 2.0)
+    col_w[0] = 1.0
+    if w % 2 == 0:
+        col_w[-1] = 1.0
+    im_weight = manti[:, :nh] * col_w[None, :] / float(h * w)
+    im_r, im_c = np.nonzero(im_weight)
+    im_w = im_weight[im_r, im_c]
+    # its gradient w.r.t. the plane: v[n] = sum_k im_w[k] * dIm(S[k])/dx[n] = -sum_k im_w[k] sin(2 pi k.n),
+    # with sin(a + b) = sin a cos b + cos a sin b as two (h, K) @ (K, w) products
+    ay = 2 * np.pi * np.outer(np.arange(h), im_r) / h
+    ax = 2 * np.pi * np.outer(im_c, np.arange(w)) / w
+    v = -((np.sin(ay) * im_w) @ np.cos(ax) + (np.cos(ay) * im_w) @ np.sin(ax))
+    v_hat = np.fft.rfft2(v)  # irfft2(v_hat) == v exactly; only a few bins are non-zero
+    big = np.abs(v_hat) > 1e-9 * max(np.abs(v_hat).max(), 1e-300)
+    v_r, v_c = np.nonzero(big)
+    if (im_c >= kc).any() or (v_c >= kc).any():  # both live on the mask's edge bins
+        raise AssertionError(f"spectral plan for {h}x{w}, cutoff {cutoff}: edge bins outside the kept columns")
+    return {
+        "kc": kc, "rmask": np.ascontiguousarray(rmask[:, :kc]), "im": (im_r, im_c, im_w),
+        "v": (v_r, v_c, v_hat[v_r, v_c]), "v_plane": v,
+    }
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _plan(h, w, cutoff, device, dtype):
+    """Tensors of the spectral plan, cached per (h, w, cutoff, device, dtype).
+
+    Built outside inference mode so a plan first created under torch.inference_mode() can later be used by a
+    training step.
+    """
+    p = _np_plan(h, w, cutoff)
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    with torch.inference_mode(False), torch.no_grad():
+        def t(a, dt=None):
+            return torch.from_numpy(np.asarray(a)).to(device=device, dtype=dt)
+
+        im_r, im_c, im_w = p["im"]
+        v_r, v_c, v_val = p["v"]
+        return SimpleNamespace(
+            kc=p["kc"], rmask=t(p["rmask"], dtype),
+            im_r=t(im_r, torch.long), im_c=t(im_c, torch.long), im_w=t(im_w, dtype),
+            v_r=t(v_r, torch.long), v_c=t(v_c, torch.long), v_val=t(v_val, cdtype),
+        )
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _rfft_mask(h, w, cutoff, device, dtype):
+    with torch.inference_mode(False), torch.no_grad():
+        msym, _ = _uncentred_parts(h, w, cutoff)
+        return torch.from_numpy(np.ascontiguousarray(msym[:, : w // 2 + 1])).to(device=device, dtype=dtype)
+
+
+def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
+    """Real (h, w//2+1) response equal to the symmetrised box mask (cached per size/cutoff/device/dtype)."""
+    return _rfft_mask(int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
+
+
+def spectral_lowpass(planes, cutoff, chunk, out=None, im_out=None, add_e00=None, add_v=None):
+    """``L`` applied to every (h, w) plane of ``planes`` (n, h, w), no autograd; returns ``out``.
+
+    Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small.
+    ``out`` may be ``planes`` itself (in place). Optional, per plane (all (n,) tensors):
+    ``im_out`` receives ``<v, plane> = mean(Im(fftshift(fft2(plane)) * M))`` read from the spectrum;
+    ``add_e00[i]`` filters ``plane + add_e00[i] * e00`` instead (e00: unit impulse at (0, 0));
+    ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
+    """
+    n, h, w = planes.shape
+    p = _plan(h, w, float(cutoff), planes.device, planes.dtype)
+    out = torch.empty_like(planes) if out is None else out
+    step = max(1, chunk // max(1, h * w))
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        s = torch.fft.rfft(planes[i:j], dim=-1)
+        if add_e00 is not None:  # the row rfft of e00 is 1 on row 0, 0 elsewhere
+            s[:, 0, : p.kc] += add_e00[i:j, None]
+        s = torch.fft.fft(s[..., : p.kc], dim=-2)
+        if im_out is not None:
+            if p.im_w.numel():
+                im_out[i:j] = s[:, p.im_r, p.im_c].imag @ p.im_w
+            else:
+                im_out[i:j] = 0
+        s.mul_(p.rmask)
+        if add_v is not None and p.v_val.numel():
+            s[:, p.v_r, p.v_c] += add_v[i:j, None] * p.v_val
+        s = torch.fft.ifft(s, dim=-2)
+        torch.fft.irfft(s, n=w, dim=-1, out=out[i:j])  # columns >= kc are zero-padded
+    return out
+
+
+class _LowpassFn(torch.autograd.Function):
+    """``L x`` on the last two dims; backward ``L g`` (self-adjoint), itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, cutoff, chunk):
+        ctx.cutoff, ctx.chunk = cutoff, chunk
+        return lowpass(x, cutoff, chunk)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _LowpassFn.apply(grad, ctx.cutoff, ctx.chunk), None, None
+
+
+def lowpass(x, cutoff, chunk):
+    """DAF core: ``L x`` for float32/64 ``x`` of shape (..., H, W); custom backward when a graph is recorded."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _LowpassFn.apply(x, cutoff, chunk)
+    shape = x.shape
+    return spectral_lowpass(x.reshape((-1,) + tuple(shape[-2:])), cutoff, chunk).view(shape)
+
+
+# ----------------------------------------------------------------------------------------------- FreqMix parts
+_TAPS = [(dy - 1, dx - 1) for dy in range(3) for dx in range(3)]  # offsets of the 3x3 taps, weight[..., dy, dx]
+
+
+def _shift_add_(dst, src, dy, dx):
+    """``dst[..., i, j] += src[..., i + dy, j + dx]`` where that index exists (zero padding)."""
+    h, w = dst.shape[-2:]
+    i0, i1, j0, j1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+    dst[..., i0:i1, j0:j1] += src[..., i0 + dy:i1 + dy, j0 + dx:j1 + dx]
+
+
+def conv3x3_few_outputs(x, weight, bias):
+    """3x3 / padding 1 conv with few output channels as one (9*O, C) @ (C, H*W) matmul plus 9 shifted adds.
+
+    Equal to ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding; avoids the slow direct-conv path
+    for O=2 (FreqMix's spatial gate) on CPU.
+    """
+    o, c = weight.shape[:2]
+    b, _, h, w = x.shape
+    z = torch.matmul(weight.permute(2, 3, 0, 1).reshape(9 * o, c), x.reshape(b, c, h * w)).view(b, 9, o, h, w)
+    out = bias.view(1, o, 1, 1).expand(b, o, h, w).clone() if bias is not None else x.new_zeros(b, o, h, w)
+    for t, (dy, dx) in enumerate(_TAPS):
+        _shift_add_(out, z[:, t], dy, dx)
+    return out
+
+
+def _conv3x3_backward(g, x, weight, gx, need_w):
+    """Adds ``conv3x3^T(g)`` to ``gx`` (B, C, H, W) in place; returns (grad weight, grad bias) if ``need_w``."""
+    b, c, h, w = x.shape
+    o = weight.shape[0]
+    u = g.new_zeros(b, 9, o, h, w)  # u[:, t] = g shifted back by tap t (the adjoint of the shifted adds)
+    for t, (dy, dx) in enumerate(_TAPS):
+        _shift_add_(u[:, t], g, -dy, -dx)
+    u = u.view(b, 9 * o, h * w)
+    wm = weight.permute(2, 3, 0, 1).reshape(9 * o, c)
+    gx.view(b, c, h * w).baddbmm_(wm.t().expand(b, c, 9 * o), u)
+    if not need_w:
+        return None, None
+    gw = torch.einsum("bkn,bcn->kc", u, x.reshape(b, c, h * w))
+    return gw.view(3, 3, o, c).permute(2, 3, 0, 1).contiguous(), g.sum((0, 2, 3))
+
+
+def se_apply(t, w1, b1, w2, b2):
+    """SE gate on pooled (N, C[, 1, 1]) input: 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, as linear layers.
+
+    Computed in the weights' dtype, returned as (N, C, 1, 1) in ``t``'s dtype.
+    """
+    z = F.relu(F.linear(t.flatten(1).to(w1.dtype), w1.flatten(1), b1))
+    return torch.sigmoid(F.linear(z, w2.flatten(1), b2))[..., None, None].to(t.dtype)
+
+
+def freqmix_gates(stats, gate, se_lo, se_hi):
+    """Gates ``a_lo, a_hi`` (B, C, 1, 1) from per-(image, channel) statistics ``stats``.
+
+    ``stats`` is (B, C, 3) = (x[0, 0], x_lo[0, 0], GAP(Im S_lo)) for the spectral gates, (B, C, 2) = mean squares
+    of the two bands for "band_energy". ``se_lo``/``se_hi`` map (N, C, 1, 1) to (N, C, 1, 1).
+    """
+    b, c = stats.shape[:2]
+    if gate == "band_energy":
+        ms_lo, ms_hi = stats[..., None, None].unbind(-3)
+        return se_lo(torch.sqrt(ms_lo + 1e-12)), se_hi(torch.sqrt(ms_hi + 1e-12))
+    if gate == "released":
+        # fftshift over all dims rolls batch and channel by n//2 too; the spatial roll leaves the (H, W) means
+        # unchanged, the batch/channel roll moves which image/channel feeds each gate.
+        stats = torch.roll(stats, shifts=(b // 2, c // 2), dims=(0, 1))
+    x00, re_lo, im_lo = stats[..., None, None].unbind(-3)
+    # GAP(Re S_hi) = x[0, 0] - x_lo[0, 0], GAP(Im S_hi) = -GAP(Im S_lo); Re and Im go through each gate as one batch
+    g_lo = se_lo(torch.cat([re_lo, im_lo], 0))
+    g_hi = se_hi(torch.cat([x00 - re_lo, -im_lo], 0))
+    return torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8), torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
+
+
+def _band_stats(x, x_lo, im, gate):
+    b, c = x.shape[:2]
+    if gate == "band_energy":
+        return torch.stack([x_lo.pow(2).mean((-2, -1)), (x - x_lo).pow(2).mean((-2, -1))], -1)
+    return torch.stack([x[:, :, 0, 0], x_lo[:, :, 0, 0], im.view(b, c)], -1)
+
+
+def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep):
+    """y and, if ``keep``, what the backward needs (x_lo is then left intact)."""
+    b, c, h, w = x.shape
+    wts = torch.sigmoid(conv3x3_few_outputs(x, conv_w, conv_b))
+    im = x.new_empty(b * c) if gate != "band_energy" else None
+    x_lo = spectral_lowpass(x.reshape(b * c, h, w), cutoff, chunk, im_out=im).view(b, c, h, w)
+    stats = _band_stats(x, x_lo, im, gate)
+    a_lo, a_hi = freqmix_gates(stats, gate, se_lo, se_hi)
+    # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo): one allocation, x_lo scaled in place unless kept for backward
+    y = torch.sub(x, x_lo).mul_(a_hi).mul_(wts[:, 1:2])
+    y.addcmul_(x_lo * a_lo if keep else x_lo.mul_(a_lo), wts[:, 0:1])
+    return y, (wts, x_lo, a_lo, a_hi, stats)
+
+
+class _FreqMixFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2, opts):
+        y, (wts, x_lo, a_lo, a_hi, stats) = _freqmix_forward(
+            x, conv_w, conv_b, opts.se_lo, opts.se_hi, opts.gate, opts.cutoff, opts.chunk, keep=True)
+        ctx.opts = opts
+        ctx.x_lo = x_lo if opts.save_low_band else None  # an intermediate: kept as an attribute
+        ctx.save_for_backward(x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2)
+        ctx.small = (wts, a_lo, a_hi, stats)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        x, conv_w, conv_b, *se = ctx.saved_tensors
+        wts, a_lo, a_hi, stats = ctx.small
+        o, need = ctx.opts, ctx.needs_input_grad
+        b, c, h, w = x.shape
+        n = h * w
+        x_lo = ctx.x_lo
+        if x_lo is None:
+            x_lo = spectral_lowpass(x.reshape(b * c, h, w), o.cutoff, o.chunk).view(b, c, h, w)
+        p, xv, xl = gy.contiguous().view(b, c, n), x.view(b, c, n), x_lo.reshape(b, c, n)
+        wv, al, ah = wts.view(b, 2, n), a_lo.view(b, c, 1), a_hi.view(b, c, 1)
+        # reductions of the mix: q = p*x_lo, then q = p*x_hi, each read by two batched matrix products
+        q = p * xl
+        g_w0, g_alo = torch.bmm(al.transpose(1, 2), q), torch.bmm(q, wv[:, 0:1].transpose(1, 2))
+        q.neg_().addcmul_(p, xv)
+        g_w1, g_ahi = torch.bmm(ah.transpose(1, 2), q), torch.bmm(q, wv[:, 1:2].transpose(1, 2))
+        # gate statistics and SE parameters: autograd through the tiny gate graph, recomputed
+        with torch.enable_grad():
+            st = stats.detach().requires_grad_()
+            sp = [t.detach().requires_grad_(bool(r)) for t, r in zip(se, need[3:11])]
+            se_lo = functools.partial(se_apply, w1=sp[0], b1=sp[1], w2=sp[2], b2=sp[3])
+            se_hi = functools.partial(se_apply, w1=sp[4], b1=sp[5], w2=sp[6], b2=sp[7])
+            r_lo, r_hi = freqmix_gates(st, o.gate, se_lo, se_hi)
+            wrt = [st] + [t for t in sp if t.requires_grad]
+            got = list(torch.autograd.grad((r_lo, r_hi), wrt, (g_alo.view_as(r_lo), g_ahi.view_as(r_hi))))
+        g_st = got.pop(0)
+        g_se = [got.pop(0) if t.requires_grad else None for t in sp]
+        # g_x_lo = p * (w0 a_lo - w1 a_hi), the rank-2 factor built by one batched product into q's buffer
+        g = torch.bmm(torch.cat([al, -ah], 2), wv, out=q).mul_(p)
+        if o.gate == "band_energy":  # d mean(band^2) / d band = 2 band / n
+            x_hi = xv - xl
+            alpha, beta = (g_st * (2.0 / n)).unsqueeze(-1).unbind(-2)
+            g.addcmul_(xl, alpha).addcmul_(x_hi, beta, value=-1.0)
+            spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, out=g.view(b * c, h, w))
+            g.addcmul_(x_hi, beta)
+        else:  # (x00, re_lo, im_lo) = (<e00, x>, <L e00, x>, <v, x>)
+            g_x00, g_re, g_im = g_st.unbind(-1)
+            spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, out=g.view(b * c, h, w),
+                             add_e00=g_re.reshape(-1), add_v=g_im.reshape(-1))
+            g[:, :, 0] += g_x00
+        g.addcmul_(p, torch.bmm(ah, wv[:, 1:2], out=xl if ctx.x_lo is None else None))  # + p * w1 a_hi
+        g_logits = torch.cat([g_w0, g_w1], 1).mul_(wv).mul_(1 - wv).view(b, 2, h, w)
+        g = g.view(b, c, h, w)
+        g_cw, g_cb = _conv3x3_backward(g_logits, x, conv_w, g, need[1] or need[2])
+        return (g if need[0] else None, g_cw if need[1] else None, g_cb if need[2] else None, *g_se, None)
+
+
+def freqmix(x, conv_w, conv_b, se_lo_params, se_hi_params, se_lo, se_hi, gate, cutoff, chunk):
+    """FreqMix on float32/64 ``x`` (B, C, H, W); custom backward when a graph is recorded.
+
+    ``se_lo_params``/``se_hi_params``: (fc1 weight, fc1 bias, fc2 weight, fc2 bias) of each SE gate;
+    ``se_lo``/``se_hi``: the gate modules themselves (called in the forward, so their hooks see the inputs).
+    """
+    params = (conv_w, conv_b, *se_lo_params, *se_hi_params)
+    if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params)):
+        opts = SimpleNamespace(se_lo=se_lo, se_hi=se_hi, gate=gate, cutoff=cutoff, chunk=chunk,
+                               save_low_band=FREQMIX_SAVE_LOW_BAND)
+        return _FreqMixFn.apply(x, *params, opts)
+    y, _ = _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep=False)
+    return y
