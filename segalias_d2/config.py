@@ -1,12 +1,39 @@
-"""Config keys of segalias_d2.
+"""Config keys of segalias_d2, and the one config loader of train_net and the tools.
 
 ``add_segalias_config(cfg)`` must be called after ``get_cfg()`` and before ``merge_from_file``.
 It is idempotent: calling it twice leaves the config unchanged (keys a user already set keep
-their values).
-"""
-from detectron2.config import CfgNode as CN
+their values). Every key it adds lives under a ``SEGALIAS`` node of the Detectron2 node it configures
+(``MODEL.SEGALIAS``, ``INPUT.SEGALIAS``, ``DATALOADER.SEGALIAS``, ``SOLVER.SEGALIAS``, ``TEST.SEGALIAS``).
 
-__all__ = ["add_segalias_config"]
+``load_config(config_file, opts)`` = ``get_cfg`` + ``add_segalias_config`` + merge file and overrides, with
+one-line errors; a key of an older layout (``RENAMED_KEYS``) is reported with its new name.
+"""
+import os
+
+import torch
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_segalias_config", "load_config", "SegAliasSetupError", "UnknownConfigKeyError", "RENAMED_KEYS"]
+
+#: keys (or nodes) of an older layout -> where they live now
+RENAMED_KEYS = {
+    "SOLVER.FREQMIX_LR_MULTIPLIER": "SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER",
+    "SOLVER.HEAD_LR_MULTIPLIER": "SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER",
+    "SOLVER.POLY_LR_POWER": "SOLVER.SEGALIAS.POLY_LR_POWER",
+    "SOLVER.POLY_LR_MIN_LR": "SOLVER.SEGALIAS.POLY_LR_MIN_LR",
+    "SOLVER.EPOCH_SCHEDULE": "SOLVER.SEGALIAS.EPOCH_SCHEDULE",
+    "INPUT.RESIZE_SCALE": "INPUT.SEGALIAS.RESIZE_SCALE",
+    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": "INPUT.SEGALIAS.CROP_SINGLE_CATEGORY_MAX_AREA",
+    "TEST.SLIDING_WINDOW": "TEST.SEGALIAS.SLIDING_WINDOW",
+}
+
+
+def _default(node, key, value):
+    """``node[key]``, set to ``value`` first if missing (a ``CN()`` value makes a sub-node)."""
+    if key not in node:
+        node[key] = value
+    return node[key]
 
 
 def _add_backbone_config(cfg):
@@ -14,24 +41,13 @@ def _add_backbone_config(cfg):
 
     Used by ``build_segalias_resnet_backbone`` / ``build_segalias_resnet_fpn_backbone``. Stock keys
     (MODEL.RESNETS.DEPTH/NORM/STRIDE_IN_1X1/..., MODEL.BACKBONE.FREEZE_AT, MODEL.FPN.*) are reused.
-    Only missing keys are added, so calling this twice keeps values a user already set.
     """
-
-    def _node(parent, key):
-        if key not in parent:
-            setattr(parent, key, CN())
-        return getattr(parent, key)
-
-    def _default(node, key, value):
-        if key not in node:
-            setattr(node, key, value)
-
-    sa = _node(cfg.MODEL, "SEGALIAS")
+    sa = _default(cfg.MODEL, "SEGALIAS", CN())
     # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c stem
     # (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
     _default(sa, "STEM_TYPE", "basic")
 
-    daf = _node(sa, "DAF")
+    daf = _default(sa, "DAF", CN())
     # De-aliasing filter (paper: DAF, `blur_type='flc'`) on the inputs of the listed stages.
     _default(daf, "ENABLED", True)
     # DAF box cut-off in cycles/px (paper: `freq_thres` = 0.25 * 1.4 = 0.35), in (0, 0.5].
@@ -39,7 +55,7 @@ def _add_backbone_config(cfg):
     # Stages whose input is filtered (paper: stages 2-4 = res3, res4, res5); returned features stay unfiltered.
     _default(daf, "STAGES", ["res3", "res4", "res5"])
 
-    fm = _node(sa, "FREQMIX")
+    fm = _default(sa, "FREQMIX", CN())
     # FreqMix after conv2 of every bottleneck of the listed stages (paper: `_FrequencyMix`, `att_pos='after_conv2'`).
     _default(fm, "ENABLED", True)
     # FreqMix band split in cycles/px (paper: hard-coded 0.25 * 1.4 = 0.35), in (0, 0.5].
@@ -54,7 +70,7 @@ def _add_backbone_config(cfg):
     # "band_energy" = SE fed by per-band RMS.
     _default(fm, "GATE", "released")
 
-    bp = _node(sa, "BLURPOOL")
+    bp = _default(sa, "BLURPOOL", CN())
     # Binomial BlurPool baseline in the DAF slot (paper baseline: `blur_type='blur'`); exclusive with DAF per stage.
     _default(bp, "ENABLED", False)
     # Binomial kernel size (paper: `blur_k`, 3/5/7; 1 = identity "blur1" baseline).
@@ -62,25 +78,10 @@ def _add_backbone_config(cfg):
     # Stages whose input is blurred (same slots as the DAF).
     _default(bp, "STAGES", ["res3", "res4", "res5"])
 
-    # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys` 'att': lr x2).
-    _default(cfg.SOLVER, "FREQMIX_LR_MULTIPLIER", 2.0)
-    # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 = off.
-    _default(cfg.SOLVER, "HEAD_LR_MULTIPLIER", 1.0)
-
 
 def _add_data_config(cfg):
-    """Low-light data keys (RAW reading, synthesis, mapper)."""
-
-    def _node(parent, key):
-        if key not in parent:
-            parent[key] = CN()
-        return parent[key]
-
-    def _default(node, key, value):
-        if key not in node:
-            node[key] = value
-
-    inp = _node(cfg.INPUT, "SEGALIAS")
+    """Low-light data keys (RAW reading, synthesis, mapper, semantic augmentation)."""
+    inp = _default(cfg.INPUT, "SEGALIAS", CN())
     # image_format of records that carry none: "srgb" | "raw" | "raw_rgb" | "raw_packed"
     _default(inp, "DEFAULT_IMAGE_FORMAT", "srgb")
     # camera RAW records ("raw"): "raw_rgb" = 3-ch [R, meanG, B] or "packed" = 4-ch [R, G1, B, G2], half res
@@ -95,7 +96,7 @@ def _add_data_config(cfg):
     # resize interpolation at TEST time, same choices. Released LIS: LIS2LIS tests "bilinear" (its
     # nearest line is commented out); SynCOCO2LIS and COCO2LIS test "nearest".
     _default(inp, "RESIZE_INTERP_TEST", "bilinear")
-    syn = _node(inp, "SYNTHESIS")
+    syn = _default(inp, "SYNTHESIS", CN())
     # synthesise low-light raw from sRGB training records (unprocess + PGRU noise). Defaults below =
     # the released LIS SynCOCO pipeline (AddNoisyImg + process.py); other values are labelled variants.
     _default(syn, "ENABLED", False)
@@ -122,13 +123,24 @@ def _add_data_config(cfg):
     # quantisation noise: "scalar" (released LIS/ELD: one U(-0.5, 0.5) DN offset per image) |
     # "per_pixel" (variant: one draw per pixel) | "round" (variant) | "none"
     _default(syn, "QUANTIZATION", "scalar")
-    cache = _node(_node(cfg.DATALOADER, "SEGALIAS"), "DECODE_CACHE")
+    cache = _default(_default(cfg.DATALOADER, "SEGALIAS", CN()), "DECODE_CACHE", CN())
     # decode each image once (in-memory LRU per worker, optional .npy disk cache)
     _default(cache, "ENABLED", False)
     # in-memory LRU size (images) per DataLoader worker; 0 = disk cache only
     _default(cache, "MAX_ITEMS", 32)
     # on-disk .npy cache folder; "" = no disk cache
     _default(cache, "DIR", "")
+    # Semantic training augmentation (paper/mmseg): scale jitter of a target box, crop with a
+    # single-category area limit, flip. Used when the training datasets have evaluator_type "sem_seg".
+    # Limit on the share of the crop one category may cover (Detectron2's RandomCrop_CategoryAreaConstraint,
+    # with INPUT.CROP.*; paper: cat_max_ratio 0.75); 1.0 = no limit.
+    _default(inp, "CROP_SINGLE_CATEGORY_MAX_AREA", 1.0)
+    rs = _default(inp, "RESIZE_SCALE", CN())
+    _default(rs, "ENABLED", False)  # True: ResizeScale instead of ResizeShortestEdge
+    _default(rs, "MIN_SCALE", 0.5)  # paper: ratio_range (0.5, 2.0)
+    _default(rs, "MAX_SCALE", 2.0)
+    _default(rs, "TARGET_HEIGHT", 1025)  # paper, Cityscapes: img_scale (2049, 1025)
+    _default(rs, "TARGET_WIDTH", 2049)
 
 
 def _add_evaluation_config(cfg):
@@ -162,40 +174,30 @@ def _add_evaluation_config(cfg):
 
 
 def _add_solver_config(cfg):
-    """Optimizer / schedule / training-recipe / inference keys used by the trainer (only missing keys)."""
-
-    def _set(node, key, value):
-        if key not in node:
-            node[key] = value
-        return node[key]
-
+    """Optimizer / schedule / training-recipe keys (``SOLVER.SEGALIAS``) and sliding-window inference."""
+    s = _default(cfg.SOLVER, "SEGALIAS", CN())
+    # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys` 'att': lr x2).
+    _default(s, "FREQMIX_LR_MULTIPLIER", 2.0)
+    # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 = off.
+    _default(s, "HEAD_LR_MULTIPLIER", 1.0)
     # SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR" selects mmcv's poly schedule with a floor:
     # lr = ((BASE_LR - POLY_LR_MIN_LR) * (1 - it / MAX_ITER) ** POLY_LR_POWER + POLY_LR_MIN_LR) * warm-up
-    _set(cfg.SOLVER, "POLY_LR_POWER", 0.9)  # paper (mmseg): power 0.9
-    _set(cfg.SOLVER, "POLY_LR_MIN_LR", 1e-4)  # paper (mmseg): min_lr 1e-4 (absolute)
+    _default(s, "POLY_LR_POWER", 0.9)  # paper (mmseg): power 0.9
+    _default(s, "POLY_LR_MIN_LR", 1e-4)  # paper (mmseg): min_lr 1e-4 (absolute)
     # Epoch-based schedule (released LIS recipes, mmdet EpochBasedRunner). When ENABLED the trainer sets
     # MAX_ITER = MAX_EPOCHS * E and STEPS = STEP_EPOCHS * E, E = ceil(NUM_IMAGES / IMS_PER_BATCH), overriding
     # the MAX_ITER/STEPS of the file, and writes the values used into OUTPUT_DIR/config.yaml.
-    es = _set(cfg.SOLVER, "EPOCH_SCHEDULE", CN())
-    _set(es, "ENABLED", False)
-    _set(es, "MAX_EPOCHS", 12)  # released LIS: total_epochs 12 ("1x")
-    _set(es, "STEP_EPOCHS", (9, 11))  # released LIS: lr_config step=[9, 11] (x GAMMA after epochs 9 and 11)
-    _set(es, "NUM_IMAGES", 0)  # training images per epoch; 0 = count DATASETS.TRAIN at setup (after filtering)
-    _set(es, "CHECKPOINT_EPOCHS", 0)  # > 0: CHECKPOINT_PERIOD = this many epochs; 0 = keep CHECKPOINT_PERIOD
-    # Semantic training augmentation (paper/mmseg): scale jitter of a target box, crop with a
-    # single-category area limit, flip. Used when the training datasets have evaluator_type "sem_seg".
-    _set(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)  # paper: cat_max_ratio 0.75; 1.0 = no limit
-    rs = _set(cfg.INPUT, "RESIZE_SCALE", CN())
-    _set(rs, "ENABLED", False)  # True: ResizeScale instead of ResizeShortestEdge
-    _set(rs, "MIN_SCALE", 0.5)  # paper: ratio_range (0.5, 2.0)
-    _set(rs, "MAX_SCALE", 2.0)
-    _set(rs, "TARGET_HEIGHT", 1025)  # paper, Cityscapes: img_scale (2049, 1025)
-    _set(rs, "TARGET_WIDTH", 2049)
+    es = _default(s, "EPOCH_SCHEDULE", CN())
+    _default(es, "ENABLED", False)
+    _default(es, "MAX_EPOCHS", 12)  # released LIS: total_epochs 12 ("1x")
+    _default(es, "STEP_EPOCHS", (9, 11))  # released LIS: lr_config step=[9, 11] (x GAMMA after epochs 9 and 11)
+    _default(es, "NUM_IMAGES", 0)  # training images per epoch; 0 = count DATASETS.TRAIN at setup (after filtering)
+    _default(es, "CHECKPOINT_EPOCHS", 0)  # > 0: CHECKPOINT_PERIOD = this many epochs; 0 = keep CHECKPOINT_PERIOD
     # Sliding-window inference for semantic segmentation (paper, Cityscapes: 768 window, 512 stride)
-    sw = _set(cfg.TEST, "SLIDING_WINDOW", CN())
-    _set(sw, "ENABLED", False)
-    _set(sw, "SIZE", [768, 768])  # (height, width) of a window
-    _set(sw, "STRIDE", [512, 512])  # (y, x) step between windows; logits averaged on overlaps
+    sw = _default(_default(cfg.TEST, "SEGALIAS", CN()), "SLIDING_WINDOW", CN())
+    _default(sw, "ENABLED", False)
+    _default(sw, "SIZE", [768, 768])  # (height, width) of a window
+    _default(sw, "STRIDE", [512, 512])  # (y, x) step between windows; logits averaged on overlaps
 
 
 def add_segalias_config(cfg):
@@ -208,8 +210,96 @@ def add_segalias_config(cfg):
     _add_data_config(cfg)
     _add_evaluation_config(cfg)
     _add_solver_config(cfg)
+    _register_renamed_keys(cfg)
     # not a config key: yacs keeps attributes starting with "_" out of dumps and merges
     object.__setattr__(cfg, "_SEGALIAS_CONFIG_ADDED", True)
     if frozen:
         cfg.freeze()
+    return cfg
+
+
+class SegAliasSetupError(RuntimeError):
+    """A configuration, dataset or weights problem found before training/evaluation started (one line)."""
+
+
+class UnknownConfigKeyError(SegAliasSetupError, KeyError):
+    """A key the config does not have (yacs' "Non-existent config key"); names the new key of a renamed one."""
+
+    def __str__(self):  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+def _message(e):
+    return str(e.args[0]) if e.args else str(e)
+
+
+def _spelling_hint(e):
+    return "" if "was renamed to" in _message(e) else " (check the spelling, or the _BASE_ chain)"
+
+
+def _register_renamed_keys(cfg):
+    """Register ``RENAMED_KEYS`` with yacs, which then raises "Key OLD was renamed to NEW" on merging OLD.
+
+    yacs checks the full key: a file reports the first missing node (``SOLVER.EPOCH_SCHEDULE``), an override its
+    leaf (``SOLVER.EPOCH_SCHEDULE.ENABLED``), so the leaves under a renamed node are registered too.
+    """
+    registry = cfg.__dict__[CN.RENAMED_KEYS]
+    for old, new in RENAMED_KEYS.items():
+        node = cfg
+        for part in new.split("."):
+            node = node[part]
+        names = [(old, new)]
+        if isinstance(node, CN):
+            names += [(f"{old}.{leaf}", f"{new}.{leaf}") for leaf in _leaves(node)]
+        for old_name, new_name in names:
+            # a key another project defines (e.g. DeepLab's INPUT.CROP.SINGLE_CATEGORY_MAX_AREA) stays usable
+            if old_name not in registry and not _has_key(cfg, old_name):
+                cfg.register_renamed_key(old_name, new_name, "segalias_d2 keys live under SEGALIAS nodes")
+
+
+def _has_key(cfg, dotted):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, CN):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def load_config(config_file, opts=(), *, cpu_if_no_cuda=False):
+    """``get_cfg`` + :func:`add_segalias_config` + ``merge_from_file(config_file)`` (skipped when empty) +
+    ``merge_from_list(opts)``; the config of ``tools/train_net.py`` and every tool. Returned unfrozen.
+
+    ``cpu_if_no_cuda``: a ``cuda`` MODEL.DEVICE becomes ``cpu`` on a machine without CUDA (the configs target
+    GPUs). Errors are :class:`SegAliasSetupError` with one line naming the file or the override; an unknown key
+    is an :class:`UnknownConfigKeyError` (also a ``KeyError``) that names the new key of a renamed one.
+    """
+    cfg = get_cfg()
+    add_segalias_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise SegAliasSetupError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:  # yacs: "Non-existent config key: X" / "Key X was renamed to Y; ..."
+            raise UnknownConfigKeyError(f"{config_file}: {_message(e)}{_spelling_hint(e)}") from None
+        except (ValueError, AssertionError, TypeError) as e:
+            raise SegAliasSetupError(f"{config_file}: {e}") from None
+    try:
+        cfg.merge_from_list(list(opts or ()))
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        # yacs raises KeyError for a renamed key and asserts "Non-existent key: X" for an unknown one
+        unknown = isinstance(e, KeyError) or "Non-existent key" in _message(e)
+        raise (UnknownConfigKeyError if unknown else SegAliasSetupError)(
+            f"command-line override: {_message(e)}") from None
+    if cpu_if_no_cuda and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
     return cfg

@@ -237,7 +237,7 @@ def test_config_keys_idempotent():
     assert (sa.FREQMIX.ENABLED, sa.FREQMIX.CUTOFF, sa.FREQMIX.REDUCTION, sa.FREQMIX.GATE) == (True, 0.35, 16,
                                                                                               "released")
     assert (sa.BLURPOOL.ENABLED, sa.BLURPOOL.KERNEL_SIZE, sa.STEM_TYPE) == (False, 3, "basic")
-    assert cfg.SOLVER.FREQMIX_LR_MULTIPLIER == 2.0 and cfg.SOLVER.HEAD_LR_MULTIPLIER == 1.0
+    assert cfg.SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER == 2.0 and cfg.SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER == 1.0
     sa.DAF.CUTOFF = 0.3
     from segalias_d2.config import _add_backbone_config
 

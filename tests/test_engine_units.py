@@ -68,7 +68,7 @@ def test_sliding_window_segmentor_equals_whole_image_when_one_window_covers_it()
         "MODEL.META_ARCHITECTURE", "SlidingWindowSemanticSegmentor", "MODEL.DEVICE", "cpu",
         "MODEL.BACKBONE.NAME", "build_segalias_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH", "50",
         "MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']", "MODEL.FPN.IN_FEATURES", "['res2','res3','res4','res5']",
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5", "TEST.SLIDING_WINDOW.SIZE", "[64, 96]",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5", "TEST.SEGALIAS.SLIDING_WINDOW.SIZE", "[64, 96]",
     ])
     torch.manual_seed(0)
     model = build_model(cfg).eval()

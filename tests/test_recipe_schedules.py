@@ -1,6 +1,6 @@
 """Every shipped full-recipe config's LR curve, computed through our Trainer's scheduler builder with a real
 optimizer, against MMDetection/mmcv's formulas written out here: it reaches BASE_LR when the warm-up ends,
-and the warm-up ends before the first LR step. Plus the epoch -> iteration conversion (SOLVER.EPOCH_SCHEDULE).
+and the warm-up ends before the first LR step. Plus the epoch -> iteration conversion (SOLVER.SEGALIAS.EPOCH_SCHEDULE).
 New configs are picked up by the glob."""
 import glob
 import math
@@ -58,7 +58,8 @@ def _expected_curve(cfg):
         passed = (its[:, None] >= np.asarray(s.STEPS, dtype=np.float64)[None, :]).sum(axis=1)
         regular = s.BASE_LR * s.GAMMA ** passed
     elif s.LR_SCHEDULER_NAME == "WarmupPolyLR":  # mmcv PolyLrUpdaterHook(power, min_lr)
-        regular = (s.BASE_LR - s.POLY_LR_MIN_LR) * (1 - its / s.MAX_ITER) ** s.POLY_LR_POWER + s.POLY_LR_MIN_LR
+        p = s.SEGALIAS
+        regular = (s.BASE_LR - p.POLY_LR_MIN_LR) * (1 - its / s.MAX_ITER) ** p.POLY_LR_POWER + p.POLY_LR_MIN_LR
     else:
         raise AssertionError(f"no expectation written for {s.LR_SCHEDULER_NAME}")
     warm = np.where(its < s.WARMUP_ITERS, 1.0 - (1.0 - its / max(s.WARMUP_ITERS, 1)) * (1.0 - s.WARMUP_FACTOR), 1.0)
@@ -67,14 +68,14 @@ def _expected_curve(cfg):
 
 def _with_images(cfg, num_images):
     cfg = cfg.clone()
-    cfg.SOLVER.EPOCH_SCHEDULE.NUM_IMAGES = num_images
+    cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES = num_images
     return Trainer.resolve_epoch_schedule(cfg)
 
 
 def _cases():
     for path in _recipe_configs():
         rel = os.path.relpath(path, os.path.join(REPO, "configs"))
-        if load_config(path).SOLVER.EPOCH_SCHEDULE.ENABLED:
+        if load_config(path).SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED:
             # image count unknown here (COCO-8 is counted at setup): LIS's own and a COCO-8-sized count
             for n in (LIS_TRAIN_IMAGES, 25001):
                 yield pytest.param(path, n, id=f"{rel}[{n} images]")
@@ -127,7 +128,7 @@ def test_shipped_lis_numbers_by_hand():
 
 def test_epoch_conversion_writes_count_and_round_trips_through_the_dump():
     cfg = load_config(os.path.join(REPO, "configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_1x_syncoco2lis.yaml"))
-    assert cfg.SOLVER.EPOCH_SCHEDULE.ENABLED and cfg.SOLVER.EPOCH_SCHEDULE.NUM_IMAGES == 0
+    assert cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED and cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES == 0
     cfg.freeze()
     out = apply_epoch_schedule(cfg, 25001)
     assert out.is_frozen() and cfg.SOLVER.MAX_ITER == 2352  # the input is left alone
@@ -135,7 +136,7 @@ def test_epoch_conversion_writes_count_and_round_trips_through_the_dump():
     # the dumped config (what a --resume reads back) gives the same iterations without counting anything
     again = load_config("")
     again.merge_from_other_cfg(CfgNode(yaml.safe_load(out.dump())))
-    assert again.SOLVER.EPOCH_SCHEDULE.NUM_IMAGES == 25001
+    assert again.SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES == 25001
     resolved = Trainer.resolve_epoch_schedule(again)
     assert (resolved.SOLVER.MAX_ITER, tuple(resolved.SOLVER.STEPS)) == (37512, (28134, 34386))
 
@@ -158,12 +159,12 @@ def test_resolve_counts_the_filtered_training_set(tiny_train_set):
     cfg = load_config("")
     cfg.DATASETS.TRAIN = (tiny_train_set,)
     cfg.SOLVER.IMS_PER_BATCH = 2
-    cfg.SOLVER.EPOCH_SCHEDULE.ENABLED = True
-    cfg.SOLVER.EPOCH_SCHEDULE.MAX_EPOCHS = 3
-    cfg.SOLVER.EPOCH_SCHEDULE.STEP_EPOCHS = (2,)
+    cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED = True
+    cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.MAX_EPOCHS = 3
+    cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.STEP_EPOCHS = (2,)
     out = Trainer.resolve_epoch_schedule(cfg)
     # 7 images at batch 2 -> 4 it/epoch
-    assert out.SOLVER.EPOCH_SCHEDULE.NUM_IMAGES == 7
+    assert out.SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES == 7
     assert (out.SOLVER.MAX_ITER, tuple(out.SOLVER.STEPS)) == (12, (8,))
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     assert Trainer.resolve_epoch_schedule(cfg).SOLVER.MAX_ITER == 15  # 10 images -> 5 it/epoch
@@ -171,7 +172,7 @@ def test_resolve_counts_the_filtered_training_set(tiny_train_set):
 
 def test_resume_with_other_iterations_is_an_error(tmp_path):
     cfg = load_config("")
-    cfg.SOLVER.EPOCH_SCHEDULE.ENABLED = True
+    cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED = True
     saved = apply_epoch_schedule(cfg, 1561)
     model = torch.nn.Linear(2, 2)
     DetectionCheckpointer(model, str(tmp_path), epoch_schedule=_EpochScheduleRecord(saved)).save("model_0000009")
@@ -215,9 +216,9 @@ def test_warmup_past_the_first_step_is_refused():
 
 def test_trainer_converts_at_setup_and_dumps_the_iterations_used(tmp_path, demo_datasets):
     cfg = load_config(os.path.join(REPO, "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml"), [
-        "OUTPUT_DIR", str(tmp_path), "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCH_SCHEDULE.ENABLED", "True",
-        "SOLVER.EPOCH_SCHEDULE.MAX_EPOCHS", "4", "SOLVER.EPOCH_SCHEDULE.STEP_EPOCHS", "(3,)",
-        "SOLVER.EPOCH_SCHEDULE.CHECKPOINT_EPOCHS", "1",
+        "OUTPUT_DIR", str(tmp_path), "SOLVER.IMS_PER_BATCH", "2", "SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED", "True",
+        "SOLVER.SEGALIAS.EPOCH_SCHEDULE.MAX_EPOCHS", "4", "SOLVER.SEGALIAS.EPOCH_SCHEDULE.STEP_EPOCHS", "(3,)",
+        "SOLVER.SEGALIAS.EPOCH_SCHEDULE.CHECKPOINT_EPOCHS", "1",
     ])
     cfg.freeze()
     num_images = len(DatasetCatalog.get(cfg.DATASETS.TRAIN[0]))
@@ -228,5 +229,5 @@ def test_trainer_converts_at_setup_and_dumps_the_iterations_used(tmp_path, demo_
     assert "epoch_schedule" in trainer.checkpointer.checkpointables
     with open(os.path.join(str(tmp_path), "config.yaml")) as f:
         dumped = yaml.safe_load(f)["SOLVER"]
-    assert dumped["EPOCH_SCHEDULE"]["NUM_IMAGES"] == num_images
+    assert dumped["SEGALIAS"]["EPOCH_SCHEDULE"]["NUM_IMAGES"] == num_images
     assert (dumped["MAX_ITER"], tuple(dumped["STEPS"])) == (4 * per_epoch, (3 * per_epoch,))

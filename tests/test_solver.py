@@ -35,7 +35,7 @@ def make_cfg(**solver):
     s.BASE_LR, s.MOMENTUM, s.NESTEROV = 0.01, 0.9, True
     s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS = 5e-4, 0.0, 1.0, None
     for k, v in solver.items():
-        s[k] = v
+        (s.SEGALIAS if k in s.SEGALIAS else s)[k] = v  # our keys live under SOLVER.SEGALIAS
     return cfg
 
 

@@ -13,7 +13,6 @@ Without GPUs, ``--num-gpus N`` runs N CPU processes with the GLOO backend.
 import os
 import sys
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -37,9 +36,7 @@ def check_setup(args):
 
 
 def setup(args):
-    cfg = load_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # the configs target GPUs; this machine has none
+    cfg = load_config(args.config_file, args.opts, cpu_if_no_cuda=True)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

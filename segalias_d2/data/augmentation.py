@@ -27,7 +27,8 @@ def build_lowlight_augmentation(cfg, is_train):
     optional crop of ``cfg.INPUT.CROP``."""
     interp = _interp(cfg, "RESIZE_INTERP" if is_train else "RESIZE_INTERP_TEST")
     if is_train:
-        min_size, max_size, sample = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        inp = cfg.INPUT
+        min_size, max_size, sample = inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING
     else:
         min_size, max_size, sample = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"
     augs = [T.ResizeShortestEdge(min_size, max_size, sample, interp=interp)]
@@ -40,17 +41,18 @@ def build_lowlight_augmentation(cfg, is_train):
 
 def build_sem_seg_train_aug(cfg):
     """Semantic recipe (mmseg-like): scale jitter, crop with a category-area limit, flip."""
-    rs = cfg.INPUT.RESIZE_SCALE
+    rs = cfg.INPUT.SEGALIAS.RESIZE_SCALE
     if rs.ENABLED:
         augs = [T.ResizeScale(rs.MIN_SCALE, rs.MAX_SCALE, rs.TARGET_HEIGHT, rs.TARGET_WIDTH)]
     else:
-        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        inp = cfg.INPUT
+        augs = [T.ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING)]
     if cfg.INPUT.CROP.ENABLED:
         augs.append(
             T.RandomCrop_CategoryAreaConstraint(
                 cfg.INPUT.CROP.TYPE,
                 cfg.INPUT.CROP.SIZE,
-                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                cfg.INPUT.SEGALIAS.CROP_SINGLE_CATEGORY_MAX_AREA,
                 cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             )
         )

@@ -73,7 +73,7 @@ class _EpochScheduleRecord:
 
     def __init__(self, cfg):
         s = cfg.SOLVER
-        self.state = {"num_images": int(s.EPOCH_SCHEDULE.NUM_IMAGES), "max_iter": int(s.MAX_ITER),
+        self.state = {"num_images": int(s.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES), "max_iter": int(s.MAX_ITER),
                       "steps": [int(x) for x in s.STEPS]}
 
     def state_dict(self):
@@ -83,7 +83,8 @@ class _EpochScheduleRecord:
         if dict(saved) != self.state:
             raise ValueError(
                 f"--resume: the checkpoint's epoch schedule was converted with {saved}, this run with {self.state}. "
-                f"Resume with SOLVER.EPOCH_SCHEDULE.NUM_IMAGES {saved['num_images']} (as in the run's config.yaml)."
+                f"Resume with SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES {saved['num_images']} "
+                f"(as in the run's config.yaml)."
             )
 
 
@@ -100,7 +101,7 @@ class Trainer(DefaultTrainer):
         if not compat.trainer_saves_optimizer_state():  # Detectron2 older than Nov 2021
             self.checkpointer.add_checkpointable("optimizer", self.optimizer)
             self.checkpointer.add_checkpointable("scheduler", self.scheduler)
-        if cfg.SOLVER.EPOCH_SCHEDULE.ENABLED:
+        if cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED:
             self.checkpointer.add_checkpointable("epoch_schedule", _EpochScheduleRecord(cfg))
             if comm.is_main_process() and cfg.OUTPUT_DIR:
                 # default_setup dumped the config before the conversion: dump the iterations actually used
@@ -111,11 +112,11 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------ building blocks
     @classmethod
     def resolve_epoch_schedule(cls, cfg):
-        """``cfg`` with SOLVER.EPOCH_SCHEDULE converted to MAX_ITER/STEPS (unchanged when not ENABLED).
+        """``cfg`` with SOLVER.SEGALIAS.EPOCH_SCHEDULE converted to MAX_ITER/STEPS (unchanged when not ENABLED).
 
         ``NUM_IMAGES`` 0 counts the training set as the train loader will see it (FILTER_EMPTY_ANNOTATIONS).
         """
-        es = cfg.SOLVER.EPOCH_SCHEDULE
+        es = cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE
         if not es.ENABLED:
             return cfg
         num_images = int(es.NUM_IMAGES)

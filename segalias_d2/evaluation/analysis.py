@@ -22,6 +22,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 
+from ..config import load_config
 from .instance_evaluation import annotations_to_label_map, instances_to_label_map
 from .sem_seg_evaluation import load_sem_seg_gt, prediction_to_label_map
 
@@ -37,18 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 def setup_cfg(config_file: str, opts: Sequence[str]):
-    """get_cfg -> add_segalias_config -> merge_from_file -> merge_from_list; CPU without CUDA."""
-    from detectron2.config import get_cfg
-
-    from segalias_d2 import add_segalias_config
-
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    """The frozen config of the analysis tools: :func:`segalias_d2.config.load_config`, CPU without CUDA."""
+    cfg = load_config(config_file, opts, cpu_if_no_cuda=True)
     cfg.freeze()
     return cfg
 

@@ -52,8 +52,8 @@ def build_segalias_lr_scheduler(cfg, optimizer):
     if s.WARMUP_METHOD != "linear" and s.WARMUP_ITERS > 0:
         raise ValueError("SOLVER.LR_SCHEDULER_NAME=WarmupPolyLR supports SOLVER.WARMUP_METHOD='linear' only")
     schedule = WarmupPolyWithFloorParamScheduler(
-        power=s.POLY_LR_POWER,
-        floor=s.POLY_LR_MIN_LR / s.BASE_LR,
+        power=s.SEGALIAS.POLY_LR_POWER,
+        floor=s.SEGALIAS.POLY_LR_MIN_LR / s.BASE_LR,
         warmup_length=s.WARMUP_ITERS / s.MAX_ITER,
         warmup_factor=s.WARMUP_FACTOR,
     )

@@ -3,8 +3,9 @@
 Paper recipe (mmseg ``paramwise_cfg.custom_keys = {'head': lr x2, 'att': lr x2}``): FreqMix parameters and all
 head parameters train with twice the base LR. Here:
 
-* parameters whose name contains ``.freqmix.`` (or starts with ``freqmix.``): lr x ``SOLVER.FREQMIX_LR_MULTIPLIER``;
-* parameters under ``sem_seg_head.``: lr x ``SOLVER.HEAD_LR_MULTIPLIER`` (only applied when != 1).
+* parameters whose name contains ``.freqmix.`` (or starts with ``freqmix.``):
+  lr x ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER``;
+* parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when != 1).
 
 Everything else follows Detectron2's ``build_optimizer``: ``BASE_LR``, ``MOMENTUM``, ``NESTEROV``,
 ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` (norm layers), ``BIAS_LR_FACTOR`` / ``WEIGHT_DECAY_BIAS`` (params named
@@ -85,13 +86,13 @@ def get_segalias_param_groups(
 
 
 def build_segalias_optimizer(cfg, model):
-    """SGD with Detectron2's solver keys and ``SOLVER.FREQMIX_LR_MULTIPLIER`` / ``SOLVER.HEAD_LR_MULTIPLIER``."""
+    """SGD with Detectron2's solver keys and ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER`` / ``HEAD_LR_MULTIPLIER``."""
     s = cfg.SOLVER
+    if "SEGALIAS" not in s:
+        raise KeyError("cfg.SOLVER.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) first")
     for key in ("FREQMIX_LR_MULTIPLIER", "HEAD_LR_MULTIPLIER"):
-        if key not in s:
-            raise KeyError(f"cfg.SOLVER.{key} is missing: call segalias_d2.add_segalias_config(cfg) first")
-        if float(s[key]) <= 0:
-            raise ValueError(f"SOLVER.{key} must be > 0, got {s[key]}")
+        if float(s.SEGALIAS[key]) <= 0:
+            raise ValueError(f"SOLVER.SEGALIAS.{key} must be > 0, got {s.SEGALIAS[key]}")
     params = get_segalias_param_groups(
         model,
         base_lr=s.BASE_LR,
@@ -99,8 +100,8 @@ def build_segalias_optimizer(cfg, model):
         weight_decay_norm=s.WEIGHT_DECAY_NORM,
         bias_lr_factor=s.BIAS_LR_FACTOR,
         weight_decay_bias=s.get("WEIGHT_DECAY_BIAS", None),
-        freqmix_lr_multiplier=float(s.FREQMIX_LR_MULTIPLIER),
-        head_lr_multiplier=float(s.HEAD_LR_MULTIPLIER),
+        freqmix_lr_multiplier=float(s.SEGALIAS.FREQMIX_LR_MULTIPLIER),
+        head_lr_multiplier=float(s.SEGALIAS.HEAD_LR_MULTIPLIER),
     )
     if not params:
         raise ValueError("build_segalias_optimizer: the model has no trainable parameters")

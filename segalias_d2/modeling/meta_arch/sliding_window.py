@@ -43,7 +43,7 @@ def sliding_window_logits(predict, image: torch.Tensor, window, stride) -> torch
 
 @META_ARCH_REGISTRY.register()
 class SlidingWindowSemanticSegmentor(SemanticSegmentor):
-    """Detectron2's SemanticSegmentor; at inference, optionally sliding-window (TEST.SLIDING_WINDOW)."""
+    """Detectron2's SemanticSegmentor; at inference, optionally sliding-window (TEST.SEGALIAS.SLIDING_WINDOW)."""
 
     @configurable
     def __init__(self, *, sliding_window: bool = False, window=(768, 768), stride=(512, 512), **kwargs):
@@ -55,7 +55,7 @@ class SlidingWindowSemanticSegmentor(SemanticSegmentor):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        sw = cfg.TEST.SLIDING_WINDOW
+        sw = cfg.TEST.SEGALIAS.SLIDING_WINDOW
         ret.update(sliding_window=sw.ENABLED, window=tuple(sw.SIZE), stride=tuple(sw.STRIDE))
         return ret
 
