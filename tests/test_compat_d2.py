@@ -1,6 +1,7 @@
 """Detectron2 on today's stack: each test exercises one compatibility fix of the v0.6 backport
-(segalias_d2/compat/d2_v06_backport.py) against an independent expectation. On an official
-Detectron2 the same behaviour must hold (the fixes are upstream there)."""
+(dev/d2_backport/patches/) against an independent expectation. On an official Detectron2 the same
+behaviour must hold (the fixes are upstream there); where a build lacks a feature (deformable conv on
+CPU tensors in official builds), the test checks what segalias_d2.compat says the build supports."""
 import os
 import subprocess
 import sys
@@ -167,13 +168,24 @@ def test_coco_evaluation_without_compiled_fast_path():
     assert ours["AP75"] == pytest.approx(100 * direct.stats[2], abs=1e-6)
 
 
-@pytest.mark.skipif(compat.has_compiled_ops(), reason="official build: compiled ops exist")
-def test_missing_compiled_ops_raise_documented_error():
+def test_rotated_ops_compute_or_raise_the_documented_error():
     from detectron2 import _C
     from detectron2.layers import ROIAlignRotated, nms_rotated
     from detectron2.structures import RotatedBoxes, pairwise_iou_rotated
 
     boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0], [6.0, 5.0, 4.0, 4.0, 30.0]])
+    if compat.has_compiled_ops():  # official build: the compiled ops compute
+        same = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0], [5.0, 5.0, 4.0, 4.0, 0.0], [20.0, 20.0, 2.0, 2.0, 0.0]])
+        iou = pairwise_iou_rotated(RotatedBoxes(same), RotatedBoxes(same))
+        torch.testing.assert_close(iou[0], torch.tensor([1.0, 1.0, 0.0]))
+        # 4x4 boxes, one shifted by 1 px in x: overlap 3x4 = 12, union 20
+        assert float(pairwise_iou_rotated(RotatedBoxes(boxes[:1]), RotatedBoxes(
+            torch.tensor([[6.0, 5.0, 4.0, 4.0, 0.0]])))) == pytest.approx(12 / 20)
+        assert nms_rotated(same, torch.tensor([0.5, 0.9, 0.7]), 0.5).tolist() == [1, 2]
+        pooled = ROIAlignRotated((2, 2), 1.0, 0)(torch.full((1, 1, 8, 8), 3.0),
+                                                 torch.tensor([[0, 4.0, 4.0, 2.0, 2.0, 30.0]]))
+        torch.testing.assert_close(pooled, torch.full((1, 1, 2, 2), 3.0))
+        return
     with pytest.raises(_C.CompiledOpUnavailableError, match="nms_rotated"):
         nms_rotated(boxes, torch.tensor([0.9, 0.8]), 0.5)
     with pytest.raises(_C.CompiledOpUnavailableError, match="box_iou_rotated.*official Detectron2"):
@@ -183,27 +195,86 @@ def test_missing_compiled_ops_raise_documented_error():
     assert isinstance(_C.CompiledOpUnavailableError("x"), RuntimeError)
 
 
-def test_deform_conv_zero_offset_equals_conv2d():
-    from detectron2.layers import DeformConv, ModulatedDeformConv
+def _deform_conv_case(feature):
+    """Skip (naming the build) only when this Detectron2 genuinely lacks ``feature`` on CPU tensors.
 
+    The v0.6 backport routes every deformable-conv feature through torchvision, so there it is required.
+    """
+    if compat.deform_conv_cpu_support()[feature]:
+        return
+    assert not compat.is_v06_backport(), f"the v0.6 backport must support deformable conv '{feature}' on CPU"
+    pytest.skip(f"{compat.detectron2_source()}: deformable conv '{feature}' is not implemented for CPU "
+                "tensors in this build (it needs CUDA)")
+
+
+def test_deform_conv_zero_offset_equals_conv2d():
+    from detectron2.layers import DeformConv
+
+    _deform_conv_case("forward")
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 11)
+    conv = DeformConv(4, 6, 3, padding=1, groups=2)
+    out = conv(x, torch.zeros(2, 2 * 9, 9, 11))
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 2),
+                               atol=1e-5, rtol=1e-5)
+    # an integer offset of +1 px in x samples the input shifted left by one pixel
+    off = torch.zeros(2, 2 * 9, 9, 11)
+    off[:, 1::2] = 1.0
+    shifted = torch.nn.functional.pad(x[..., 1:], (0, 1))
+    ref = torch.nn.functional.conv2d(shifted, conv.weight, None, 1, 1, 1, 2)
+    # column 0 differs by construction: its left tap samples x[..., 0] there but padding in `shifted`
+    torch.testing.assert_close(conv(x, off)[..., 1:], ref[..., 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_deform_conv_with_two_deformable_groups_equals_conv2d():
+    from detectron2.layers import DeformConv
+
+    _deform_conv_case("deformable_groups > 1")
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 11)
+    conv = DeformConv(4, 6, 3, padding=1, groups=2, deformable_groups=2)
+    out = conv(x, torch.zeros(2, 2 * 2 * 9, 9, 11))
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 2),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_deform_conv_backward_equals_conv2d_backward():
+    from detectron2.layers import DeformConv
+
+    _deform_conv_case("backward")
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 11, requires_grad=True)
-    conv = DeformConv(4, 6, 3, padding=1, groups=2, deformable_groups=2)
-    offset = torch.zeros(2, 2 * 2 * 9, 9, 11)
-    out = conv(x, offset)
-    ref = torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 2)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    out.sum().backward()
-    assert torch.isfinite(x.grad).all()
-    # modulated, with an integer offset of +1 px in x and mask 0.5 -> 0.5 * conv of the shifted input
+    conv = DeformConv(4, 6, 3, padding=1, groups=2)
+    conv(x, torch.zeros(2, 2 * 9, 9, 11)).square().sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.conv2d(x_ref, conv.weight.detach(), None, 1, 1, 1, 2).square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_modulated_deform_conv_half_mask_shift():
+    from detectron2.layers import ModulatedDeformConv
+
+    _deform_conv_case("modulated")
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 11)
+    # an integer offset of +1 px in x and mask 0.5 -> 0.5 * conv of the shifted input
     mconv = ModulatedDeformConv(4, 6, 3, padding=1, bias=True)
     off = torch.zeros(2, 2 * 9, 9, 11)
     off[:, 1::2] = 1.0
     mask = torch.full((2, 9, 9, 11), 0.5)
     shifted = torch.nn.functional.pad(x[..., 1:], (0, 1))
     ref = 0.5 * torch.nn.functional.conv2d(shifted, mconv.weight, None, 1, 1) + mconv.bias.view(1, -1, 1, 1)
-    # column 0 differs by construction: its left tap samples x[..., 0] there but padding in `shifted`
     torch.testing.assert_close(mconv(x, off, mask)[..., 1:], ref[..., 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_deform_conv_support_probe_matches_the_build():
+    support = compat.deform_conv_cpu_support()
+    assert set(support) == {"forward", "deformable_groups > 1", "backward", "modulated"}
+    assert support["forward"]  # every build computes the plain forward on CPU
+    if compat.is_v06_backport():
+        assert all(support.values()), support  # torchvision covers all of it
+    elif not compat.has_compiled_ops():
+        pytest.fail("an official Detectron2 without its compiled ops")
 
 
 def test_flop_counter_imports_and_counts():
@@ -237,3 +308,26 @@ def test_collect_env_reports_detectron2_source():
     assert out.returncode == 0, out.stderr
     assert "detectron2 source" in out.stdout and "PyTorch" in out.stdout and "CUDA available" in out.stdout
     assert compat.detectron2_source() in out.stdout.replace("\n", " ") or "official build" in out.stdout
+    ops = next(line for line in out.stdout.splitlines() if line.startswith("detectron2 compiled ops"))
+    assert ops.split(None, 3)[3].startswith("present" if compat.has_compiled_ops() else "absent")
+
+
+def test_detectron2_build_is_identified_by_its_own_records():
+    from importlib import metadata
+
+    import detectron2
+
+    info = compat.detectron2_build_info()
+    assert info["version"] == detectron2.__version__ == "0.6"  # the same on v0.6 and on main
+    assert info["distribution"] == metadata.version("detectron2")
+    if compat.is_v06_backport():
+        from detectron2 import _segalias_backport as marker
+
+        assert info["kind"] == "v0.6 backport" and info["revision"] == marker.REVISION
+        assert info["distribution"] == f"0.6+segalias.backport{marker.REVISION}" and not info["compiled_ops"]
+        assert f"revision {marker.REVISION}" in compat.detectron2_source()
+    else:
+        assert info["kind"] == "official"
+        label = info["distribution"].partition("+g")[2]  # dev/setup_env.sh builds '0.6+g<commit>'
+        if label:
+            assert info["commit"] == label and f"commit {label}" in compat.detectron2_source()
