@@ -23,6 +23,7 @@ for a bare backbone module. Files are written as Detectron2 checkpoints: ``.pkl`
 ``{"model": {name: numpy array}, "__author__": ..., "matching_heuristics": False}``; ``.pth`` = the same dict
 saved with ``torch.save`` (tensors).
 """
+import argparse
 import logging
 import os
 import pickle
@@ -352,8 +353,6 @@ def load_backbone_weights(module, checkpoint, log=None):
 
 def main(argv=None):
     """CLI: ``python tools/convert_pretrained.py SRC DST --format {torchvision,mmcv_v1c,d2_pkl}``."""
-    import argparse
-
     parser = argparse.ArgumentParser(
         description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 checkpoint for the "
         "segalias models.",
@@ -375,7 +374,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.fmt == "d2_coco_detector":
-        from .detector import convert_detector_file
+        from .detector import convert_detector_file  # here: detector.py imports this module
 
         if args.prefix != DEFAULT_PREFIX or args.bayer_pattern:
             parser.error("--prefix/--bayer-pattern apply to backbone formats, not to d2_coco_detector")

@@ -22,6 +22,11 @@ import os
 from collections import OrderedDict
 
 import numpy as np
+import torch
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+from ..data.lowlight import LIS_CLASSES, class_index_map
+from .convert import read_checkpoint_file, save_d2_checkpoint
 
 __all__ = ["coco_thing_classes", "class_rows", "convert_coco_detector", "convert_detector_file", "CLASS_LAYERS"]
 
@@ -37,15 +42,11 @@ _STALE = ("pixel_mean", "pixel_std")
 
 def coco_thing_classes():
     """The 80 COCO thing classes in Detectron2's contiguous order (``builtin_meta.COCO_CATEGORIES``)."""
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
     return [c["name"] for c in COCO_CATEGORIES if c["isthing"] == 1]
 
 
 def class_rows(src_classes, dst_classes):
     """For each class of ``dst_classes``, the index of the same class (by name, aliases applied) in ``src_classes``."""
-    from ..data.lowlight import class_index_map
-
     return [int(i) for i in class_index_map(dst_classes, src_classes, strict=True)]
 
 
@@ -63,7 +64,7 @@ def convert_coco_detector(obj, dst_classes=None, src_classes=None, class_layers=
     if class_layers not in CLASS_LAYERS:
         raise ValueError(f"class_layers must be one of {CLASS_LAYERS}, got {class_layers!r}")
     if dst_classes is None:
-        from ..data.lowlight import LIS_CLASSES as dst_classes
+        dst_classes = LIS_CLASSES
     src_classes = list(src_classes) if src_classes is not None else coco_thing_classes()
     model = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(model, dict) or f"{CLS_SCORE}.weight" not in model:
@@ -111,10 +112,6 @@ def convert_coco_detector(obj, dst_classes=None, src_classes=None, class_layers=
 
 def convert_detector_file(src, dst, class_layers="reinit", dst_classes=None):
     """Read a Detectron2 detector ``.pkl``/``.pth``, convert it to ``dst_classes`` (default LIS), write ``dst``."""
-    import torch
-
-    from .convert import read_checkpoint_file, save_d2_checkpoint
-
     obj = read_checkpoint_file(src)
     sd, notes = convert_coco_detector(obj, dst_classes=dst_classes, class_layers=class_layers, src=str(src))
     for n in notes:
