@@ -154,3 +154,38 @@ def test_resume_restores_optimizer_momentum_and_scheduler_exactly():
             torch.testing.assert_close(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"], rtol=0, atol=0)
         assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
         assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+
+
+# ---------------------------------------------------------------------------------------------
+def test_data_loader_iterator_is_created_before_the_first_step():
+    """A training step must not draw from torch's global RNG to create the data-loader iterator (exact resume).
+
+    Detectron2 main creates it lazily in the first run_step; segalias_d2.compat creates it up front."""
+    from detectron2.engine import SimpleTrainer
+
+    from segalias_d2 import compat
+
+    model = _TinyModel()
+    loader = torch.utils.data.DataLoader([(torch.zeros(4), torch.zeros(1))] * 4, batch_size=2)
+    trainer = SimpleTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1))
+    compat.start_data_loader_iterator(trainer)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(trainer._data_loader_iter)  # what run_step does first
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def test_cpu_models_get_no_ddp_device_ids_within_the_block_only(monkeypatch):
+    from detectron2.engine import defaults
+
+    from segalias_d2 import compat
+
+    calls = []
+    monkeypatch.setattr(defaults, "create_ddp_model", lambda model, **kw: calls.append(kw) or model)
+    recorder = defaults.create_ddp_model
+    with compat.cpu_models_get_no_ddp_device_ids():
+        defaults.create_ddp_model(torch.nn.Linear(2, 2), broadcast_buffers=False)  # as DefaultTrainer calls it
+        defaults.create_ddp_model(torch.nn.Linear(2, 2), device_ids=[3])  # an explicit choice is kept
+    assert calls == [{"broadcast_buffers": False, "device_ids": None}, {"device_ids": [3]}]
+    assert defaults.create_ddp_model is recorder
