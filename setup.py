@@ -1,9 +1,10 @@
 """segalias_d2: `pip install -e .`
 
 Dependencies carry loose lower bounds so users can bring their own torch and Detectron2.
-Detectron2 itself is not on the package index: use an official build, or run
-`bash dev/setup_env.sh`, which provisions a pure-Python Detectron2 v0.6 backport.
-The pinned development set lives in requirements/dev.txt.
+Detectron2 itself is not on the package index: use an official build (`bash dev/setup_env.sh` builds
+one from SEGALIAS_D2_SOURCE=<folder | archive | git URL>), or let `bash dev/setup_env.sh` provision
+the pure-Python Detectron2 v0.6 backport (dev/d2_backport/). The pinned development set lives in
+requirements/build.txt and requirements/dev.txt.
 """
 from setuptools import find_packages, setup
 
