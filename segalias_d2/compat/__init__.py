@@ -15,6 +15,7 @@ from .build_info import (
     deform_conv_cpu_support,
     detectron2_build_info,
     detectron2_source,
+    frozen_batchnorm_keeps_bn_counter,
     has_compiled_ops,
     is_v06_backport,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "has_compiled_ops",
     "compiled_op_status",
     "deform_conv_cpu_support",
+    "frozen_batchnorm_keeps_bn_counter",
     "trainer_saves_optimizer_state",
     "cpu_models_get_no_ddp_device_ids",
     "start_data_loader_iterator",

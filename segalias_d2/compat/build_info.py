@@ -17,6 +17,7 @@ __all__ = [
     "has_compiled_ops",
     "compiled_op_status",
     "deform_conv_cpu_support",
+    "frozen_batchnorm_keeps_bn_counter",
 ]
 
 
@@ -121,6 +122,22 @@ def deform_conv_cpu_support() -> dict:
         except NotImplementedError:
             support[name] = False
     return support
+
+
+@lru_cache(maxsize=None)
+def frozen_batchnorm_keeps_bn_counter() -> bool:
+    """Whether a BatchNorm2d converted to Detectron2's FrozenBatchNorm2d keeps its ``num_batches_tracked``.
+
+    Detectron2 main's FrozenBatchNorm2d registers the buffer and ``convert_frozen_batchnorm`` copies it (so
+    the stages that ``MODEL.BACKBONE.FREEZE_AT`` freezes in a BatchNorm backbone carry the counter in their
+    state dict); v0.6 drops it. The counter is never used by FrozenBatchNorm2d, but a checkpoint without
+    it (every model-zoo file) then reports it as missing for those stages on main.
+    """
+    from detectron2.layers import FrozenBatchNorm2d
+    from torch import nn
+
+    converted = FrozenBatchNorm2d.convert_frozen_batchnorm(nn.BatchNorm2d(1))
+    return "num_batches_tracked" in converted.state_dict()
 
 
 def compiled_op_status():
