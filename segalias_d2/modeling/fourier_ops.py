@@ -124,21 +124,29 @@ def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
     return _rfft_mask(int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
 
 
-def spectral_lowpass(planes, cutoff, chunk, out=None, im_out=None, add_e00=None, add_v=None):
-    """``L`` applied to every (h, w) plane of ``planes`` (n, h, w), no autograd; returns ``out``.
+def _chunks(n, per_chunk):
+    """Even split of range(n) into pieces of at most ``per_chunk`` (no tiny remainder chunk)."""
+    k = -(-n // max(1, per_chunk))
+    step = -(-n // k)
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
 
-    Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small.
-    ``out`` may be ``planes`` itself (in place). Optional, per plane (all (n,) tensors):
-    ``im_out`` receives ``<v, plane> = mean(Im(fftshift(fft2(plane)) * M))`` read from the spectrum;
-    ``add_e00[i]`` filters ``plane + add_e00[i] * e00`` instead (e00: unit impulse at (0, 0));
-    ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
+
+def spectral_lowpass(planes, cutoff, chunk, overwrite=False, im_out=None, add_e00=None, add_v=None):
+    """``L`` applied to every (h, w) plane of ``planes`` (n, h, w), no autograd; returns the result.
+
+    Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small. With
+    ``overwrite`` the result may be written into ``planes`` (use the returned tensor either way).
+    Optional, per plane (all (n,) tensors): ``im_out`` receives ``<v, plane> = mean(Im(fftshift(fft2(plane)) * M))``
+    read from the spectrum; ``add_e00[i]`` filters ``plane + add_e00[i] * e00`` instead (e00: unit impulse at
+    (0, 0)); ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
     """
     n, h, w = planes.shape
     p = _plan(h, w, float(cutoff), planes.device, planes.dtype)
-    out = torch.empty_like(planes) if out is None else out
-    step = max(1, chunk // max(1, h * w))
-    for i in range(0, n, step):
-        j = min(n, i + step)
+    chunks = _chunks(n, chunk // max(1, h * w))
+    out = None
+    if len(chunks) > 1:  # out= copies from a chunk-sized result, cheaper than a second full-size buffer
+        out = planes if overwrite else torch.empty_like(planes)
+    for i, j in chunks:
         s = torch.fft.rfft(planes[i:j], dim=-1)
         if add_e00 is not None:  # the row rfft of e00 is 1 on row 0, 0 elsewhere
             s[:, 0, : p.kc] += add_e00[i:j, None]
@@ -152,7 +160,9 @@ def spectral_lowpass(planes, cutoff, chunk, out=None, im_out=None, add_e00=None,
         if add_v is not None and p.v_val.numel():
             s[:, p.v_r, p.v_c] += add_v[i:j, None] * p.v_val
         s = torch.fft.ifft(s, dim=-2)
-        torch.fft.irfft(s, n=w, dim=-1, out=out[i:j])  # columns >= kc are zero-padded
+        if out is None:
+            return torch.fft.irfft(s, n=w, dim=-1)  # columns >= kc are zero-padded
+        torch.fft.irfft(s, n=w, dim=-1, out=out[i:j])
     return out
 
 
@@ -257,7 +267,7 @@ def _band_stats(x, x_lo, im, gate):
 
 
 def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep):
-    """y and, if ``keep``, what the backward needs (x_lo is then left intact)."""
+    """y and the tensors the backward needs; ``x_lo`` is overwritten unless ``keep``."""
     b, c, h, w = x.shape
     wts = torch.sigmoid(conv3x3_few_outputs(x, conv_w, conv_b))
     im = x.new_empty(b * c) if gate != "band_energy" else None
@@ -274,7 +284,7 @@ class _FreqMixFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2, opts):
         y, (wts, x_lo, a_lo, a_hi, stats) = _freqmix_forward(
-            x, conv_w, conv_b, opts.se_lo, opts.se_hi, opts.gate, opts.cutoff, opts.chunk, keep=True)
+            x, conv_w, conv_b, opts.se_lo, opts.se_hi, opts.gate, opts.cutoff, opts.chunk, keep=opts.save_low_band)
         ctx.opts = opts
         ctx.x_lo = x_lo if opts.save_low_band else None  # an intermediate: kept as an attribute
         ctx.save_for_backward(x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2)
@@ -316,14 +326,16 @@ class _FreqMixFn(torch.autograd.Function):
             x_hi = xv - xl
             alpha, beta = (g_st * (2.0 / n)).unsqueeze(-1).unbind(-2)
             g.addcmul_(xl, alpha).addcmul_(x_hi, beta, value=-1.0)
-            spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, out=g.view(b * c, h, w))
+            g = spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, overwrite=True).view(b, c, n)
             g.addcmul_(x_hi, beta)
         else:  # (x00, re_lo, im_lo) = (<e00, x>, <L e00, x>, <v, x>)
             g_x00, g_re, g_im = g_st.unbind(-1)
-            spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, out=g.view(b * c, h, w),
-                             add_e00=g_re.reshape(-1), add_v=g_im.reshape(-1))
+            g = spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, overwrite=True,
+                                 add_e00=g_re.reshape(-1), add_v=g_im.reshape(-1)).view(b, c, n)
             g[:, :, 0] += g_x00
-        g.addcmul_(p, torch.bmm(ah, wv[:, 1:2], out=xl if ctx.x_lo is None else None))  # + p * w1 a_hi
+        # + p * w1 a_hi, the rank-1 factor built into a free full-size buffer
+        spare = q if g.data_ptr() != q.data_ptr() else (xl if ctx.x_lo is None else None)
+        g.addcmul_(p, torch.bmm(ah, wv[:, 1:2], out=spare))
         g_logits = torch.cat([g_w0, g_w1], 1).mul_(wv).mul_(1 - wv).view(b, 2, h, w)
         g = g.view(b, c, h, w)
         g_cw, g_cb = _conv3x3_backward(g_logits, x, conv_w, g, need[1] or need[2])
