@@ -14,6 +14,11 @@ Measures, at a 1200x800 output (the LIS image size):
      of Detectron2's R50-FPN Mask R-CNN on the same CPU.
 Throughputs are single-process (one DataLoader worker); the DataLoader multiplies them by
 NUM_WORKERS. Numbers are medians over --repeats runs after one warm-up.
+
+Device: the data stages are NumPy/OpenCV/rawpy code and always run on the CPU. The training step runs on
+--device (default: CUDA when present); on CUDA it is timed with CUDA events and synchronisation
+(bench/bench_util.py), also under fp16 and bf16 autocast, and its peak max_memory_allocated is printed.
+--train-only skips the data stages (e.g. on a GPU machine without the pinned RAW file).
 """
 import argparse
 import os
@@ -26,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets"))
-from pinned_sources import SONY_ARW, fetch_member  # noqa: E402  (datasets/pinned_sources.py)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_util as bu  # noqa: E402
 
 
 def timeit(fn, repeats):
@@ -40,10 +46,13 @@ def timeit(fn, repeats):
 
 
 def sony_arw():
+    from pinned_sources import SONY_ARW, fetch_member  # datasets/pinned_sources.py
+
     return str(fetch_member(SONY_ARW))  # the pinned real ARW (libraw-cffi 0.19.0 sdist), cached
 
 
-def train_step_time(iters):
+def train_step_time(iters, device_name="cpu", amp="fp32"):
+    """Median seconds of one training iteration (and the peak CUDA tensor memory in MiB, None on CPU)."""
     import torch
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -52,7 +61,8 @@ def train_step_time(iters):
 
     cfg = get_cfg()
     m = cfg.MODEL
-    m.DEVICE = "cpu"
+    device = bu.pick_device(device_name)
+    m.DEVICE = str(device)
     m.MASK_ON = True
     m.BACKBONE.NAME = "build_resnet_fpn_backbone"
     m.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -85,13 +95,18 @@ def train_step_time(iters):
 
     def step():
         with EventStorage():
-            losses = model(batch)
-            loss = sum(losses.values())
+            with bu.amp_context(device, amp):
+                losses = model(batch)
+                loss = sum(losses.values())
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    return timeit(step, iters)
+    if device.type == "cpu":
+        return timeit(step, iters), None
+    step()  # warm-up (cuDNN autotuning, cuFFT plans)
+    t = statistics.median(bu.time_call(step, device) for _ in range(iters)) / 1000.0
+    return t, bu.cuda_peak_mib(step, device)
 
 
 def main():
@@ -99,7 +114,13 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-iters", type=int, default=3)
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--train-only", action="store_true", help="only the training step (no data stages)")
+    p.add_argument("--device", default="auto", help="device of the training step (auto: CUDA when present)")
+    p.add_argument("--amp", nargs="+", choices=["fp32", "fp16", "bf16"], help="training-step precisions")
     args = p.parse_args()
+    if args.train_only:
+        train_rows(args)
+        return
 
     import cv2
     import torch
@@ -162,13 +183,24 @@ def main():
     rec_syn = dict(record, file_name=srgb_png, image_format="srgb")
     rows.append(("LowLightDatasetMapper, sRGB record + synthesis (+clean)", timeit(lambda: mapper_syn(rec_syn), args.repeats)))
 
-    if not args.skip_train:
-        print("timing the R50-FPN Mask R-CNN training step ...", flush=True)
-        rows.append(("R50-FPN Mask R-CNN train step, batch 1, 1200x800 (CPU)", train_step_time(args.train_iters)))
-
     print("\n| stage | s / image | images / s |\n|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {t:.4f} | {1.0 / t:.3g} |")
+    if not args.skip_train:
+        train_rows(args)
+
+
+def train_rows(args):
+    import torch
+
+    device = bu.pick_device(args.device)
+    print(f"\ntiming the R50-FPN Mask R-CNN training step on {bu.describe(device)} ...", flush=True)
+    print("\n| stage | s / image | images / s | peak CUDA MiB |\n|---|---|---|---|")
+    for amp in args.amp or bu.default_amps(device):
+        t, peak = train_step_time(args.train_iters, str(device), amp)
+        where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
+        name = f"R50-FPN Mask R-CNN train step, batch 1, 1200x800 ({where}, {amp})"
+        print(f"| {name} | {t:.4f} | {1.0 / t:.3g} | {'-' if peak is None else f'{peak:.0f}'} |", flush=True)
 
 
 if __name__ == "__main__":
