@@ -200,6 +200,40 @@ def _add_solver_config(cfg):
     _default(sw, "STRIDE", [512, 512])  # (y, x) step between windows; logits averaged on overlaps
 
 
+def _add_semantic_config(cfg):
+    """UPerNet head keys (``MODEL.SEGALIAS.UPERNET``) and the semantic recipe's input keys (photometric distortion,
+    test-time resize to a multiple). The head also reads Detectron2's MODEL.SEM_SEG_HEAD.{IN_FEATURES, NUM_CLASSES,
+    CONVS_DIM (paper: 128 channels), NORM, IGNORE_VALUE, LOSS_WEIGHT, COMMON_STRIDE}."""
+    up = _default(_default(cfg.MODEL, "SEGALIAS", CN()), "UPERNET", CN())
+    # PPM pool scales on res5 (paper / MMSeg UPerHead: (1, 2, 3, 6))
+    _default(up, "POOL_SCALES", [1, 2, 3, 6])
+    # Dropout2d probability before the predictors of the decoder and the auxiliary head (paper: 0.1)
+    _default(up, "DROPOUT", 0.1)
+    # align_corners of every bilinear resize in the head and of the logits -> label resize (paper: False)
+    _default(up, "ALIGN_CORNERS", False)
+    # cross-entropy normalisation: "all_pixels" (released, MMSeg 0.25 avg_non_ignore=False: sum / all pixels,
+    # ignored and padded ones included) | "valid_pixels" (variant: Detectron2's mean over non-ignored pixels)
+    _default(up, "LOSS_NORMALIZATION", "all_pixels")
+    aux = _default(up, "AUX", CN())
+    # auxiliary FCN head (MMSeg FCNHead, concat_input=False), training only (paper: on, res4, 256 ch, 1 conv, 0.4)
+    _default(aux, "ENABLED", True)
+    _default(aux, "IN_FEATURE", "res4")
+    _default(aux, "CHANNELS", 256)
+    _default(aux, "NUM_CONVS", 1)
+    _default(aux, "LOSS_WEIGHT", 0.4)
+    inp = _default(cfg.INPUT, "SEGALIAS", CN())
+    pmd = _default(inp, "PHOTOMETRIC_DISTORTION", CN())
+    # MMSeg PhotoMetricDistortion after the flip (semantic training recipe; paper: on, MMSeg defaults below)
+    _default(pmd, "ENABLED", False)
+    _default(pmd, "BRIGHTNESS_DELTA", 32)  # brightness + U(-32, 32)
+    _default(pmd, "CONTRAST_RANGE", (0.5, 1.5))  # contrast x U(0.5, 1.5)
+    _default(pmd, "SATURATION_RANGE", (0.5, 1.5))  # HSV saturation x U(0.5, 1.5)
+    _default(pmd, "HUE_DELTA", 18)  # OpenCV hue (0..179) + randint(-18, 18), upper bound excluded
+    # test time: stretch the resized image up to the next multiple of this (paper, ADE20K: ResizeToMultiple(32));
+    # 0 = off
+    _default(inp, "RESIZE_TO_MULTIPLE_TEST", 0)
+
+
 def add_segalias_config(cfg):
     """Add all segalias_d2 keys to ``cfg`` (in place). Safe to call more than once."""
     if getattr(cfg, "_SEGALIAS_CONFIG_ADDED", False):
@@ -210,6 +244,7 @@ def add_segalias_config(cfg):
     _add_data_config(cfg)
     _add_evaluation_config(cfg)
     _add_solver_config(cfg)
+    _add_semantic_config(cfg)
     _register_renamed_keys(cfg)
     # not a config key: yacs keeps attributes starting with "_" out of dumps and merges
     object.__setattr__(cfg, "_SEGALIAS_CONFIG_ADDED", True)
