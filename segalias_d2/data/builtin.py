@@ -12,6 +12,10 @@ Root: ``$DETECTRON2_DATASETS`` (default ``datasets``), read at import time (Dete
 * Cityscapes semantic segmentation (``<root>/cityscapes``):
   ``segalias_cityscapes_sem_seg_{train,val}`` (Detectron2's own ``cityscapes_fine_sem_seg_*`` are
   left alone).
+* PASCAL VOC 2012 + SBD (``<root>/VOCdevkit/VOC2012``, MMSeg layout; :mod:`.voc`):
+  ``segalias_voc2012_sem_seg_{train,aug,val}`` (the recipe trains on train + aug).
+* ADE20K (``<root>/ADEChallengeData2016``, Detectron2's ``annotations_detectron2``; :mod:`.ade20k`):
+  ``segalias_ade20k_sem_seg_{train,val}``.
 * Cityscapes-layout demo (``<root>/cityscapes_demo``):
   ``cityscapes_demo_sem_seg_{train,val}`` (sRGB) and ``cityscapes_demo_sem_seg_dark_{train,val}``
   (synthetic low-light raw-RGB, 16-bit).
@@ -20,8 +24,10 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .ade20k import register_ade20k_sem_seg
 from .cityscapes import CITYSCAPES_STUFF_CLASSES, CITYSCAPES_STUFF_COLORS, IGNORE_LABEL, load_cityscapes_sem_seg
 from .lowlight import LIS_CLASSES, register_lowlight_dataset, require_paths
+from .voc import register_voc_sem_seg
 
 __all__ = ["register_lis", "register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8",
            "LIS_MODALITIES", "LIS_SPLITS", "DEMO_HINT"]
@@ -131,3 +137,5 @@ _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_lis(_root)
 register_coco_lis8(_root)
 register_all_cityscapes_sem_seg(_root)
+register_voc_sem_seg(_root)
+register_ade20k_sem_seg(_root)

@@ -152,12 +152,21 @@ class BoundaryErrorCounter(StreamingCounter):
         return self.confusion[list(REGION_CODES[region])].sum(axis=0)
 
     # -- per image -----------------------------------------------------------------------------
-    def image_codes(self, pred: np.ndarray, gt: np.ndarray, name: str = "image"):
-        """Validated ``(band_code, gt_index, pred_index)`` uint arrays of one image."""
+    def image_codes(self, pred: np.ndarray, gt: np.ndarray, name: str = "image",
+                    band_gt: Optional[np.ndarray] = None):
+        """Validated ``(band_code, gt_index, pred_index)`` uint arrays of one image.
+
+        ``band_gt``: the label map the GT band is computed on, when it differs from the counted ``gt`` (ADE20K:
+        the raw labels, 0 = "other", before MMSeg's ``reduce_zero_label``, as released); default ``gt``.
+        """
         pred, gt = validated_pair(pred, gt, name)
         K = self.num_classes
         band_p = boundary_band(pred, self.band_width)
-        band_g = boundary_band(gt, self.band_width)
+        if band_gt is not None:
+            band_gt = as_label_map(band_gt, f"band ground truth of {name}")
+            if band_gt.shape != gt.shape:
+                raise ValueError(f"band ground truth of {name} has shape {band_gt.shape}, expected {gt.shape}")
+        band_g = boundary_band(gt if band_gt is None else band_gt, self.band_width)
         # code in {0,1,2,3} = 2*pred_band + gt_band (uint8 arithmetic, no bool->int copies)
         code = band_p.view(np.uint8) << 1
         code |= band_g.view(np.uint8)
@@ -174,12 +183,14 @@ class BoundaryErrorCounter(StreamingCounter):
             p[(p < 0) | (p > K)] = K
         return code, g, p
 
-    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "image") -> np.ndarray:
-        """Add one image (``pred`` and ``gt`` integer H x W maps of the same shape).
+    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "image",
+               band_gt: Optional[np.ndarray] = None) -> np.ndarray:
+        """Add one image (``pred`` and ``gt`` integer H x W maps of the same shape; ``band_gt``: see
+        :meth:`image_codes`).
 
         Returns the ``(4, K+1, K+1)`` counts of this image (already added to the state).
         """
-        code, g, p = self.image_codes(pred, gt, name)
+        code, g, p = self.image_codes(pred, gt, name, band_gt)
         K1 = self.num_classes + 1
         # one bincount with a combined index: ((code * K1) + gt) * K1 + pred
         idx = code.astype(g.dtype)

@@ -29,7 +29,8 @@ from .boundary_errors import BoundaryErrorCounter
 from .boundary_iou_metric import BoundaryIoUCounter
 from .evaluator_utils import dump_json, gather_counter
 
-__all__ = ["BoundaryErrorSemSegEvaluator", "BoundaryIoUEvaluator", "load_sem_seg_gt", "prediction_to_label_map"]
+__all__ = ["BoundaryErrorSemSegEvaluator", "BoundaryIoUEvaluator", "load_sem_seg_gt", "prediction_to_label_map",
+           "raw_labels_from_reduced"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,13 @@ def prediction_to_label_map(output, num_classes: Optional[int] = None, name: str
     return lab.numpy()
 
 
+def raw_labels_from_reduced(gt: np.ndarray, name: str = "image") -> np.ndarray:
+    """Inverse of MMSeg's ``reduce_zero_label`` on a uint8 map: 255 -> 0, k -> k + 1 (i.e. ``(gt + 1) mod 256``)."""
+    if gt.dtype != np.uint8:
+        raise ValueError(f"ground truth of {name}: a reduce_zero_label dataset needs uint8 label maps, got {gt.dtype}")
+    return gt + np.uint8(1)  # uint8 wraps 255 -> 0
+
+
 def _pct(v: float) -> float:
     return float(v) * 100.0
 
@@ -89,6 +97,9 @@ class _SemSegCounterEvaluator(DatasetEvaluator):
         self._class_names = list(classes)
         self._num_classes = len(self._class_names)
         self._ignore_label = int(meta.get("ignore_label", 255))
+        # stored GT = MMSeg reduce_zero_label of the raw labels (ADE20K: raw 0 "other" -> 255, k -> k-1); the
+        # released boundary metrics build the GT band on the raw labels, recovered as (stored + 1) mod 256
+        self._reduce_zero_label = bool(meta.get("reduce_zero_label", False))
         self._input_file_to_gt_file = {}
         for rec in DatasetCatalog.get(dataset_name):
             if "sem_seg_file_name" not in rec:
@@ -109,7 +120,10 @@ class _SemSegCounterEvaluator(DatasetEvaluator):
             name = inp.get("file_name", "image")
             pred = prediction_to_label_map(out, self._num_classes, name)
             gt = self._gt_for(inp)
-            self._counter.update(pred, gt, name=name)
+            if self._reduce_zero_label and self._task == "boundary_errors":
+                self._counter.update(pred, gt, name=name, band_gt=raw_labels_from_reduced(gt, name))
+            else:
+                self._counter.update(pred, gt, name=name)
 
     def _gathered_counter(self):
         return gather_counter(self._counter, self._distributed)
