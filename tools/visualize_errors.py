@@ -10,17 +10,18 @@ Examples:
   python tools/visualize_errors.py --config-file cfg.yaml --dataset my_val --predictions preds/ --output vis/
 
 Colours: red = false response only (predicted band), blue = merging only (GT band), yellow =
-displacement (both bands), grey = interior error; white/black outlines = GT/predicted band.
+displacement (both bands), grey = interior error; white/black outlines = GT/predicted band. Each
+<image>_errors.png has a panel on the right with this legend and the image's own mIoU, BIoU, BAcc, FErr,
+MErr, DErr and error pixel counts (--no-legend: the bare overlay). Dark and RAW images are shown
+display-ready (white balance, brightening, sRGB curve; --brightness).
 """
 import argparse
 import csv
 import logging
 import os
 
-import numpy as np
 from PIL import Image
 
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import default_argument_parser
 from detectron2.utils.logger import setup_logger
 
@@ -32,7 +33,15 @@ from segalias_d2.evaluation.analysis import (
     select_records,
     setup_cfg,
 )
-from segalias_d2.evaluation.error_maps import CATEGORY_NAMES, compute_error_maps, overlay_error_maps
+from segalias_d2.engine.display import draw_predictions, record_display_image
+from segalias_d2.evaluation.error_maps import (
+    CATEGORY_NAMES,
+    PANEL_METRICS,
+    annotate_error_map,
+    compute_error_maps,
+    image_error_metrics,
+    overlay_error_maps,
+)
 
 logger = logging.getLogger("segalias_d2.visualize_errors")
 
@@ -45,6 +54,9 @@ def get_parser():
     parser.add_argument("--output", default="", help="output folder (default: OUTPUT_DIR/error_maps)")
     parser.add_argument("--alpha", type=_opacity, default=0.6,
                         help="opacity of the error colours blended over the image, in [0, 1] (default: 0.6)")
+    parser.add_argument("--no-legend", action="store_true", help="write the bare overlay, without the legend panel")
+    parser.add_argument("--brightness", type=_brightness, default="auto",
+                        help="display gain of the image under the errors: 'auto' (dark images brightened) or a number")
     parser.add_argument("--images", default="", help="comma-separated indices, file basenames or image ids, or 'all' (default: first 4)")
     return parser
 
@@ -56,20 +68,26 @@ def _opacity(text):
     return value
 
 
-def _save_prediction_overlay(rec, output, kind, out_dir, score_thresh):
+def _brightness(text):
+    if text == "auto":
+        return text
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a gain > 0, got {text}")
+    return value
+
+
+def _display(rec, kind, brightness):
+    return record_display_image(rec, kind.meta.get("image_format", None) or "srgb", brightness)
+
+
+def _save_prediction_overlay(rec, output, kind, out_dir, score_thresh, brightness):
     """``<image>_predictions.png``: the model's instances (above the score threshold) or labels."""
     from detectron2.data import MetadataCatalog
-    from detectron2.utils.visualizer import Visualizer
 
-    img = read_image(rec["file_name"], format="RGB")
-    vis = Visualizer(img, MetadataCatalog.get(kind.name))
-    if "instances" in output:
-        inst = output["instances"].to("cpu")
-        out = vis.draw_instance_predictions(inst[inst.scores >= score_thresh])
-    else:
-        out = vis.draw_sem_seg(output["sem_seg"].argmax(0).cpu())
+    drawn = draw_predictions(_display(rec, kind, brightness), output, MetadataCatalog.get(kind.name), score_thresh, 0)
     path = os.path.join(out_dir, f"{prediction_key(kind, rec)}_predictions.png")
-    out.save(path)
+    Image.fromarray(drawn).save(path)
     logger.info(f"wrote {path}")
 
 
@@ -95,7 +113,7 @@ def main(args):
     else:
         def pairs():
             for rec, _, out in run_model(cfg, records):
-                _save_prediction_overlay(rec, out, kind, out_dir, ev.INSTANCE_SCORE_THRESH)
+                _save_prediction_overlay(rec, out, kind, out_dir, ev.INSTANCE_SCORE_THRESH, args.brightness)
                 yield rec, kind.pred_map_from_output(rec, out)
 
     rows = []
@@ -106,20 +124,25 @@ def main(args):
         if pred.shape != gt.shape:
             raise ValueError(f"prediction and ground-truth shapes differ for {rec.get('file_name')}: {pred.shape} vs {gt.shape}")
         maps = compute_error_maps(pred, gt, ev.BOUNDARY_BAND_WIDTH, kind.ignore_label)
-        img = read_image(rec["file_name"], format="RGB")
+        img = _display(rec, kind, args.brightness)
         if img.shape[:2] != gt.shape:
             raise ValueError(f"image {rec['file_name']} has size {img.shape[:2]} but its ground truth {gt.shape}")
         ov = overlay_error_maps(img, maps, alpha=args.alpha)
+        numbers = image_error_metrics(pred, gt, kind.num_classes, ev.BOUNDARY_BAND_WIDTH, kind.ignore_label)
+        if not args.no_legend:
+            ov = annotate_error_map(ov, maps, numbers, title=os.path.basename(rec["file_name"]),
+                                    band_width=ev.BOUNDARY_BAND_WIDTH)
         path = os.path.join(out_dir, f"{name}_errors.png")
         Image.fromarray(ov).save(path)
         written.append(path)
         rows.append([name] + [int(maps[k].sum()) for k in ("false_response", "merging", "displacement", "interior", "wrong")]
-                    + [int((gt != kind.ignore_label).sum())])
+                    + [int((gt != kind.ignore_label).sum())] + [f"{numbers[k]:.4f}" for k in PANEL_METRICS])
         logger.info(f"wrote {path}")
     with open(os.path.join(out_dir, "error_pixels.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["# band_width", ev.BOUNDARY_BAND_WIDTH, "colours", "; ".join(f"{k}={v}" for k, v in CATEGORY_NAMES.items())])
-        w.writerow(["image", "false_response_px", "merging_px", "displacement_px", "interior_px", "wrong_px", "valid_px"])
+        w.writerow(["image", "false_response_px", "merging_px", "displacement_px", "interior_px", "wrong_px", "valid_px"]
+                   + [f"{k}_percent" for k in PANEL_METRICS])
         w.writerows(rows)
     return written
 
