@@ -352,7 +352,7 @@ def load_backbone_weights(module, checkpoint, log=None):
 
 
 def main(argv=None):
-    """CLI: ``python tools/convert_pretrained.py SRC DST --format {torchvision,mmcv_v1c,d2_pkl}``."""
+    """CLI: ``python tools/convert_pretrained.py SRC DST --format {torchvision,mmcv_v1c,d2_pkl,d2_coco_detector,mmseg}``."""
     parser = argparse.ArgumentParser(
         description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 checkpoint for the "
         "segalias models.",
@@ -361,10 +361,13 @@ def main(argv=None):
     )
     parser.add_argument("src", help="source checkpoint (.pth/.pt/.pkl)")
     parser.add_argument("dst", help="output file: .pkl (numpy, Detectron2 style) or .pth")
-    parser.add_argument("--format", required=True, choices=FORMATS + ("d2_coco_detector",), dest="fmt",
+    parser.add_argument("--format", required=True, choices=FORMATS + ("d2_coco_detector", "mmseg"), dest="fmt",
                         help="torchvision: torchvision resnet; mmcv_v1c: mmcv ResNet-V1c (deep stem); "
                         "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names); d2_coco_detector: a whole "
-                        "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes")
+                        "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes; mmseg: a "
+                        "released Seg-Aliasing MMSeg UPerNet checkpoint -> the whole model (checkpoint/mmseg.py)")
+    parser.add_argument("--config-file", default="", help="mmseg: the config the weights are for (checked)")
+    parser.add_argument("--unsafe-load", action="store_true", help="mmseg: weights_only=False (trusted files only)")
     parser.add_argument("--class-layers", default="reinit", choices=("slice", "reinit"),
                         help="d2_coco_detector only: 'reinit' = drop the class layers, they start new (default: the released "
                         "MMDetection load_from); 'slice' = variant, pick the COCO rows of the LIS classes by true class")
@@ -373,6 +376,12 @@ def main(argv=None):
                         help="adapt the stem to 4-channel packed Bayer input in this channel order")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.fmt == "mmseg":
+        from .mmseg import cli_convert_mmseg
+
+        if args.prefix != DEFAULT_PREFIX or args.bayer_pattern:
+            parser.error("--prefix/--bayer-pattern apply to backbone formats, not to mmseg (whole-model names)")
+        return cli_convert_mmseg(args.src, args.dst, args.config_file, args.unsafe_load)
     if args.fmt == "d2_coco_detector":
         from .detector import convert_detector_file  # here: detector.py imports this module
 
