@@ -109,7 +109,8 @@ class PhotometricDistortionTransform(T.Transform):
                  channel_order="RGB"):
         super().__init__()
         if channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"PhotometricDistortionTransform channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+            raise ValueError(f"PhotometricDistortionTransform channel_order must be 'RGB' or 'BGR', "
+                             f"got {channel_order!r}")
         self._set_attributes(locals())
 
     @staticmethod

@@ -196,8 +196,8 @@ def write_aug_lists(voc_dir, sbd_dir):
     """Write ``aug.txt`` and ``trainaug.txt`` next to VOC's train/val lists; returns their lengths. Full data:
     9,118 and 10,582 (a warning otherwise)."""
     seg = os.path.join(voc_dir, "ImageSets", "Segmentation")
-    aug, trainaug = voc_aug_lists(_read_ids(os.path.join(seg, "train.txt")), _read_ids(os.path.join(seg, "val.txt")),
-                                  _read_ids(os.path.join(sbd_dir, "train.txt")), _read_ids(os.path.join(sbd_dir, "val.txt")))
+    lists = [_read_ids(os.path.join(d, f"{split}.txt")) for d in (seg, sbd_dir) for split in ("train", "val")]
+    aug, trainaug = voc_aug_lists(*lists)
     for name, ids in (("aug.txt", aug), ("trainaug.txt", trainaug)):
         with open(os.path.join(seg, name), "w") as f:
             f.write("\n".join(ids) + "\n")
