@@ -97,11 +97,14 @@ def peak_memory(name, model, x, device, amp, batch):
 
 
 def profile(models, x, device, amp, top):
+    from torch.autograd.profiler_util import FunctionEventAvg
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_cpu_time_total"
+    if device.type == "cuda":  # renamed in torch 2.4
+        key = "self_device_time_total" if hasattr(FunctionEventAvg, "self_device_time_total") else "self_cuda_time_total"
     for name, m in models.items():
         train_step(m, x, device, amp)
         with prof(activities=acts) as p:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from segalias_d2.modeling.fourier_filters import (
-    DeAliasingFilter, FreqMix, _fft_dtype, _fp32_region, symmetric_rfft_mask,
+    DeAliasingFilter, FreqMix, _fft_dtype, fp32_region as _fp32_region, symmetric_rfft_mask,
 )
 from segalias_d2.modeling.fourier_ops import _plan
 

@@ -32,14 +32,15 @@ precision only supports power-of-two sizes; bfloat16 FFTs are not supported at a
 the input dtype.
 """
 import math
-from contextlib import ExitStack
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fourier_ops import box_mask_bounds, box_mask_centered, freqmix, lowpass, se_apply, symmetric_rfft_mask
+from .fourier_ops import (  # noqa: F401  (mask helpers re-exported)
+    box_mask_bounds, box_mask_centered, fp32_region, freqmix, lowpass, se_apply, symmetric_rfft_mask,
+)
 
 __all__ = [
     "DeAliasingFilter",
@@ -87,18 +88,6 @@ def _fft_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _fp32_region(device_type):
-    """Disable autocast (CPU and the tensor's device type, e.g. cuda) for the FFT part."""
-    stack = ExitStack()
-    types = ["cpu", "cuda"] + ([device_type] if device_type not in ("cpu", "cuda") else [])
-    for dt in types:
-        try:
-            stack.enter_context(torch.autocast(device_type=dt, enabled=False))
-        except RuntimeError:  # a device type without autocast support in this torch build
-            pass
-    return stack
-
-
 # Real elements per FFT chunk: bounds the spectrum-sized temporaries (rfft output, irfft work buffers) to a
 # few MiB instead of several copies of the whole feature map; large enough that per-call overhead is negligible.
 # Read at call time (tests lower it to force several chunks).
@@ -119,7 +108,7 @@ class DeAliasingFilter(nn.Module):
     def forward(self, x):
         if x.dim() < 2:
             raise ValueError(f"DeAliasingFilter expects (..., H, W) input, got shape {tuple(x.shape)}")
-        with _fp32_region(x.device.type):
+        with fp32_region(x.device.type):
             y = lowpass(x.to(_fft_dtype(x.dtype)), self.cutoff, _CHUNK_ELEMENTS)
         return y.to(x.dtype)
 
@@ -197,7 +186,7 @@ class FreqMix(nn.Module):
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"FreqMix expects (B, C, H, W) input, got shape {tuple(x.shape)}")
-        with _fp32_region(x.device.type):
+        with fp32_region(x.device.type):
             xf = x.to(_fft_dtype(x.dtype))
             conv = self.spatial
             y = freqmix(

@@ -19,6 +19,7 @@ Everything here takes float32/float64 tensors with autocast already disabled; th
   in backward (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
 """
 import functools
+from contextlib import ExitStack
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,6 +31,18 @@ _CACHE_SIZE = 128
 # True: keep x_lo from the forward (one full-size tensor per FreqMix held until backward); False: recompute it
 # in backward (one more rfft/irfft pass). See BENCHMARKS.md for the measured trade-off.
 FREQMIX_SAVE_LOW_BAND = False
+
+
+def fp32_region(device_type):
+    """Disable autocast (CPU, CUDA and the tensor's device type) for the FFT part."""
+    stack = ExitStack()
+    types = ["cpu", "cuda"] + ([device_type] if device_type not in ("cpu", "cuda") else [])
+    for dt in types:
+        try:
+            stack.enter_context(torch.autocast(device_type=dt, enabled=False))
+        except RuntimeError:  # a device type without autocast support in this torch build
+            pass
+    return stack
 
 
 def box_mask_bounds(n, cutoff):
@@ -294,6 +307,11 @@ class _FreqMixFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
+        with fp32_region(gy.device.type):  # a backward called inside autocast must not recompute gates in half
+            return _FreqMixFn._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         x, conv_w, conv_b, *se = ctx.saved_tensors
         wts, a_lo, a_hi, stats = ctx.small
         o, need = ctx.opts, ctx.needs_input_grad
