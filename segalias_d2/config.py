@@ -78,6 +78,35 @@ def _add_backbone_config(cfg):
     # Stages whose input is blurred (same slots as the DAF).
     _default(bp, "STAGES", ["res3", "res4", "res5"])
 
+    # LIS ("Instance Segmentation in the Dark") modules; docs/lis_modules.md.
+    awd = _default(sa, "AWD", CN())
+    # Adaptive weighted downsampling (released `AdaDConv`) on the inputs of the listed stages, after DAF/BlurPool.
+    _default(awd, "ENABLED", False)
+    # Stages it precedes (released caffe R50: res3, res4, res5; res2 keeps the stem's max-pool).
+    _default(awd, "STAGES", ["res3", "res4", "res5"])
+    # 2 = AWD takes over the stage's stride, the stage runs at stride 1 (released caffe-style R50, the LIS
+    # recipes); 1 = a stride-1 pre-filter in front of a stage that keeps its stride (released pytorch style).
+    _default(awd, "STRIDE", 2)
+
+    scb = _default(sa, "SCB", CN())
+    # Smooth-oriented conv block (released `SmoothPriorBottleneck`): a softmax low-pass + 1x1 branch beside
+    # conv2 of every bottleneck of the listed stages, added before FreqMix and conv2's norm. Training form;
+    # `tools/fold_scb.py` folds a trained checkpoint into plain conv2 weights (then run with ENABLED False).
+    _default(scb, "ENABLED", False)
+    # Stages with SCB (released: every stage from `frozen_stages` on, i.e. res3-res5 with FREEZE_AT 2).
+    _default(scb, "STAGES", ["res3", "res4", "res5"])
+    # Low-pass logits at init: "released" = the binomial values (softmax makes the kernel near-box) |
+    # "gaussian" (variant) = log(binomial), effective kernel = the binomial.
+    _default(scb, "INIT", "released")
+
+    dsl = _default(sa, "DSL", CN())
+    # Disturbance suppression learning, used by MODEL.META_ARCHITECTURE "DSLGeneralizedRCNN" (the switch):
+    # clean + noisy pass, loss = both detection losses + sum over IN_FEATURES of
+    # LOSS_WEIGHT * mean(min((F_noisy - F_clean)^2, CLAMP)), no stop-gradient (released MaskRCNNNoiseInv).
+    _default(dsl, "IN_FEATURES", ["res2", "res3", "res4", "res5"])  # backbone stage outputs C2-C5 (not FPN)
+    _default(dsl, "LOSS_WEIGHT", 0.01)  # released: 0.01 per level, hard-coded
+    _default(dsl, "CLAMP", 0.1)  # released: squared difference clamped at 0.1
+
 
 def _add_data_config(cfg):
     """Low-light data keys (RAW reading, synthesis, mapper, semantic augmentation)."""
@@ -106,6 +135,10 @@ def _add_data_config(cfg):
     _default(syn, "SEED", -1)
     # also return the clean counterpart (same unprocess draw) as "clean_image" (paired / DSL training)
     _default(syn, "RETURN_CLEAN", False)
+    # clean twin of every TRAINING image as "clean_image" (DSL): "none" | "synthetic" (the synthesis's clean
+    # raw-RGB, released SynCOCO; needs SYNTHESIS.ENABLED) | "pair" (real pairs: the record's "clean_file_name",
+    # or for a LIS-layout dark image n the normal-exposure image n - 1). Same transforms as the image.
+    _default(inp, "CLEAN_TWIN", "none")
     # "after_augment" (released: after Resize + Flip, on the resized image) |
     # "before_augment" (variant: synthesise at full resolution, then resize/flip noisy and clean)
     _default(syn, "ORDER", "after_augment")
@@ -178,6 +211,9 @@ def _add_solver_config(cfg):
     s = _default(cfg.SOLVER, "SEGALIAS", CN())
     # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys` 'att': lr x2).
     _default(s, "FREQMIX_LR_MULTIPLIER", 2.0)
+    # LR multiplier for AWD and SCB parameters (names containing ".awd." / ".scb."; released SynCOCO2LIS:
+    # lr_mult 2 for 'AdaD', 'llpf', 'learnable_conv1', AWD's BN affine included).
+    _default(s, "AWD_SCB_LR_MULTIPLIER", 2.0)
     # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 = off.
     _default(s, "HEAD_LR_MULTIPLIER", 1.0)
     # SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR" selects mmcv's poly schedule with a floor:

@@ -290,7 +290,14 @@ def _short(keys, n=8):
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
-LoadReport = namedtuple("LoadReport", ["loaded", "missing_freqmix", "missing", "unexpected", "shape_mismatch"])
+LoadReport = namedtuple("LoadReport", ["loaded", "missing_freqmix", "missing", "unexpected", "shape_mismatch",
+                                       "missing_lis_modules"], defaults=((),))
+# tensors of modules no source network has: they keep their new initialisation (reported, not warned about)
+_NEW_MODULE_TOKENS = {"FreqMix": ("freqmix",), "AWD/SCB (LIS)": ("awd", "scb")}
+
+
+def _is_new_module_key(key, tokens):
+    return any(f".{t}." in key or key.startswith(f"{t}.") for t in tokens)
 
 
 _STRIP = ("", "module.", "backbone.bottom_up.", "backbone.", "bottom_up.")
@@ -302,8 +309,9 @@ def load_backbone_weights(module, checkpoint, log=None):
 
     ``module`` may be a bare ResNet body, an FPN backbone (``bottom_up.*``) or a full model
     (``backbone.[bottom_up.]*``): the key prefix is matched automatically. Shape mismatches are skipped.
-    FreqMix parameters absent from the checkpoint are reported as newly initialised (expected for ImageNet
-    weights, as in the paper); other missing/unexpected keys are logged as warnings.
+    FreqMix, AWD and SCB tensors absent from the checkpoint are reported as newly initialised (expected for
+    ImageNet/COCO weights: the source networks have none, as in the papers); other missing/unexpected keys are
+    logged as warnings.
     Returns a :class:`LoadReport`.
     """
     log = log or logger
@@ -335,20 +343,25 @@ def load_backbone_weights(module, checkpoint, log=None):
     module.load_state_dict(renamed, strict=False)
 
     missing = [k for k in target if k not in renamed and not k.endswith("num_batches_tracked")]
-    missing_fm = [k for k in missing if ".freqmix." in k or k.startswith("freqmix.")]
-    missing_other = [k for k in missing if k not in missing_fm and not any(k == m[0] for m in shape_mismatch)]
+    missing_fm = [k for k in missing if _is_new_module_key(k, _NEW_MODULE_TOKENS["FreqMix"])]
+    missing_lis = [k for k in missing if _is_new_module_key(k, _NEW_MODULE_TOKENS["AWD/SCB (LIS)"])]
+    missing_other = [k for k in missing if k not in missing_fm and k not in missing_lis
+                     and not any(k == m[0] for m in shape_mismatch)]
     log.info("Loaded %d/%d tensors into %s (checkpoint prefix %r -> %r)", len(renamed), len(target),
              type(module).__name__, s, a)
     if missing_fm:
         log.info("%d FreqMix tensors are not in the checkpoint and keep their new initialisation "
                  "(expected: the source network has no FreqMix): %s", len(missing_fm), _short(missing_fm, 4))
+    if missing_lis:
+        log.info("%d AWD/SCB tensors are not in the checkpoint and keep their new initialisation "
+                 "(expected: the source network has no AWD/SCB): %s", len(missing_lis), _short(missing_lis, 4))
     if missing_other:
         log.warning("Missing in checkpoint (%d): %s", len(missing_other), _short(missing_other))
     if unexpected:
         log.warning("Unexpected in checkpoint, not loaded (%d): %s", len(unexpected), _short(unexpected))
     for k, src_shape, dst_shape in shape_mismatch:
         log.warning("Shape mismatch, not loaded: %s checkpoint %s vs model %s", k, src_shape, dst_shape)
-    return LoadReport(sorted(renamed), missing_fm, missing_other, unexpected, shape_mismatch)
+    return LoadReport(sorted(renamed), missing_fm, missing_other, unexpected, shape_mismatch, missing_lis)
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
 from .optimizer import (  # noqa: F401
     build_segalias_optimizer,
     get_segalias_param_groups,
+    is_awd_scb_param,
     is_freqmix_param,
     is_head_param,
 )

@@ -5,7 +5,9 @@ head parameters train with twice the base LR. Here:
 
 * parameters whose name contains ``.freqmix.`` (or starts with ``freqmix.``):
   lr x ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER``;
-* parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when != 1).
+* parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when != 1);
+* LIS modules, parameters whose name contains ``.awd.`` or ``.scb.`` (AWD, SCB branches; AWD's BN affine
+  included): lr x ``SOLVER.SEGALIAS.AWD_SCB_LR_MULTIPLIER`` (released SynCOCO2LIS: 2).
 
 Everything else follows Detectron2's ``build_optimizer``: ``BASE_LR``, ``MOMENTUM``, ``NESTEROV``,
 ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` (norm layers), ``BIAS_LR_FACTOR`` / ``WEIGHT_DECAY_BIAS`` (params named
@@ -18,7 +20,8 @@ from collections import OrderedDict
 import torch
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["build_segalias_optimizer", "get_segalias_param_groups", "is_freqmix_param", "is_head_param"]
+__all__ = ["build_segalias_optimizer", "get_segalias_param_groups", "is_freqmix_param", "is_head_param",
+           "is_awd_scb_param"]
 
 # same set as Detectron2's get_default_optimizer_params (NaiveSyncBatchNorm subclasses BatchNorm2d)
 _NORM_TYPES = (
@@ -47,6 +50,11 @@ def is_freqmix_param(name):
     return ".freqmix." in name or name.startswith("freqmix.")
 
 
+def is_awd_scb_param(name):
+    name = _strip_wrappers(name)
+    return any(f".{t}." in name or name.startswith(f"{t}.") for t in ("awd", "scb"))
+
+
 def is_head_param(name):
     return _strip_wrappers(name).startswith("sem_seg_head.")
 
@@ -60,8 +68,9 @@ def get_segalias_param_groups(
     weight_decay_bias=None,
     freqmix_lr_multiplier=1.0,
     head_lr_multiplier=1.0,
+    awd_scb_lr_multiplier=1.0,
 ):
-    """Param groups (one per distinct (lr, weight_decay)), Detectron2 rules plus the two LR multipliers."""
+    """Param groups (one per distinct (lr, weight_decay)), Detectron2 rules plus the LR multipliers."""
     groups = OrderedDict()
     memo = set()
     for module_name, module in model.named_modules():
@@ -79,6 +88,8 @@ def get_segalias_param_groups(
                     wd = weight_decay_bias
             if is_freqmix_param(full):
                 lr = lr * freqmix_lr_multiplier
+            if is_awd_scb_param(full):
+                lr = lr * awd_scb_lr_multiplier
             if head_lr_multiplier != 1.0 and is_head_param(full):
                 lr = lr * head_lr_multiplier
             groups.setdefault((lr, wd), []).append(p)
@@ -86,11 +97,11 @@ def get_segalias_param_groups(
 
 
 def build_segalias_optimizer(cfg, model):
-    """SGD with Detectron2's solver keys and ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER`` / ``HEAD_LR_MULTIPLIER``."""
+    """SGD with Detectron2's solver keys and ``SOLVER.SEGALIAS.{FREQMIX,HEAD,AWD_SCB}_LR_MULTIPLIER``."""
     s = cfg.SOLVER
     if "SEGALIAS" not in s:
         raise KeyError("cfg.SOLVER.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) first")
-    for key in ("FREQMIX_LR_MULTIPLIER", "HEAD_LR_MULTIPLIER"):
+    for key in ("FREQMIX_LR_MULTIPLIER", "HEAD_LR_MULTIPLIER", "AWD_SCB_LR_MULTIPLIER"):
         if float(s.SEGALIAS[key]) <= 0:
             raise ValueError(f"SOLVER.SEGALIAS.{key} must be > 0, got {s.SEGALIAS[key]}")
     params = get_segalias_param_groups(
@@ -102,6 +113,7 @@ def build_segalias_optimizer(cfg, model):
         weight_decay_bias=s.get("WEIGHT_DECAY_BIAS", None),
         freqmix_lr_multiplier=float(s.SEGALIAS.FREQMIX_LR_MULTIPLIER),
         head_lr_multiplier=float(s.SEGALIAS.HEAD_LR_MULTIPLIER),
+        awd_scb_lr_multiplier=float(s.SEGALIAS.AWD_SCB_LR_MULTIPLIER),
     )
     if not params:
         raise ValueError("build_segalias_optimizer: the model has no trainable parameters")
