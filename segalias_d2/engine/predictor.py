@@ -162,7 +162,7 @@ class LowLightPredictor:
         raw_output = raw_output or self.raw_output
         rec = {
             "file_name": path,
-            "image_format": check_format(image_format or file_image_format(path, self.image_format, raw_output)),
+            "image_format": file_image_format(path, image_format or self.image_format, raw_output),
             "raw_output": raw_output,
             "black_level": self.defaults["black_level"] if black_level is None else black_level,
             "white_level": self.defaults["white_level"] if white_level is None else white_level,
