@@ -27,6 +27,12 @@ What it does per dataset dict:
    (released LIS ``AddNoisyImg``; ``SYNTHESIS.ORDER "before_augment"`` is the variant that
    synthesises at full resolution first); with ``RETURN_CLEAN`` the clean counterpart from the
    same unprocess draw is returned as ``"clean_image"``;
+4b. clean twins for DSL (training, ``INPUT.SEGALIAS.CLEAN_TWIN``): ``"synthetic"`` = that clean counterpart
+   (forces ``RETURN_CLEAN``); ``"pair"`` = the record's real clean image (``clean_file_name``, or the
+   normal-exposure image of a LIS-layout pair, :func:`~.lowlight.lis_clean_twin_file_name`), read like the
+   image (no exposure amplification), checked to have the image's size and put through the SAME transforms
+   (resize with the same interpolation, flip), returned as ``"clean_image"``. A training record without a
+   twin is an error naming it;
 5. scales to ``PIXEL_SCALE`` (255: the range of Detectron2's uint8 inputs and PIXEL_MEAN) and
    converts 3-channel images from the canonical RGB to ``cfg.INPUT.FORMAT`` ("BGR" flips); 4-channel
    images stay ``[R, G1, B, G2]``; returns ``"image"`` as a CHW float32 tensor.
@@ -50,6 +56,7 @@ from PIL import Image
 
 from .augmentation import build_lowlight_augmentation
 from .decode_cache import DecodeCache
+from .lowlight import lis_clean_twin_file_name
 from .raw_io import (
     ImageReadError,
     LowLightDataError,
@@ -61,7 +68,10 @@ from .raw_io import (
 from .synthesis import synthesize_lowlight
 from .synthesis_aug import SYNTHESIS_DEFAULTS, check_synthesis_options
 
-__all__ = ["LowLightDatasetMapper"]
+__all__ = ["LowLightDatasetMapper", "CLEAN_TWIN_MODES"]
+
+#: INPUT.SEGALIAS.CLEAN_TWIN values
+CLEAN_TWIN_MODES = ("none", "synthetic", "pair")
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +101,7 @@ class LowLightDatasetMapper(DatasetMapper):
     def __init__(self, is_train=True, *, augmentations, image_format="BGR", use_instance_mask=False,
                  instance_mask_format="polygon", recompute_boxes=False, default_image_format="srgb",
                  raw_output="raw_rgb", exposure_ratio=None, pixel_scale=255.0, synthesis=None,
-                 decode_cache=None):
+                 decode_cache=None, clean_twin="none"):
         """
         Args:
             augmentations: list of Detectron2 Augmentation/Transform (applied to float images).
@@ -104,7 +114,18 @@ class LowLightDatasetMapper(DatasetMapper):
                 bit_depth, odd_size, order) to synthesise low-light images from sRGB records at
                 training time (keys left out take the released defaults, :data:`SYNTHESIS_DEFAULTS`).
             decode_cache: a :class:`~.decode_cache.DecodeCache` or None.
+            clean_twin: "none" | "synthetic" (needs ``synthesis``; sets its ``return_clean``) | "pair" (real clean
+                images; exclusive with ``synthesis``): the ``"clean_image"`` of every training image (DSL).
         """
+        if clean_twin not in CLEAN_TWIN_MODES:
+            raise ValueError(f"INPUT.SEGALIAS.CLEAN_TWIN must be one of {CLEAN_TWIN_MODES}, got {clean_twin!r}")
+        if clean_twin == "synthetic":
+            if not synthesis:
+                raise ValueError("INPUT.SEGALIAS.CLEAN_TWIN 'synthetic' needs INPUT.SEGALIAS.SYNTHESIS.ENABLED True")
+            synthesis = dict(synthesis, return_clean=True)
+        if clean_twin == "pair" and synthesis:
+            raise ValueError("INPUT.SEGALIAS.CLEAN_TWIN 'pair' reads real clean images: expected "
+                             "INPUT.SEGALIAS.SYNTHESIS.ENABLED False (synthesis makes its own clean twin: 'synthetic')")
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"LowLightDatasetMapper supports INPUT.FORMAT 'RGB' or 'BGR', got '{image_format}'")
         check_format(default_image_format)
@@ -118,6 +139,7 @@ class LowLightDatasetMapper(DatasetMapper):
         self.pixel_scale = float(pixel_scale)
         self.synthesis = check_synthesis_options(synthesis) if synthesis else None
         self.decode_cache = decode_cache
+        self.clean_twin = clean_twin
         self._calls = 0
         self._ratios = {}
 
@@ -144,6 +166,7 @@ class LowLightDatasetMapper(DatasetMapper):
             "pixel_scale": float(inp.PIXEL_SCALE),
             "synthesis": synthesis,
             "decode_cache": cache,
+            "clean_twin": inp.CLEAN_TWIN,
         }
 
     # -------------------------------------------------------------------------------- reading
@@ -172,6 +195,25 @@ class LowLightDatasetMapper(DatasetMapper):
             raise type(e)(f"{e} [{self._describe(d)}]") from e
         except Exception as e:  # noqa: BLE001  (never let a bare decoder traceback through)
             raise ImageReadError(f"cannot read {self._describe(d)}: {type(e).__name__}: {e}") from e
+
+    def _read_clean_twin(self, d, image, fmt):
+        """The real clean image of a training record (``clean_file_name`` or the LIS pair), image-sized."""
+        try:
+            path = d.get("clean_file_name") or lis_clean_twin_file_name(d["file_name"])
+        except LowLightDataError as e:
+            raise type(e)(f"INPUT.SEGALIAS.CLEAN_TWIN 'pair': {e} [{self._describe(d)}]") from e
+        twin = {"file_name": path, "image_id": d.get("image_id"), "image_format": d.get("clean_image_format") or fmt,
+                "raw_output": d.get("raw_output"), "black_level": d.get("black_level"),
+                "white_level": d.get("white_level"), "exposure_ratio": 1.0}  # a normal exposure: no amplification
+        try:
+            clean, _ = self.read_image(twin)
+        except LowLightDataError as e:
+            raise type(e)(f"cannot read the clean twin of {self._describe(d)}: {e}") from e
+        if clean.shape != image.shape:
+            raise LowLightDataError(f"the clean twin '{path}' is {clean.shape[1]}x{clean.shape[0]}x{clean.shape[2]} "
+                                    f"(WxHxC), the image {image.shape[1]}x{image.shape[0]}x{image.shape[2]}: a pair "
+                                    f"must have one geometry [{self._describe(d)}]")
+        return clean
 
     def _exif_ratio(self, d):
         """``t_normal / t_dark`` of the record's RAW pair (cached per file)."""
@@ -213,6 +255,8 @@ class LowLightDatasetMapper(DatasetMapper):
         clean = None
         if before:
             image, clean = self._synthesize(image, d)
+        elif self.is_train and self.clean_twin == "pair":
+            clean = self._read_clean_twin(d, image, fmt)
 
         sem_seg = None
         if "sem_seg_file_name" in d:
@@ -245,6 +289,10 @@ class LowLightDatasetMapper(DatasetMapper):
         elif clean is not None:
             clean = np.ascontiguousarray(transforms.apply_image(clean))
         image_shape = image.shape[:2]
+        if self.is_train and self.clean_twin != "none" and clean is None:
+            raise LowLightDataError(f"INPUT.SEGALIAS.CLEAN_TWIN 'synthetic': {self._describe(d)} was not synthesised "
+                                    f"(image_format {fmt!r}; synthesis turns sRGB records only), so it has no clean "
+                                    "twin; use sRGB training data or CLEAN_TWIN 'pair'")
 
         d["image"] = self._to_tensor(image)
         if clean is not None:

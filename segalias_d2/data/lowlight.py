@@ -15,6 +15,11 @@ image_format, json_file, black/white levels, exposure ratio). The JSON is read a
 * polygons with fewer than 3 points (Detectron2 skips those instances), boxes entirely outside
   the image or degenerate boxes -> skipped with a warning; boxes partly outside are clipped. The
   counts are logged in one summary line and kept in :data:`LOAD_SUMMARIES` [dataset name].
+
+Clean twins (DSL training on real pairs, ``INPUT.SEGALIAS.CLEAN_TWIN "pair"``): a record's ``clean_file_name``
+(set by ``register_lowlight_dataset(..., clean_image_root=...)``), or, for the LIS layout, the normal-exposure
+image of the pair derived from the dark file (:func:`lis_clean_twin_file_name`: ``RAW-dark/.../<n>.png`` ->
+``RAW-normal/.../<n-1>.png``, ``RGB-dark/.../<n>.JPG`` -> ``RGB-normal/.../<n-1>.png``).
 """
 import copy
 import json
@@ -32,7 +37,7 @@ from .categories import (  # noqa: F401  (re-exported from here, as before the s
     resolve_category_names,
     validate_category_names,
 )
-from .raw_io import IMAGE_FORMATS, LowLightDataError, check_format
+from .raw_io import IMAGE_FORMATS, LowLightDataError, check_format, lis_pair_file_name
 
 __all__ = [
     "LIS_CLASSES",
@@ -47,6 +52,8 @@ __all__ = [
     "load_lowlight_json",
     "register_lowlight_dataset",
     "require_paths",
+    "LIS_NORMAL_TWIN_FOLDERS",
+    "lis_clean_twin_file_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +81,28 @@ def remap_instances(instances, index_map):
     out = instances[keep]
     out.set(field, new[keep])
     return out
+
+
+#: LIS dark-image folder -> (folder of its normal-exposure twins, their extension); LIS README layout
+LIS_NORMAL_TWIN_FOLDERS = {"RAW-dark": ("RAW-normal", ".png"), "RGB-dark": ("RGB-normal", ".png")}
+
+
+def lis_clean_twin_file_name(dark_file_name):
+    """The normal-exposure twin of a LIS dark image: ``<root>/RAW-dark/JPEGImages/<n>.png`` ->
+    ``<root>/RAW-normal/JPEGImages/<n-1>.png`` (:data:`LIS_NORMAL_TWIN_FOLDERS`; pairs are numbered normal n - 1,
+    dark n). Raises :class:`LowLightDataError` for a file outside those folders."""
+    path = os.path.normpath(str(dark_file_name))
+    parts = path.split(os.sep)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in LIS_NORMAL_TWIN_FOLDERS:
+            folder, ext = LIS_NORMAL_TWIN_FOLDERS[parts[i]]
+            normal = lis_pair_file_name(os.sep.join(parts[:i] + [folder] + parts[i + 1:]))
+            return os.path.splitext(normal)[0] + ext
+    raise LowLightDataError(
+        f"cannot derive the clean twin of '{dark_file_name}': it is not under a LIS dark folder "
+        f"{sorted(LIS_NORMAL_TWIN_FOLDERS)}; register the dataset with clean_image_root=... (or give each record a "
+        "'clean_file_name')"
+    )
 
 
 def require_paths(dataset_name, paths, env_var="DETECTRON2_DATASETS", hint=""):
@@ -201,12 +230,17 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
         if extra_fields:
             rec.update(copy.deepcopy(extra_fields))
             if rec.get("exposure_ratio") == "exif":
-                from .raw_io import lis_pair_file_name
-
                 pair_root = rec.pop("pair_image_root", None)
                 if pair_root:
                     pair_root = os.path.join(pair_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root)))
                 rec["pair_file_name"] = lis_pair_file_name(rec["file_name"], pair_root)
+            clean_root = rec.pop("clean_image_root", None)
+            if clean_root:
+                twin = lis_pair_file_name(rec["file_name"], os.path.join(
+                    clean_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root))))
+                ext = rec.pop("clean_ext", None)
+                rec["clean_file_name"] = os.path.splitext(twin)[0] + ext if ext else twin
+            rec.pop("clean_ext", None)
         out.append(rec)
     summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts)}
     if names_source != "json":
@@ -230,7 +264,8 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
 
 def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", thing_classes=None,
                               raw_output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None,
-                              unknown_category="error", pair_image_root=None, category_names=None, **metadata):
+                              unknown_category="error", pair_image_root=None, category_names=None,
+                              clean_image_root=None, clean_image_format=None, clean_ext=None, **metadata):
     """Register a COCO-format low-light instance-segmentation dataset (lazy).
 
     Args:
@@ -251,6 +286,10 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
         exposure_ratio: amplification for dark frames (float), None, or "exif": per image
             ``t_normal / t_dark`` from the exposure times of the camera RAW pair (dark n <-> normal
             n - 1 in ``pair_image_root``, default ``image_root``), computed lazily by the mapper.
+        clean_image_root / clean_image_format / clean_ext: clean twins of dark images for DSL training on real
+            pairs: record n gets ``clean_file_name`` = file n - 1 under ``clean_image_root`` (same sub-folder,
+            extension ``clean_ext`` or the same) and ``clean_image_format`` (default: ``image_format``). Without
+            it, LIS-layout dark files derive their twin (:func:`lis_clean_twin_file_name`).
         metadata: extra MetadataCatalog fields.
     Each record carries ``image_format``, ``raw_output``, ``black_level``, ``white_level`` and
     ``exposure_ratio`` so the mapper can read it without the metadata.
@@ -272,6 +311,10 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
         raise ValueError(f"exposure_ratio must be a number, None or 'exif', got '{exposure_ratio}'")
     if exposure_ratio == "exif":
         extra["pair_image_root"] = pair_image_root
+    if clean_image_root:
+        check_format(clean_image_format or image_format)
+        extra.update(clean_image_root=clean_image_root, clean_ext=clean_ext,
+                     clean_image_format=clean_image_format or image_format)
     classes = list(thing_classes) if thing_classes is not None else None
     names_by_id = validate_category_names(category_names, classes, where=f"dataset '{name}': category_names")
     hint = metadata.pop("missing_hint", "")
