@@ -54,6 +54,7 @@ def test_recipe_keys_follow_the_released_config(dataset, variant):
     assert (s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.SEGALIAS.HEAD_LR_MULTIPLIER, s.SEGALIAS.FREQMIX_LR_MULTIPLIER) == \
         (5e-4, 5e-4, 2.0, 2.0)
     assert tuple(cfg.DATASETS.TRAIN) == train
+    assert cfg.DATALOADER.ASPECT_RATIO_GROUPING is False  # square crops: MMSeg mixes orientations in a batch
     assert cfg.TEST.SEGALIAS.SLIDING_WINDOW.ENABLED == slide
     test_augs = build_lowlight_augmentation(cfg, is_train=False)
     assert [type(a) for a in test_augs] == [T.ResizeShortestEdge] + ([ResizeToMultiple] if dataset == "ade20k" else [])
