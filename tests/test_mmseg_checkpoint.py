@@ -216,3 +216,29 @@ def test_key_shapes_helper_matches_the_note_for_other_class_counts():
     shapes = released_key_shapes(num_classes=150)
     assert len(shapes) == 542 and shapes["decode_head.conv_seg.weight"] == (150, 128, 1, 1)
     assert sys.modules["reference_mmseg_upernet"].__file__.startswith(os.path.join(REPO, "tests"))
+
+
+def test_imagenet_v1c_weights_fill_the_recipe_backbone(tmp_path):
+    """The recipes' MODEL.WEIGHTS: resnet50_v1c-2cccc1ad.pth (mmcv names, fc.* included) converted with
+    --format mmcv_v1c --prefix backbone. fills every backbone tensor but FreqMix (new, as released)."""
+    import pickle
+
+    from segalias_d2.checkpoint.convert import convert_file
+
+    sd = {k[len("backbone."):]: v.float() for k, v in synthetic_mmseg_state_dict(seed=7, freqmix=False).items()
+          if k.startswith("backbone.")}
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
+    src, dst = str(tmp_path / "resnet50_v1c.pth"), str(tmp_path / "resnet50_v1c_backbone.pkl")
+    torch.save({"state_dict": sd}, src)
+    convert_file(src, dst, "mmcv_v1c", prefix="backbone.")
+    with open(dst, "rb") as f:
+        converted = pickle.load(f)["model"]
+    model = build_model(load_config(AA_CFG, ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(model).load(dst)
+    state = model.state_dict()
+    backbone = {k for k in state if k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+    assert set(converted) == {k for k in backbone if ".freqmix." not in k}
+    for k, v in converted.items():
+        assert torch.equal(state[k], torch.as_tensor(v)), k
+    assert torch.equal(state["backbone.stem.conv1.weight"], sd["stem.0.weight"])
+    assert torch.equal(state["backbone.res4.0.conv2.norm.running_var"], sd["layer3.0.bn2.running_var"])
