@@ -70,6 +70,12 @@ def trained_run(kind):
     cfg = config(kind)
     torch.manual_seed(0)
     model = Trainer.build_model(cfg).eval()
+    if kind == "semantic":
+        # the random head's two most frequent classes (1, 4) swapped with the demo's annotated car / truck (13, 14),
+        # so that the predictions overlap the ground truth and the metrics are not all 0
+        with torch.no_grad():
+            for p in (model.sem_seg_head.predictor.weight, model.sem_seg_head.predictor.bias):
+                p[[1, 13, 4, 14]] = p[[13, 1, 14, 4]].clone()
     name = cfg.DATASETS.TEST[0]
     records = DatasetCatalog.get(name)
     out_dir = tempfile.mkdtemp(prefix=f"segalias_{kind}_eval_")

@@ -204,3 +204,33 @@ def test_instance_bad_inputs_name_the_file(demo_datasets, tmp_path):
         score({"annotations": results})
     with pytest.raises(PredictionFileError, match=f"results file not found: {tmp_path}/missing.json"):
         evaluate_instances(str(tmp_path / "missing.json"), "lis_demo_raw_dark_test")
+
+
+def test_instance_category_ids_are_the_ground_truths(demo_datasets, tmp_path, capsys):
+    """A GT whose category ids are not the contiguous ones (LIS ids + 10): results carry those ids and score the same."""
+    _, _, _, _, expected, out_dir = trained_run("instance")
+    gt = json.load(open(os.path.join(demo_datasets["lis_demo"], "annotations", "lis_coco_png_test+1.json")))
+    for c in gt["categories"]:
+        c["id"] += 10
+    for a in gt["annotations"]:
+        a["category_id"] += 10
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = json.load(open(os.path.join(out_dir, "coco_instances_results.json")))
+    (tmp_path / "r.json").write_text(json.dumps([dict(r, category_id=r["category_id"] + 10) for r in results]))
+    rc, got, out = _run(tmp_path, ["--predictions", str(tmp_path / "r.json"), "--gt-json", str(tmp_path / "gt.json"),
+                                   "--score-thresh", "0.1"], capsys)
+    assert rc == 0, out.err
+    assert got == _strict(expected)
+
+
+def test_predict_coco_ids_follow_the_ground_truth(tmp_path):
+    from segalias_d2.engine.predict_io import CocoIds
+
+    gt = {"images": [{"id": 7, "file_name": "./JPEGImages/2.png"}, {"id": 9, "file_name": "x/4.png"}],
+          "categories": [{"id": 11, "name": "Car"}, {"id": 12, "name": "bicycle"}, {"id": 13, "name": "tv"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    ids = CocoIds.from_coco_json(str(tmp_path / "gt.json"), ["bicycle", "car", "tvmonitor"])  # matched by name (aliases)
+    assert [ids.category_id(i) for i in range(3)] == [12, 11, 13]
+    assert ids.image_id("/data/RAW-dark/2.png") == 7 and ids.image_id("4.jpg") == 9 and ids.image_id("5.png") is None
+    with pytest.raises(ValueError, match=r"no category for the model's classes \['bus'\]"):
+        CocoIds.from_coco_json(str(tmp_path / "gt.json"), ["bus"])

@@ -36,7 +36,7 @@ def test_prepared_input_equals_the_test_loaders(demo_datasets, dataset, extra):
         assert (got["height"], got["width"]) == (expected["height"], expected["width"])
         if dataset.endswith("packed_test"):  # half-resolution Bayer planes, outputs in the annotation frame
             assert decoded.shape == (rec["height"] // 2, rec["width"] // 2, 4)
-    if "EXPOSURE_RATIO" in extra:  # the amplification really is applied: r = 1 gives another input
+    if "INPUT.SEGALIAS.EXPOSURE_RATIO" in extra:  # the amplification really is applied: r = 1 gives another input
         default, _ = predictor.prepare(records[0]["file_name"])
         plain, _ = predictor.prepare(records[0]["file_name"], exposure_ratio=1.0)
         assert not torch.equal(plain["image"], default["image"])
