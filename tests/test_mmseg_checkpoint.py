@@ -98,7 +98,7 @@ def test_converted_model_equals_the_released_forward_in_float64(converted_file, 
     assert all(m.gate == "released" for m in model.modules() if type(m).__name__ == "FreqMix")
     sd = released_sd
     # batch 2: the released FreqMix gates read the batch- and channel-rolled spectrum
-    x = torch.randn(2, 3, 96, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats, ref = model.backbone(x), reference_backbone(x, sd)
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
@@ -107,8 +107,8 @@ def test_converted_model_equals_the_released_forward_in_float64(converted_file, 
         _close(model.sem_seg_head.aux(feats["res4"]), reference_fcn_head(ref[2], sd), "auxiliary head logits")
         _close(model.sem_seg_head(feats)[0], reference_encode_decode(x, sd), "logits at the input size")
         # the whole model at inference (normalisation, sliding window clipped to the image, post-processing)
-        image = torch.rand(3, 96, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 255
-        out = model([{"image": image, "height": 96, "width": 128}])[0]["sem_seg"]
+        image = torch.rand(3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 255
+        out = model([{"image": image, "height": 64, "width": 96}])[0]["sem_seg"]
         # mean/std as float32 constants (mmcv's imnormalize and Detectron2's pixel_mean buffers are float32)
         mean = torch.tensor([123.675, 116.28, 103.53], dtype=torch.float32).double()[:, None, None]
         std = torch.tensor([58.395, 57.12, 57.375], dtype=torch.float32).double()[:, None, None]

@@ -32,7 +32,7 @@ def env(demo_datasets):  # tests/conftest.py
 
 def test_upernet_instant_schedule_trains_evaluates_and_eval_only_reproduces(env, tmp_path):
     out = str(tmp_path / "train")
-    log = _run(["--config-file", UPERNET_CFG, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2"], env)
+    log = _run(["--config-file", UPERNET_CFG, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "1"], env)
     assert "loss_sem_seg_aux" in log and "loss_sem_seg" in log  # both heads train
     trained = _results(out)["boundary_errors"]
     for key in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr"):

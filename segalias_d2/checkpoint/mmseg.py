@@ -1,26 +1,20 @@
 """Convert a released MMSegmentation 0.25 checkpoint of Seg-Aliasing (``NyResNet`` / ResNet-V1c + ``UPerHead`` +
 ``FCNHead``) into a Detectron2 checkpoint of our UPerNet model (``tools/convert_pretrained.py --format mmseg``).
 
-What it does (checks of ``shared/reference/upernet_recipes.md`` section 4.6):
+Checks of ``shared/reference/upernet_recipes.md`` section 4.6:
 
-1. unwraps ``state_dict`` (fallback: the top level), strips ``module.``, ignores ``optimizer``, logs ``meta`` and the
-   recipe found in ``meta['config']`` (searched as text, never executed: backbone type, blur_type, freq_thres, head
-   channels, num_classes, loss types);
-2. infers the architecture from the weights: depth (blocks per layer), deep stem, class count K and head width
-   (``decode_head.conv_seg.weight``), pool-scale count, auxiliary head width / convs / input level, FreqMix stages
-   and SE reduction (``att.channel_att_low.1.weight``: hidden = C / reduction), and compares it with the Detectron2
-   config (an error naming every mismatching key; :mod:`.mmseg_config`, which also makes a config when none is
-   given). A converted model must use the released FreqMix computation
-   (``MODEL.SEGALIAS.FREQMIX.GATE "released"``): the weights were trained with it;
-3. FreqMix exactly in whole stages of layer2-4 (none in layer1); ``backbone.AdaD.*`` is accepted only as the
-   identity BlurPool of the ``blur_k=1`` baseline (all-ones ``filt`` of shape (C, 1, 1, 1)); other blur/adaptive-blur
-   keys and older FreqMix variants are refused explicitly;
-4. renames every key (ResNet: ``stem.{0,3,6}`` -> ``stem.conv{1,2,3}``, ``layer{s}.{b}.conv{k}/bn{k}`` ->
-   ``res{s+1}.{b}.conv{k}[.norm]``, ``downsample.{0,1}`` -> ``shortcut[.norm]``, ``att.freq_weight_conv`` ->
-   ``freqmix.spatial``, ``att.channel_att_{low,high}.{1,3}`` -> ``freqmix.se_{lo,hi}.fc{1,2}``; heads: ConvModule
-   ``X.conv.weight`` -> ``X.weight``, ``X.bn.*`` -> ``X.norm.*`` below ``sem_seg_head.decoder.`` / ``.aux.``, PPM
-   order kept), drops the BN counters ``num_batches_tracked`` (unused by momentum BN), and reports every source key
-   not used and every model tensor not filled: both must be empty, shapes must match, otherwise nothing is written.
+1. ``state_dict`` unwrapped (fallback: the top level), ``module.`` stripped, ``optimizer`` ignored; the recipe in
+   ``meta['config']`` is searched as text, never executed (backbone type, blur_type, freq_thres, channels, losses);
+2. the architecture is inferred from the weights (depth, deep stem, K and head width from ``conv_seg``, pool scales,
+   auxiliary head, FreqMix stages and SE reduction = C / hidden) and compared with the config, which must use the
+   released FreqMix computation the weights were trained with (:mod:`.mmseg_config`; it also makes a config);
+3. FreqMix exactly in whole stages of layer2-4; ``backbone.AdaD.*`` only as the identity ``blur_k=1`` baseline
+   (all-ones ``filt``); other blur / adaptive-blur keys and older FreqMix variants are refused explicitly;
+4. every key renamed (``stem.{0,3,6}`` -> ``stem.conv{1,2,3}``, ``layer{s}.{b}.conv{k}/bn{k}`` ->
+   ``res{s+1}.{b}.conv{k}[.norm]``, ``downsample`` -> ``shortcut``, ``att.freq_weight_conv`` -> ``freqmix.spatial``,
+   ``att.channel_att_{low,high}.{1,3}`` -> ``freqmix.se_{lo,hi}.fc{1,2}``; heads: ConvModule ``X.conv`` / ``X.bn``
+   -> ``X`` / ``X.norm`` under ``sem_seg_head.decoder.`` / ``.aux.``, PPM order kept), BN counters dropped; every
+   unused source key and unfilled model tensor is reported and nothing is written unless both lists are empty.
 """
 import logging
 import re
@@ -334,10 +328,23 @@ def convert_mmseg_state_dict(sd):
     return converted, renamed, counters, blur, unused
 
 
+def _model_state_shapes(cfg, build_model):
+    """The model's state dict for names and shapes only: built on the meta device (no memory, no init), on CPU
+    if a module cannot be."""
+    meta = cfg.clone()
+    meta.MODEL.DEVICE = "meta"
+    try:
+        with torch.device("meta"):
+            return build_model(meta).state_dict()
+    except Exception:  # noqa: BLE001  (a module that needs real tensors at construction)
+        meta.MODEL.DEVICE = "cpu"
+        return build_model(meta).state_dict()
+
+
 def convert_mmseg_checkpoint(obj, cfg=None, config_name="the config"):
     """Convert a loaded MMSeg checkpoint. Returns ``(converted state dict, report, cfg)``; ``cfg`` is the given
-    config (checked) or one made by :func:`mmseg_model_config`. The model is built on CPU to check that every
-    tensor is filled with the right shape."""
+    config (checked) or one made by :func:`mmseg_model_config`. The model is built (on the meta device) to check
+    that every tensor is filled with the right shape."""
     from detectron2.modeling import build_model
 
     from .mmseg_config import check_config, mmseg_model_config  # here: mmseg_config imports this module
@@ -353,9 +360,8 @@ def convert_mmseg_checkpoint(obj, cfg=None, config_name="the config"):
     report = MMSegConversionReport(arch, meta_summary, renamed, counters, blur, unused)
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    target = build_model(cfg).state_dict()
+    target = _model_state_shapes(cfg, build_model)
     report.unfilled_keys = [k for k in target if k not in converted and not k.endswith(".num_batches_tracked")
                             and not k.startswith(("pixel_mean", "pixel_std"))]
     report.unused_keys += [renamed_from for renamed_from, k in renamed.items() if k not in target]
