@@ -3,7 +3,6 @@ missing file), the display rendering of its visualisations, the decoding flags (
 EXIF pair or none; black level), and its machine-readable outputs, which equal the evaluator's."""
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest

@@ -70,12 +70,18 @@ def _semantic(args, ev):
 
     meta_name = args.classes_from or args.dataset
     meta = MetadataCatalog.get(_registered(meta_name, "--dataset/--classes-from")) if meta_name else None
-    classes = (args.classes.split(",") if args.classes else [str(i) for i in range(args.num_classes)]
-               if args.num_classes else list(meta.get("stuff_classes", []) or []) if meta is not None else [])
+    if args.classes:
+        classes = args.classes.split(",")
+    elif args.num_classes:
+        classes = [str(i) for i in range(args.num_classes)]
+    else:
+        classes = list(meta.get("stuff_classes", None) or []) if meta is not None else []
     if not classes:
         raise SegAliasSetupError("semantic: name the classes (--classes, --num-classes, or a --dataset / --classes-from "
                                  "with stuff_classes)")
-    ignore = args.ignore_label if args.ignore_label is not None else int(meta.get("ignore_label", 255)) if meta is not None else 255
+    ignore = args.ignore_label
+    if ignore is None:
+        ignore = int(meta.get("ignore_label", 255)) if meta is not None else 255
     if args.gt_dir:
         pairs, gt = sp.semantic_pairs_from_folders(args.predictions, args.gt_dir, args.pred_suffix, args.gt_suffix), args.gt_dir
     elif args.dataset:
@@ -93,7 +99,7 @@ def _semantic(args, ev):
 
 
 def _instances(args, ev):
-    from detectron2.data import MetadataCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     classes = args.classes.split(",") if args.classes else None
     if args.gt_json:
@@ -104,8 +110,6 @@ def _instances(args, ev):
         raise SegAliasSetupError("instances: give the ground truth (--dataset or --gt-json)")
     results = sp.evaluate_instances(args.predictions, name, score_thresh=ev["score_thresh"], band_width=ev["band_width"],
                                     dilation_ratio=ev["dilation_ratio"])
-    from detectron2.data import DatasetCatalog
-
     names = list(MetadataCatalog.get(name).thing_classes)
     rows = instance_rows(results, names + (["background"] if results.get("boundary_errors") else []))
     info = {"kind": "instance", "predictions": args.predictions, "ground_truth": gt,

@@ -156,7 +156,9 @@ def evaluate_semantic(pairs: Sequence[Tuple[str, str, str]], class_names: Sequen
     if workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+        # fork where the platform has it (no re-import per worker); _score_chunk is importable for the others
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+        with ctx.Pool(min(workers, len(tasks))) as pool:
             parts = pool.imap_unordered(_score_chunk, tasks)
             _merge(parts, errors, biou, progress)
     else:
