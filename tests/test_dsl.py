@@ -96,7 +96,7 @@ def _inputs(seed, n=2, size=(64, 96)):
 def test_dsl_training_pass_keys_and_the_loss_on_the_real_stage_outputs(dsl_model):
     cfg, model = dsl_model
     model.train()
-    batch = _inputs(1)
+    batch = _inputs(1, n=1, size=(64, 64))
     with EventStorage(0) as storage:
         losses = model(batch)
     assert set(losses) == TASK_LOSSES | {f"clean_{k}" for k in TASK_LOSSES} | {"loss_dsl"}

@@ -81,6 +81,34 @@ def test_awd_equals_the_released_computation_on_a_tiny_input(stride, h, w):
     assert torch.allclose(out, ref, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_awd_gradients_match_finite_differences(stride):
+    torch.manual_seed(10)
+    m = AdaptiveWeightedDownsample(4, stride=stride).double()
+    with torch.no_grad():
+        m.channel_expand.weight.mul_(5.0)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in m.named_parameters()]  # the tap conv, BN affine and both channel convs
+
+    def f(x, *params):
+        return torch.func.functional_call(m, dict(zip(names, params)), (x,))
+
+    inputs = (x,) + tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+    assert len(names) == 5 and torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_awd_under_bfloat16_autocast_trains_close_to_float32():
+    torch.manual_seed(11)
+    m = AdaptiveWeightedDownsample(8)
+    x = torch.randn(2, 8, 9, 10)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+    out.float().sum().backward()
+    assert torch.isfinite(m.tap_conv.weight.grad).all()
+    assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
 def test_awd_kernels_are_convex_and_a_zero_channel_factor_gives_the_reflect_padded_mean():
     torch.manual_seed(1)
     m = AdaptiveWeightedDownsample(16)

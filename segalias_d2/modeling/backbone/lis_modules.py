@@ -21,6 +21,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .norm import FrozenStatsBatchNorm2d
 
@@ -53,7 +54,8 @@ class AdaptiveWeightedDownsample(nn.Module):
     As released (``AdaDConv`` with ``groups = C``, ``use_nin=False``): the logit conv zero-pads, the aggregated
     patches are reflect-padded; the BN is always in eval mode (the released ``norm_eval=True`` covers it), so its
     statistics stay at their initial (0, 1) and only its affine trains; PyTorch default initialisation
-    everywhere. Output ``floor((H - 1) / s) + 1`` per side, like the stride-``s`` 1x1 conv it replaces.
+    everywhere. Output ``floor((H - 1) / s) + 1`` per side, like the stride-``s`` 1x1 conv it replaces. The
+    weighted sum runs over 9 strided views of the padded input (:class:`_TapAggregate`), not the released unfold.
 
     Parameters: ``81 C`` (logit conv) + ``18 C`` (BN affine) + ``C^2 / 2`` (channel convs) = ``99 C + C^2 / 2``.
 
@@ -94,20 +96,60 @@ class AdaptiveWeightedDownsample(nn.Module):
         if min(x.shape[-2:]) < 2:
             raise ValueError(f"AdaptiveWeightedDownsample needs H, W >= 2 for its reflect padding, got "
                              f"{tuple(x.shape[-2:])}")
-        k = self.kernels(x)
-        h_out, w_out = k.shape[-2:]
-        s = self.stride
-        xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        # 9 strided views of the padded input instead of the released unfold (no 9x copy of the patches)
-        out = None
-        for u in range(3):
-            for v in range(3):
-                tap = k[:, :, 3 * u + v] * xp[:, :, u:u + s * (h_out - 1) + 1:s, v:v + s * (w_out - 1) + 1:s]
-                out = tap if out is None else out + tap
-        return out
+        return _TapAggregate.apply(self.kernels(x), F.pad(x, (1, 1, 1, 1), mode="reflect"), self.stride)
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}"
+
+
+def _tap_slices(stride, h_out, w_out):
+    """(rows, cols) of tap t = 3u + v in the padded input: ``s * i + u`` for ``i < h_out`` (likewise columns)."""
+    return [(slice(u, u + stride * (h_out - 1) + 1, stride), slice(v, v + stride * (w_out - 1) + 1, stride))
+            for u in range(3) for v in range(3)]
+
+
+class _TapAggregate(torch.autograd.Function):
+    """``y = sum_t K[:, :, t] * xp[tap t]`` over 9 strided views of the padded input ``xp``.
+
+    The released code unfolds ``xp`` into a 9x patch tensor; autograd through 9 strided views instead would
+    zero-fill a full-size gradient per view. Here the forward accumulates in place and the backward writes each
+    tap's gradient into one ``K``-sized and one ``xp``-sized buffer (same values, about 3x faster fwd+bwd on CPU).
+    Computed in the promoted dtype of the two inputs (autocast: the softmax kernel is float32).
+    """
+
+    @staticmethod
+    def forward(ctx, kernel, xp, stride):
+        dtype = torch.promote_types(kernel.dtype, xp.dtype)
+        ctx.dtypes = (kernel.dtype, xp.dtype)
+        kernel, xp = kernel.to(dtype), xp.to(dtype)
+        taps = _tap_slices(stride, *kernel.shape[-2:])
+        rows, cols = taps[0]
+        out = kernel[:, :, 0] * xp[:, :, rows, cols]
+        for t in range(1, 9):
+            rows, cols = taps[t]
+            out.addcmul_(kernel[:, :, t], xp[:, :, rows, cols])
+        ctx.save_for_backward(kernel, xp)
+        ctx.stride = stride
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        kernel, xp = ctx.saved_tensors
+        grad = grad.to(kernel.dtype)
+        taps = _tap_slices(ctx.stride, *kernel.shape[-2:])
+        grad_kernel = grad_xp = None
+        if ctx.needs_input_grad[0]:
+            grad_kernel = torch.empty_like(kernel)
+            for t, (rows, cols) in enumerate(taps):
+                torch.mul(grad, xp[:, :, rows, cols], out=grad_kernel[:, :, t])
+            grad_kernel = grad_kernel.to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            grad_xp = torch.zeros_like(xp)
+            for t, (rows, cols) in enumerate(taps):
+                grad_xp[:, :, rows, cols].addcmul_(grad, kernel[:, :, t])
+            grad_xp = grad_xp.to(ctx.dtypes[1])
+        return grad_kernel, grad_xp, None
 
 
 def scb_lowpass_kernel(lowpass_logits):
