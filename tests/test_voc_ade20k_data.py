@@ -3,7 +3,6 @@ become class indices (not grey levels), SBD .mat files and MMSeg's aug lists, re
 annotations_detectron2, records the mapper reads back as the right labels, and the boundary-error evaluator building
 ADE20K's GT band on the raw labels (as released) while counting the reduced ones."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -16,8 +15,9 @@ from segalias_d2.config import load_config
 from segalias_d2.data import LowLightDatasetMapper
 from segalias_d2.data.ade20k import prepare_ade20k_annotations, reduce_zero_label, register_ade20k_sem_seg
 from segalias_d2.data.lowlight import DatasetNotFoundError
-from segalias_d2.data.voc import (VOC_CLASSES, VOC_PALETTE, convert_palette_labels, convert_sbd_mat,
-                                  register_voc_sem_seg, voc_aug_lists, write_aug_lists)
+from segalias_d2.data.label_io import LabelMapError, read_label_map
+from segalias_d2.data.voc import (VOC_CLASSES, VOC_PALETTE, convert_sbd_mat, register_voc_sem_seg, voc_aug_lists,
+                                  write_aug_lists)
 from segalias_d2.evaluation import BoundaryErrorSemSegEvaluator
 from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter
 
@@ -62,19 +62,12 @@ def test_voc_palette_pngs_are_read_as_class_indices_not_grey_levels(voc_root):
     name = "_test_voc"
     register_voc_sem_seg(str(root), prefix=name)
     try:
-        # unconverted: no SegmentationClass_detectron2 yet; the error names the preparation script
-        with pytest.raises(DatasetNotFoundError, match="SegmentationClass_detectron2(.|\n)*prepare_voc_sem_seg.py"):
-            DatasetCatalog.get(f"{name}_train")
-        # palette files copied there instead of converted are refused
-        shutil.copytree(voc / "SegmentationClass", voc / "SegmentationClass_detectron2")
-        with pytest.raises(DatasetNotFoundError, match="palette PNGs.*grey levels.*prepare_voc_sem_seg.py"):
-            DatasetCatalog.get(f"{name}_train")
-        # the trap: PIL's "L" conversion (what Detectron2's mapper does) gives luminance, e.g. person 15 -> 147
+        # the trap: PIL's "L" conversion (what Detectron2's read_image(path, "L") does) gives luminance,
+        # e.g. person 15 -> 147; the palette PNGs are used as they are and read as their indices
         person_grey = np.asarray(Image.open(voc / "SegmentationClass" / "2007_000032.png").convert("L"))[5, 5]
         assert person_grey == 147  # round(0.299 * 192 + 0.587 * 128 + 0.114 * 128) for VOC person (192, 128, 128)
-        written, _ = convert_palette_labels(str(voc / "SegmentationClass"), str(voc / "SegmentationClass_detectron2"),
-                                            overwrite=True)
-        assert written == 3
+        np.testing.assert_array_equal(read_label_map(str(voc / "SegmentationClass" / "2007_000032.png")),
+                                      labels["2007_000032"])
         recs = DatasetCatalog.get(f"{name}_train")
         assert [(r["image_id"], r["height"], r["width"]) for r in recs] == [("2007_000032", 20, 30),
                                                                               ("2007_000039", 21, 30)]
@@ -86,6 +79,13 @@ def test_voc_palette_pngs_are_read_as_class_indices_not_grey_levels(voc_root):
         np.testing.assert_array_equal(out["sem_seg"].numpy(), labels["2007_000039"].astype(np.int64))
         with pytest.raises(DatasetNotFoundError, match="aug.txt"):
             DatasetCatalog.get(f"{name}_aug")  # no aug list yet
+        # a colour-coded (RGB) label map is refused by the loader and by the reader, naming the file
+        rgb = voc / "SegmentationClass" / "2007_000039.png"
+        Image.open(rgb).convert("RGB").save(rgb)
+        with pytest.raises(DatasetNotFoundError, match="2007_000039.png \\(mode RGB\\)"):
+            DatasetCatalog.get(f"{name}_train")
+        with pytest.raises(LabelMapError, match="2007_000039.png' has PIL mode 'RGB'"):
+            read_label_map(str(rgb))
     finally:
         for split in ("train", "aug", "val"):
             DatasetCatalog.remove(f"{name}_{split}")

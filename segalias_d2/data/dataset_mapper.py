@@ -56,6 +56,7 @@ from PIL import Image
 
 from .augmentation import build_lowlight_augmentation
 from .decode_cache import DecodeCache
+from .label_io import LabelMapError, read_label_map
 from .lowlight import lis_clean_twin_file_name
 from .raw_io import (
     ImageReadError,
@@ -261,7 +262,9 @@ class LowLightDatasetMapper(DatasetMapper):
         sem_seg = None
         if "sem_seg_file_name" in d:
             try:
-                sem_seg = utils.read_image(d.pop("sem_seg_file_name"), "L").squeeze(2)
+                sem_seg = read_label_map(d.pop("sem_seg_file_name"))
+            except LabelMapError:
+                raise
             except Exception as e:  # noqa: BLE001
                 raise ImageReadError(f"cannot read the sem_seg map of {self._describe(d)}: {e}") from e
 

@@ -5,9 +5,9 @@ Layout under ``<root>/VOCdevkit/VOC2012`` (datasets/README.md):
 * ``JPEGImages/<id>.jpg``; ``ImageSets/Segmentation/{train,val,aug}.txt`` (bare ids; ``aug.txt`` = SBD train+val
   minus VOC train and val, 9,118 ids, written by MMSeg's ``voc_aug.py`` or :func:`write_aug_lists`);
 * ``SegmentationClass/<id>.png``: the VOC ground truth, **palette** PNGs whose pixel values are class indices
-  (0..20, 255 = void outline). Detectron2's mapper reads label maps with a conversion to mode "L", which turns
-  palette entries into grey levels, so the loader refuses palette files: :func:`convert_palette_labels` writes
-  the same indices as plain 8-bit PNGs to ``SegmentationClass_detectron2/`` (``datasets/prepare_voc_sem_seg.py``);
+  (0..20, 255 = void outline). They are used as they are: the mapper and the evaluators read label maps with
+  :func:`segalias_d2.data.label_io.read_label_map`, which returns the stored indices (Detectron2's own
+  ``read_image(path, "L")`` would turn the palette colours into grey levels: person 15 -> 147);
 * ``SegmentationClassAug/<id>.png``: SBD labels as 8-bit index PNGs (MMSeg's converter, or :func:`convert_sbd_mat`).
 
 Registered (``builtin.py``): ``segalias_voc2012_sem_seg_train`` (train.txt, 1,464, VOC GT),
@@ -25,7 +25,6 @@ __all__ = [
     "VOC_SPLITS",
     "load_voc_sem_seg",
     "register_voc_sem_seg",
-    "convert_palette_labels",
     "convert_sbd_mat",
     "voc_aug_lists",
     "write_aug_lists",
@@ -46,11 +45,12 @@ VOC_PALETTE = [
 ]
 #: split -> (list file under ImageSets/Segmentation, GT folder under VOC2012)
 VOC_SPLITS = {
-    "train": ("train.txt", "SegmentationClass_detectron2"),
+    "train": ("train.txt", "SegmentationClass"),
     "aug": ("aug.txt", "SegmentationClassAug"),
-    "val": ("val.txt", "SegmentationClass_detectron2"),
+    "val": ("val.txt", "SegmentationClass"),
 }
-_HINT = "Run `python datasets/prepare_voc_sem_seg.py` (datasets/README.md, PASCAL VOC)."
+_HINT = ("See datasets/README.md (PASCAL VOC); the aug split needs "
+         "`python datasets/prepare_voc_sem_seg.py --sbd benchmark_RELEASE/dataset`.")
 
 
 def _read_ids(list_file):
@@ -67,14 +67,15 @@ def _read_ids(list_file):
 
 def load_voc_sem_seg(voc_dir, list_name, gt_folder):
     """Records ``{file_name, sem_seg_file_name, height, width, image_id}`` for the ids of
-    ``voc_dir/ImageSets/Segmentation/<list_name>``; every GT must be an 8-bit single-channel PNG (mode "L")."""
+    ``voc_dir/ImageSets/Segmentation/<list_name>``; every GT must be an 8-bit label PNG of class indices, palette
+    (mode "P", VOC) or grey (mode "L", SBD), of the image's size."""
     from detectron2.utils.file_io import PathManager
     from PIL import Image
 
     from .lowlight import DatasetNotFoundError
 
     ids = _read_ids(os.path.join(voc_dir, "ImageSets", "Segmentation", list_name))
-    records, missing, palette, other = [], [], [], []
+    records, missing, other = [], [], []
     for image_id in ids:
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg")
         label = os.path.join(voc_dir, gt_folder, image_id + ".png")
@@ -84,10 +85,7 @@ def load_voc_sem_seg(voc_dir, list_name, gt_folder):
         with PathManager.open(label, "rb") as f:
             lab = Image.open(f)
             mode, lab_size = lab.mode, lab.size
-        if mode == "P":
-            palette.append(label)
-            continue
-        if mode != "L":
+        if mode not in ("P", "L"):
             other.append(f"{label} (mode {mode})")
             continue
         with PathManager.open(image, "rb") as f:
@@ -97,12 +95,8 @@ def load_voc_sem_seg(voc_dir, list_name, gt_folder):
             continue
         records.append({"file_name": image, "sem_seg_file_name": label, "height": h, "width": w,
                         "image_id": image_id})
-    if palette:
-        raise DatasetNotFoundError(
-            f"{len(palette)} ground-truth file(s) under '{os.path.join(voc_dir, gt_folder)}' are palette PNGs, e.g. "
-            f"{palette[0]}; Detectron2's mapper would read their colours as grey levels, not class indices. {_HINT}")
     if other:
-        raise DatasetNotFoundError(f"{len(other)} ground-truth file(s) are not 8-bit single-channel label PNGs of "
+        raise DatasetNotFoundError(f"{len(other)} ground-truth file(s) are not 8-bit label PNGs (palette or grey) of "
                                    f"the image size: {other[:3]}")
     if missing:
         raise DatasetNotFoundError(f"{len(missing)} file(s) listed in {list_name} are missing, e.g. {missing[:3]}. "
@@ -135,30 +129,6 @@ def register_voc_sem_seg(root, prefix="segalias_voc2012_sem_seg"):
 
 
 # ---------------------------------------------------------------------------------------------------- preparation
-def convert_palette_labels(src_dir, dst_dir, overwrite=False):
-    """Write every ``src_dir/*.png`` as an 8-bit grey PNG holding its class indices (palette PNGs are read as
-    indices, not colours). Returns (written, skipped)."""
-    from PIL import Image
-
-    os.makedirs(dst_dir, exist_ok=True)
-    written = skipped = 0
-    for fn in sorted(os.listdir(src_dir)):
-        if not fn.endswith(".png"):
-            continue
-        dst = os.path.join(dst_dir, fn)
-        if os.path.exists(dst) and not overwrite:
-            skipped += 1
-            continue
-        with Image.open(os.path.join(src_dir, fn)) as im:
-            if im.mode not in ("P", "L"):
-                raise ValueError(f"{os.path.join(src_dir, fn)}: expected a palette or 8-bit label PNG, got mode "
-                                 f"{im.mode}")
-            labels = np.asarray(im)  # palette mode: the indices themselves
-        Image.fromarray(labels.astype(np.uint8), mode="L").save(dst)
-        written += 1
-    return written, skipped
-
-
 def convert_sbd_mat(cls_dir, dst_dir, overwrite=False):
     """SBD ``dataset/cls/*.mat`` (``GTcls.Segmentation``) -> 8-bit index PNGs (MMSeg ``voc_aug.py``).
     Returns (written, skipped)."""

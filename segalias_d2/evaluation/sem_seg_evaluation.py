@@ -19,12 +19,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
 
+from ..data.label_io import read_label_map
 from .boundary_errors import BoundaryErrorCounter
 from .boundary_iou_metric import BoundaryIoUCounter
 from .evaluator_utils import dump_json, gather_counter
@@ -36,12 +36,9 @@ logger = logging.getLogger(__name__)
 
 
 def load_sem_seg_gt(path: str) -> np.ndarray:
-    """Read a GT label PNG through Detectron2's PathManager (integer H x W array, dtype kept)."""
-    with PathManager.open(path, "rb") as f:
-        gt = np.asarray(Image.open(f))
-    if gt.ndim != 2:
-        raise ValueError(f"ground-truth file {path}: expected a single-channel label map, got shape {gt.shape}")
-    return gt
+    """Read a GT label PNG as the class indices it stores (integer H x W array, dtype kept), exactly as the
+    dataset mapper does (:func:`segalias_d2.data.label_io.read_label_map`)."""
+    return read_label_map(path)
 
 
 def prediction_to_label_map(output, num_classes: Optional[int] = None, name: str = "image") -> np.ndarray:
