@@ -71,9 +71,9 @@ def test_truncated_raw_file(tmp_path, sony_arw):  # sony_arw: the pinned real AR
     trunc.write_bytes(dest.read_bytes()[:300_000])
     with pytest.raises(RawDecodeError, match="truncated.ARW"):
         read_camera_raw(str(trunc))
-    # and through the mapper, the record is named too
-    name = _register(tmp_path, "test_bad_trunc", [_good()], image_format="raw", write_image=False)
-    d = dict(DatasetCatalog.get(name)[0], file_name=str(trunc))
+    # and through the mapper, the record is named too (a record whose file was replaced after loading)
+    name = _register(tmp_path, "test_bad_trunc", [_good()])
+    d = dict(DatasetCatalog.get(name)[0], file_name=str(trunc), image_format="raw")
     with pytest.raises(RawDecodeError, match=r"image_id=0.*truncated.ARW|truncated.ARW.*image_id=0"):
         _mapper()(d)
 
@@ -90,8 +90,16 @@ def test_unsupported_format(tmp_path):
 
 
 def test_missing_image(tmp_path):
+    # found at load (every image is stat-ed), naming the dataset, the JSON, the record and the file
     name = _register(tmp_path, "test_bad_missing", [_good()], write_image=False)
+    with pytest.raises(ImageReadError) as e:
+        DatasetCatalog.get(name)
+    msg = str(e.value)
+    assert "test_bad_missing" in msg and "ann.json" in msg and "image id=0" in msg and "1.png' does not exist" in msg
+    # and a file removed after loading: the mapper names the record
+    name = _register(tmp_path, "test_bad_missing_later", [_good()])
     d = DatasetCatalog.get(name)[0]
+    (tmp_path / "JPEGImages" / "1.png").unlink()
     with pytest.raises(ImageReadError) as e:
         _mapper()(d)
     assert "1.png" in str(e.value) and "image_id=0" in str(e.value)

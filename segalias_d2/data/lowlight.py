@@ -3,18 +3,25 @@
 ``register_lowlight_dataset(name, json_file, image_root, image_format=...)`` registers a lazy
 ``DatasetCatalog`` entry and fills ``MetadataCatalog`` (thing_classes, evaluator_type="coco",
 image_format, json_file, black/white levels, exposure ratio). The JSON is read at first use
-(``DatasetCatalog.get``), where problems are reported as follows:
+(``DatasetCatalog.get``), once, where problems are reported as follows (the rules: :mod:`.annotation_checks`,
+:mod:`.image_checks`; the table: ``docs/data.md``):
 
 * missing JSON / image folder -> :class:`DatasetNotFoundError` listing the missing paths;
+* a wrong structure (not an object, no "images" / "categories"), a missing key, a duplicate id, a non-finite or
+  malformed value, a missing / unreadable image or one whose declared size does not fit the file ->
+  :class:`AnnotationError` / :class:`ImageReadError` / ``ImageSizeError`` naming the JSON and the record;
+  no or empty "annotations" -> a warning in the load summary;
 * category names: the original (misnamed) LIS category list is renamed by id to the true
   classes :data:`LIS_CLASSES` with one warning per file (LIS issue #23, see
   :mod:`segalias_d2.data.categories`); an explicit ``category_names={id: name}`` overrides the
   JSON's names;
 * an annotation whose category is not in ``categories``, or a category name that is not one of
   the requested ``thing_classes`` -> :class:`AnnotationError` naming the JSON and the record;
-* polygons with fewer than 3 points (Detectron2 skips those instances), boxes entirely outside
+* polygons of odd length or with fewer than 3 points (dropped from their instance; an instance left without
+  one is skipped, as Detectron2 does), annotations of no image of the file, boxes entirely outside
   the image or degenerate boxes -> skipped with a warning; boxes partly outside are clipped. The
-  counts are logged in one summary line and kept in :data:`LOAD_SUMMARIES` [dataset name].
+  counts are logged in one summary line (a warning when anything was skipped) and kept in
+  :data:`LOAD_SUMMARIES` [dataset name].
 
 Clean twins (DSL training on real pairs, ``INPUT.SEGALIAS.CLEAN_TWIN "pair"``): a record's ``clean_file_name``
 (set by ``register_lowlight_dataset(..., clean_image_root=...)``), or, for the LIS layout, the normal-exposure
@@ -25,7 +32,6 @@ import copy
 import json
 import logging
 import os
-from collections import Counter
 
 from .categories import (  # noqa: F401  (re-exported from here, as before the split)
     CLASS_NAME_ALIASES,
@@ -37,7 +43,24 @@ from .categories import (  # noqa: F401  (re-exported from here, as before the s
     resolve_category_names,
     validate_category_names,
 )
-from .raw_io import IMAGE_FORMATS, LowLightDataError, check_format, lis_pair_file_name
+from .annotation_checks import (
+    LoadCounts,
+    check_categories,
+    check_images,
+    check_top_level,
+    clean_annotation,
+    describe_image,
+    group_annotations,
+)
+from .image_checks import IMAGE_CHECK_MODES, check_record_files
+from .raw_io import (
+    IMAGE_FORMATS,
+    LowLightDataError,
+    check_exposure_ratio,
+    check_format,
+    check_levels,
+    lis_pair_file_name,
+)
 
 __all__ = [
     "LIS_CLASSES",
@@ -50,6 +73,7 @@ __all__ = [
     "class_index_map",
     "remap_instances",
     "load_lowlight_json",
+    "check_record_values",
     "register_lowlight_dataset",
     "require_paths",
     "LIS_NORMAL_TWIN_FOLDERS",
@@ -147,9 +171,37 @@ def _category_mapping(cat_names, thing_classes):
     return list(thing_classes), id_map, unknown
 
 
+def check_record_values(rec, where):
+    """The per-record reading options (``black_level``, ``white_level``, ``exposure_ratio``) are usable."""
+    check_levels(rec.get("black_level"), rec.get("white_level"), where)
+    ratio = rec.get("exposure_ratio")
+    if ratio != "exif":
+        check_exposure_ratio(ratio, f"{where}: exposure_ratio")
+
+
+def _add_extra_fields(rec, extra_fields, image_root):
+    rec.update(copy.deepcopy(extra_fields))
+    if rec.get("exposure_ratio") == "exif":
+        pair_root = rec.pop("pair_image_root", None)
+        if pair_root:
+            pair_root = os.path.join(pair_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root)))
+        rec["pair_file_name"] = lis_pair_file_name(rec["file_name"], pair_root)
+    clean_root = rec.pop("clean_image_root", None)
+    if clean_root:
+        twin = lis_pair_file_name(rec["file_name"], os.path.join(
+            clean_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root))))
+        ext = rec.pop("clean_ext", None)
+        rec["clean_file_name"] = os.path.splitext(twin)[0] + ext if ext else twin
+    rec.pop("clean_ext", None)
+
+
 def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="srgb", thing_classes=None,
-                       extra_fields=None, unknown_category="error", category_names=None):
+                       extra_fields=None, unknown_category="error", category_names=None, image_checks="header"):
     """Load a COCO-format JSON into Detectron2 dicts, validated and mapped to ``thing_classes`` by name.
+
+    The JSON is read once; its structure and every value are checked by :mod:`.annotation_checks` and the image
+    files by :func:`.image_checks.check_record_files` (errors name the JSON and the record; what Detectron2 skips
+    is skipped with a warning and counted in the load summary, :data:`LOAD_SUMMARIES`).
 
     Args:
         thing_classes: class list defining the contiguous ids (by name, aliases applied); None ->
@@ -160,94 +212,60 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
         extra_fields: dict added to every record (e.g. image_format, black_level, exposure_ratio).
         unknown_category: "error" (default) raises :class:`AnnotationError` when an annotation uses a
             category whose name is not in ``thing_classes``; "skip" drops those annotations (counted).
+        image_checks: "header" (default: every image exists, is a file, and its header's size fits the declared
+            one), "exists" (``stat`` only; see :mod:`.image_checks` for the costs) or "none" (ground truth only:
+            the images are never read, e.g. scoring saved predictions).
     """
-    from detectron2.data.datasets.coco import load_coco_json
-
     check_format(image_format)
     name = dataset_name or os.path.basename(json_file)
-    data = _read_json(json_file)
-    if not data.get("categories"):
-        raise AnnotationError(f"annotation file '{json_file}' has no 'categories'")
+    counts = LoadCounts(name)
+    images, annotations, categories = check_top_level(_read_json(json_file), json_file, counts)
+    check_categories(categories, json_file)
     category_names = validate_category_names(category_names, thing_classes)
-    cat_names, names_source = resolve_category_names(data["categories"], json_file, category_names)
+    cat_names, names_source = resolve_category_names(categories, json_file, category_names)
     classes, id_map, unknown = _category_mapping(cat_names, thing_classes)
-    files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
-    counts = Counter()
-    for ann in data.get("annotations", []):
-        cid = ann.get("category_id")
-        where = (f"annotation id={ann.get('id')} (image id={ann.get('image_id')}, "
-                 f"file '{files.get(ann.get('image_id'))}') in '{json_file}'")
-        if cid not in cat_names:
-            raise AnnotationError(f"{where} uses category_id={cid}, which is not in the file's 'categories'")
-        if cid in unknown and unknown_category == "error":
-            raise AnnotationError(
-                f"{where} has category '{unknown[cid]}' (id {cid}), which is not one of the dataset's "
-                f"classes {classes} (names are matched after aliases: {CLASS_NAME_ALIASES})"
-            )
-        segm = ann.get("segmentation")
-        if isinstance(segm, list) and segm and not any(len(p) >= 6 and len(p) % 2 == 0 for p in segm):
-            counts["polygon_fewer_than_3_points"] += 1
-            logger.warning(f"[{name}] skipping {where}: polygon with fewer than 3 points")
+    images_by_id = check_images(images, json_file)
+    anns_by_image = group_annotations(annotations, images_by_id, json_file, counts)
 
-    dicts = load_coco_json(json_file, image_root, dataset_name=None)
     out = []
-    for rec in dicts:
-        rec = dict(rec)
-        h, w = rec["height"], rec["width"]
+    for image_id in sorted(images_by_id):  # Detectron2's order
+        im = images_by_id[image_id]
+        rec = {"file_name": os.path.join(image_root, im["file_name"]), "height": im["height"],
+               "width": im["width"], "image_id": image_id}
         annos = []
-        for obj in rec.get("annotations", []):
-            cid = obj["category_id"]
-            if cid not in id_map:
-                counts["unknown_category"] += 1
-                continue
-            obj = dict(obj, category_id=id_map[cid])
-            x, y, bw, bh = [float(v) for v in obj["bbox"]]
-            if bw <= 0 or bh <= 0:
-                counts["degenerate_box"] += 1
-                logger.warning(f"[{name}] skipping a degenerate box {obj['bbox']} of '{rec['file_name']}'")
-                continue
-            x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
-            if x1 <= x0 or y1 <= y0:
-                counts["box_outside_image"] += 1
-                logger.warning(
-                    f"[{name}] skipping box {obj['bbox']} entirely outside the {w}x{h} image '{rec['file_name']}' "
-                    f"(image id={rec['image_id']}, json '{json_file}')"
+        for ann in anns_by_image[image_id]:
+            where = (f"annotation id={ann['id']} (image id={image_id}, file '{im['file_name']}') in '{json_file}'")
+            cid = ann["category_id"]
+            if cid not in cat_names:
+                raise AnnotationError(f"{where} uses category_id={cid}, which is not in the file's 'categories'")
+            if cid in unknown and unknown_category == "error":
+                raise AnnotationError(
+                    f"{where} has category '{unknown[cid]}' (id {cid}), which is not one of the dataset's "
+                    f"classes {classes} (names are matched after aliases: {CLASS_NAME_ALIASES})"
                 )
+            if cid not in id_map:  # unknown_category="skip": dropped (counted) before its values are looked at
+                counts.count("unknown_category")
                 continue
-            # float boxes: Detectron2's transforms write coordinates in place, so an int box
-            # (common in hand-made COCO JSONs) would be truncated by every resize
-            obj["bbox"] = [x, y, bw, bh]
-            if isinstance(obj.get("segmentation"), list):
-                obj["segmentation"] = [[float(v) for v in poly] for poly in obj["segmentation"]]
-            if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
-                # sub-pixel overshoot (rounding of polygon coordinates) is clipped silently
-                if max(x0 - x, y0 - y, x + bw - x1, y + bh - y1) > 1.0:
-                    counts["box_clipped"] += 1
-                obj["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+            obj = clean_annotation(ann, im, json_file, counts, where)
+            if obj is None:
+                continue
+            obj["category_id"] = id_map[cid]
             annos.append(obj)
         rec["annotations"] = annos
         rec["image_format"] = image_format
         if extra_fields:
-            rec.update(copy.deepcopy(extra_fields))
-            if rec.get("exposure_ratio") == "exif":
-                pair_root = rec.pop("pair_image_root", None)
-                if pair_root:
-                    pair_root = os.path.join(pair_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root)))
-                rec["pair_file_name"] = lis_pair_file_name(rec["file_name"], pair_root)
-            clean_root = rec.pop("clean_image_root", None)
-            if clean_root:
-                twin = lis_pair_file_name(rec["file_name"], os.path.join(
-                    clean_root, os.path.dirname(os.path.relpath(rec["file_name"], image_root))))
-                ext = rec.pop("clean_ext", None)
-                rec["clean_file_name"] = os.path.splitext(twin)[0] + ext if ext else twin
-            rec.pop("clean_ext", None)
+            _add_extra_fields(rec, extra_fields, image_root)
+        check_record_values(rec, describe_image(im, json_file))
         out.append(rec)
-    summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts)}
+    check_record_files(out, image_format, f"dataset '{name}' ('{json_file}', image root '{image_root}')", image_checks)
+
+    summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts.counts)}
+    if counts.warnings:
+        summary["warnings"] = list(counts.warnings)
     if names_source != "json":
         summary["category_names"] = names_source
     LOAD_SUMMARIES[name] = summary
-    skipped = {k: v for k, v in counts.items()}
-    if skipped:
+    if counts.counts or counts.warnings:
         logger.warning(f"[{name}] load summary for '{json_file}': {summary}")
     else:
         logger.info(f"[{name}] load summary: {summary}")
@@ -265,7 +283,8 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
 def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", thing_classes=None,
                               raw_output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None,
                               unknown_category="error", pair_image_root=None, category_names=None,
-                              clean_image_root=None, clean_image_format=None, clean_ext=None, **metadata):
+                              clean_image_root=None, clean_image_format=None, clean_ext=None, image_checks="header",
+                              **metadata):
     """Register a COCO-format low-light instance-segmentation dataset (lazy).
 
     Args:
@@ -290,6 +309,10 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
             pairs: record n gets ``clean_file_name`` = file n - 1 under ``clean_image_root`` (same sub-folder,
             extension ``clean_ext`` or the same) and ``clean_image_format`` (default: ``image_format``). Without
             it, LIS-layout dark files derive their twin (:func:`lis_clean_twin_file_name`).
+        image_checks: what is checked of every image at load: "header" (default: exists, is a file, its header's
+            size fits the declared one, no 16-bit file registered as sRGB), "exists" (``stat`` only, for slow
+            file systems) or "none" (ground-truth-only use: no file is looked at); decoding every image is the
+            check pass (``tools/check_dataset.py``).
         metadata: extra MetadataCatalog fields.
     Each record carries ``image_format``, ``raw_output``, ``black_level``, ``white_level`` and
     ``exposure_ratio`` so the mapper can read it without the metadata.
@@ -309,6 +332,11 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
     }
     if isinstance(exposure_ratio, str) and exposure_ratio != "exif":
         raise ValueError(f"exposure_ratio must be a number, None or 'exif', got '{exposure_ratio}'")
+    if exposure_ratio != "exif":
+        check_exposure_ratio(exposure_ratio, f"dataset '{name}': exposure_ratio")
+    check_levels(black_level, white_level, f"dataset '{name}'")
+    if image_checks not in IMAGE_CHECK_MODES:
+        raise ValueError(f"dataset '{name}': image_checks must be one of {IMAGE_CHECK_MODES}, got {image_checks!r}")
     if exposure_ratio == "exif":
         extra["pair_image_root"] = pair_image_root
     if clean_image_root:
@@ -322,7 +350,7 @@ def register_lowlight_dataset(name, json_file, image_root, image_format="srgb", 
     def _load(json_file=json_file, image_root=image_root, name=name):
         require_paths(name, [json_file, image_root], hint=hint)
         return load_lowlight_json(json_file, image_root, name, image_format, classes, extra, unknown_category,
-                                  names_by_id)
+                                  names_by_id, image_checks)
 
     DatasetCatalog.register(name, _load)
     fields = dict(

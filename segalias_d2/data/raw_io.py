@@ -21,6 +21,7 @@ __all__ = [
     "ImageReadError",
     "RawDecodeError",
     "UnsupportedFormatError",
+    "InvalidValueError",
     "IMAGE_FORMATS",
     "RAW_EXTENSIONS",
     "pack_raw_bayer",
@@ -30,6 +31,8 @@ __all__ = [
     "exposure_ratio_from_pair",
     "lis_pair_file_name",
     "read_lowlight_image",
+    "check_exposure_ratio",
+    "check_levels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ logger = logging.getLogger(__name__)
 #: "srgb": an ordinary 8-bit camera JPEG/PNG.
 IMAGE_FORMATS = ("raw", "raw_rgb", "raw_packed", "srgb")
 RAW_EXTENSIONS = (".cr2", ".cr3", ".arw", ".nef", ".nrw", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw", ".raw")
+#: extensions of rendered images / arrays: never a camera RAW file, so image_format "raw" refuses them by name
+RENDERED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 
 
 class LowLightDataError(RuntimeError):
@@ -57,7 +62,44 @@ class RawDecodeError(ImageReadError):
 
 
 class UnsupportedFormatError(LowLightDataError, ValueError):
-    """An ``image_format`` / output mode that the data layer does not know."""
+    """An ``image_format`` / output mode that the data layer does not know, or a file it does not fit."""
+
+
+class InvalidValueError(LowLightDataError, ValueError):
+    """A numeric reading option that would corrupt the pixels (a NaN or negative exposure ratio, a white level
+    not above the black level, ...)."""
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_exposure_ratio(value, where="exposure_ratio"):
+    """``value`` as a float if it is a finite number > 0 (None passes: no amplification); raises
+    :class:`InvalidValueError` otherwise (NaN, inf, 0, negative, not a number)."""
+    if value is None:
+        return None
+    if not _is_number(value) or not np.isfinite(value) or value <= 0:
+        raise InvalidValueError(f"{where} must be a finite number > 0 (or None for no amplification), got {value!r}")
+    return float(value)
+
+
+def check_levels(black_level=None, white_level=None, where=""):
+    """Check black / white levels (file DN): black a finite number >= 0 or 1, 3 or 4 of them (per channel), white a
+    finite number > every black level. None = the reader's default. Raises :class:`InvalidValueError`."""
+    prefix = f"{where}: " if where else ""
+    blacks = []
+    if black_level is not None:
+        blacks = list(np.ravel(np.asarray(black_level, dtype=object)))
+        if len(blacks) not in (1, 3, 4) or not all(_is_number(b) and np.isfinite(b) and b >= 0 for b in blacks):
+            raise InvalidValueError(f"{prefix}black_level must be a finite number >= 0 or 1, 3 or 4 of them (per "
+                                    f"channel), got {black_level!r}")
+    if white_level is not None:
+        if not _is_number(white_level) or not np.isfinite(white_level) or white_level <= 0:
+            raise InvalidValueError(f"{prefix}white_level must be a finite number > 0, got {white_level!r}")
+        if blacks and white_level <= max(blacks):
+            raise InvalidValueError(f"{prefix}white_level {white_level!r} must be above the black level "
+                                    f"{black_level!r} (the pixel scale is white - black)")
 
 
 def _path_manager():
@@ -72,6 +114,8 @@ def _local_path(path):
     pm = _path_manager()
     if not pm.exists(path):
         raise ImageReadError(f"image file not found: '{path}'")
+    if pm.isdir(path):
+        raise ImageReadError(f"'{path}' is a directory, not an image file")
     return pm.get_local_path(path)
 
 
@@ -119,6 +163,9 @@ def pack_raw_bayer(raw_image, raw_pattern, black_level_per_channel, white_level,
         dy, dx = where[0]
         plane = raw_image[dy : 2 * h2 : 2, dx : 2 * w2 : 2].astype(np.float32)
         b = black[color] if color < black.size else black[0]
+        if not float(white_level) > b:  # also catches NaN levels
+            raise InvalidValueError(f"white level {white_level} is not above the black level {b} of colour {color}: "
+                                    "the pixels would be divided by zero or a negative scale")
         planes.append((plane - b) / (float(white_level) - b))
     out = np.stack(planes, axis=-1)
     if clip:
@@ -174,7 +221,8 @@ def exposure_ratio_from_pair(dark_path, normal_path):
             f"cannot read exposure times of the pair dark='{dark_path}' ({t_dark}) / normal='{normal_path}' "
             f"({t_normal}); pass exposure_ratio explicitly"
         )
-    return t_normal / t_dark
+    return check_exposure_ratio(t_normal / t_dark, f"the exposure ratio t_normal / t_dark = {t_normal} / {t_dark} of "
+                                                   f"the pair dark='{dark_path}' / normal='{normal_path}'")
 
 
 def _check_declared_size(local, path):
@@ -256,6 +304,9 @@ def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, 
 
     if output not in ("raw_rgb", "packed"):
         raise UnsupportedFormatError(f"unsupported RAW output mode '{output}' (expected 'raw_rgb' or 'packed')")
+    where = f"reading '{path}'"
+    check_levels(black_level, white_level, where)
+    exposure_ratio = check_exposure_ratio(exposure_ratio, f"exposure_ratio for '{path}'")
     local = _local_path(path)
     _check_declared_size(local, path)
     try:
@@ -329,6 +380,14 @@ def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=No
     """
     check_format(image_format)
     path = str(path)
+    check_levels(black_level, white_level, f"reading '{path}'")
+    exposure_ratio = check_exposure_ratio(exposure_ratio, f"exposure_ratio for '{path}'")
+    if image_format == "raw" and os.path.splitext(path)[1].lower() in RENDERED_EXTENSIONS:
+        raise UnsupportedFormatError(
+            f"'{path}' is not a camera RAW file: image_format 'raw' decodes camera RAW files ({', '.join(RAW_EXTENSIONS)}) "
+            "with rawpy; register a rendered 3-channel raw-RGB image as 'raw_rgb' and a 4-channel packed Bayer "
+            "PNG/TIFF/.npy as 'raw_packed'"
+        )
     if image_format == "raw" or (image_format in ("raw_rgb", "raw_packed") and is_camera_raw(path)):
         mode = {"raw": raw_output, "raw_rgb": "raw_rgb", "raw_packed": "packed"}[image_format]
         return read_camera_raw(path, mode, black_level, white_level, exposure_ratio, clip)
@@ -343,7 +402,13 @@ def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=No
             img = img[:, :, None]
     else:
         img = _read_with_cv2(path)
-    expected = {"raw_rgb": 3, "srgb": 3, "raw_packed": 4}[image_format]
+    if image_format == "srgb" and img.dtype == np.uint16:
+        raise UnsupportedFormatError(
+            f"'{path}' is a 16-bit image, but image_format 'srgb' is for 8-bit camera JPEG/PNG photos; 16-bit files "
+            "are linear renderings of RAW data (LIS RAW-* PNGs): register them as image_format 'raw_rgb' (3 "
+            "channels) or 'raw_packed' (4 channels), or convert the file to 8 bits if it really is an sRGB photo"
+        )
+    expected = {"raw_rgb": 3, "srgb": 3, "raw_packed": 4}[image_format]  # "raw" returned above
     if image_format == "srgb" and img.shape[2] == 4:  # RGBA photo -> drop alpha
         img = img[:, :, :3]
     if image_format == "srgb" and img.shape[2] == 1:

@@ -190,7 +190,9 @@ def register_coco_ground_truth(gt_json: str, class_names: Optional[Sequence[str]
     key = f"{os.path.abspath(gt_json)}|{list(class_names) if class_names else ''}"
     name = "_saved_predictions_gt_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     if name not in DatasetCatalog.list():
-        register_lowlight_dataset(name, gt_json, os.path.dirname(os.path.abspath(gt_json)), thing_classes=class_names)
+        # ground truth only: the images are never read (they need not be next to the JSON)
+        register_lowlight_dataset(name, gt_json, os.path.dirname(os.path.abspath(gt_json)), thing_classes=class_names,
+                                  image_checks="none")
     return name
 
 
