@@ -46,6 +46,9 @@ def _add_backbone_config(cfg):
     # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c stem
     # (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
     _default(sa, "STEM_TYPE", "basic")
+    # MODEL.WEIGHTS that fill less than half of the backbone (training) or 90% of the model (--eval-only,
+    # --resume) are refused; True (tools/train_net.py --allow-partial-weights) loads them with a warning
+    _default(sa, "ALLOW_PARTIAL_WEIGHTS", False)
 
     daf = _default(sa, "DAF", CN())
     # De-aliasing filter (paper: DAF, `blur_type='flc'`) on the inputs of the listed stages.

@@ -11,4 +11,11 @@ from .convert import (  # noqa: F401
     save_d2_checkpoint,
 )
 from .convert import main  # noqa: F401
+from .safe_checkpointer import (  # noqa: F401
+    CheckpointReadError,
+    SafeDetectionCheckpointer,
+    WeightsMatchPolicy,
+    WeightsMismatchError,
+    atomic_open,
+)
 from .detector import class_rows, coco_thing_classes, convert_coco_detector, convert_detector_file  # noqa: F401

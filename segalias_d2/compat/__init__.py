@@ -19,7 +19,12 @@ from .build_info import (
     has_compiled_ops,
     is_v06_backport,
 )
-from .engine import cpu_models_get_no_ddp_device_ids, start_data_loader_iterator, trainer_saves_optimizer_state
+from .engine import (
+    cpu_models_get_no_ddp_device_ids,
+    end_checkpointer_load,
+    start_data_loader_iterator,
+    trainer_saves_optimizer_state,
+)
 
 __all__ = [
     "detectron2_source",
@@ -32,4 +37,5 @@ __all__ = [
     "trainer_saves_optimizer_state",
     "cpu_models_get_no_ddp_device_ids",
     "start_data_loader_iterator",
+    "end_checkpointer_load",
 ]

@@ -7,13 +7,17 @@ Used by :class:`segalias_d2.engine.Trainer`:
 * :func:`cpu_models_get_no_ddp_device_ids`: ``create_ddp_model`` passes ``device_ids=[local_rank]``
   to DistributedDataParallel, which rejects ``device_ids`` for a CPU module, so CPU multi-process
   training through ``launch`` (GLOO) would fail on Detectron2 main.
+* :func:`end_checkpointer_load`: main's ``DetectionCheckpointer.load`` keeps the URL of the file being loaded
+  in ``_parsed_url_during_load`` and asserts it is None on entry, but does not reset it when reading fails, so
+  the next ``load`` (the --resume fallback to an older checkpoint) would trip that assertion.
 * :func:`start_data_loader_iterator`: main creates the data-loader iterator lazily, inside the first
   training step; creating it draws DataLoader's base seed from torch's global RNG, which would break
   bit-exact resume.
 """
 import contextlib
 
-__all__ = ["trainer_saves_optimizer_state", "cpu_models_get_no_ddp_device_ids", "start_data_loader_iterator"]
+__all__ = ["trainer_saves_optimizer_state", "cpu_models_get_no_ddp_device_ids", "start_data_loader_iterator",
+           "end_checkpointer_load"]
 
 
 def trainer_saves_optimizer_state() -> bool:
@@ -67,3 +71,10 @@ def start_data_loader_iterator(simple_trainer) -> bool:
     if lazy:
         simple_trainer._data_loader_iter  # noqa: B018  (the property creates the iterator)
     return lazy
+
+
+def end_checkpointer_load(checkpointer) -> None:
+    """Reset the per-load state a failed ``DetectionCheckpointer.load`` leaves behind (Detectron2 main; v0.6 has
+    no such state)."""
+    if getattr(checkpointer, "_parsed_url_during_load", None) is not None:
+        checkpointer._parsed_url_during_load = None

@@ -1,6 +1,8 @@
 """The Detectron2 trainer of segalias_d2 (used by tools/train_net.py)."""
 import itertools
+import json
 import logging
+import math
 import os
 import random
 
@@ -15,16 +17,19 @@ from detectron2.data import (
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
 
 from .. import compat
+from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
 from ..data import LowLightDatasetMapper
 from ..data.augmentation import build_sem_seg_train_aug
 from ..evaluation.build import build_segalias_evaluator
 from ..evaluation.evaluator_utils import dump_json
 from ..solver import build_segalias_lr_scheduler, build_segalias_optimizer
 from ..solver.schedule import apply_epoch_schedule
+from .validation import weights_match_policy
 
-__all__ = ["Trainer", "SeedEveryIterationHook", "write_results_json"]
+__all__ = ["Trainer", "SeedEveryIterationHook", "write_results_json", "FiniteInputMapper", "NonFiniteInputError"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,52 @@ def write_results_json(results, path):
     with open(path, "w") as f:
         dump_json(results, f, indent=2, sort_keys=True)
     logger.info("Evaluation results written to %s", path)
+
+
+class NonFiniteInputError(FloatingPointError):
+    """A model input with NaN/inf pixels (it would poison every loss and gradient of its batch)."""
+
+
+class FiniteInputMapper:
+    """The dataset mapper, refusing an image (or clean twin) with non-finite pixels, naming its file."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __getattr__(self, name):  # augmentations, is_train, ... of the wrapped mapper
+        if name == "mapper":
+            raise AttributeError(name)
+        return getattr(self.mapper, name)
+
+    def __call__(self, dataset_dict):
+        out = self.mapper(dataset_dict)
+        for key in ("image", "clean_image"):
+            t = out.get(key) if isinstance(out, dict) else None
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise NonFiniteInputError(
+                    f"{key} of {dataset_dict.get('file_name', '?')}: {bad} of {t.numel()} values are NaN/inf after "
+                    "reading and augmentation (check the file and the exposure ratio / black and white levels)")
+        return out
+
+
+class _StrictJSONLines:
+    """metrics.json lines as strict JSON (NaN/inf -> null): JSONWriter writes bare NaN otherwise."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def write(self, text):
+        lines = [json.dumps(_none_if_not_finite(json.loads(line)), sort_keys=True, allow_nan=False)
+                 for line in text.splitlines() if line.strip()]
+        return self._f.write("".join(line + "\n" for line in lines))
+
+
+def _none_if_not_finite(d):
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 class _EpochScheduleRecord:
@@ -169,7 +220,7 @@ class Trainer(DefaultTrainer):
             sampler = _SkipFirst(sampler, start_iter * per_rank)
         return build_detection_train_loader(
             dataset,
-            mapper=cls.build_mapper(cfg, True),
+            mapper=FiniteInputMapper(cls.build_mapper(cfg, True)),
             sampler=sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
@@ -178,7 +229,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=FiniteInputMapper(cls.build_mapper(cfg, False)))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -186,7 +237,16 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_segalias_evaluator(cfg, dataset_name, output_folder)
 
+    def build_writers(self):
+        writers = super().build_writers()
+        for w in writers:
+            if isinstance(w, JSONWriter):
+                w._file_handle = _StrictJSONLines(w._file_handle)
+        return writers
+
     def build_hooks(self):
+        # DefaultTrainer made its checkpointer just before; its hooks (PeriodicCheckpointer) get the safe one
+        self.checkpointer = SafeDetectionCheckpointer.from_checkpointer(self.checkpointer)
         ret = super().build_hooks()
         if self.cfg.SEED >= 0:
             ret.insert(0, SeedEveryIterationHook(self.cfg.SEED))
@@ -194,6 +254,8 @@ class Trainer(DefaultTrainer):
 
     # ------------------------------------------------------------------ resume & results
     def resume_or_load(self, resume=True):
+        if isinstance(self.checkpointer, SafeDetectionCheckpointer):
+            self.checkpointer.match_policy = weights_match_policy(self.cfg, eval_only=False)
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:
             # continue the data stream where the checkpointed run was, instead of replaying it

@@ -52,6 +52,11 @@ def prediction_to_label_map(output, num_classes: Optional[int] = None, name: str
                 f"outputs['sem_seg'] of {name} has {sem_seg.shape[0]} channels, "
                 f"expected {num_classes} (len(stuff_classes))"
             )
+        if sem_seg.is_floating_point() and not bool(torch.isfinite(sem_seg).all()):
+            # argmax of a NaN column is 0: the pixels would silently be scored as class 0
+            bad = int((~torch.isfinite(sem_seg)).any(dim=0).sum())
+            raise FloatingPointError(f"outputs['sem_seg'] of {name}: {bad} of {sem_seg[0].numel()} pixels have "
+                                     "NaN/inf scores (a diverged model or a non-finite input); refusing to score them")
         lab = sem_seg.argmax(dim=0)
     elif sem_seg.dim() == 2:
         lab = sem_seg
@@ -73,6 +78,20 @@ def raw_labels_from_reduced(gt: np.ndarray, name: str = "image") -> np.ndarray:
 
 def _pct(v: float) -> float:
     return float(v) * 100.0
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2f}" if np.isfinite(v) else "not measured"
+
+
+def warn_not_measured(res, num_images: int, dataset_name: str, keys) -> list:
+    """Warn about global metrics that are NaN (no valid pixel to measure them on); returns their names. NaN stays
+    in the returned dict (Detectron2's hooks need floats) and is written as null by the JSON writers."""
+    missing = [k for k in keys if k in res and not np.isfinite(res[k])]
+    if missing:
+        logger.warning(f"{dataset_name}: {', '.join(missing)} not measured: no valid (non-ignore) pixel in the "
+                       f"{num_images} image(s) for them; reported as null in the results JSON")
+    return missing
 
 
 class _SemSegCounterEvaluator(DatasetEvaluator):
@@ -165,8 +184,9 @@ class BoundaryErrorSemSegEvaluator(_SemSegCounterEvaluator):
         logger.info(
             f"Boundary errors on {self._dataset_name} ({counter.num_images} images, band width "
             f"{self._band_width} px = +-{self._band_width // 2} px, ignore label {self._ignore_label}): "
-            + ", ".join(f"{k}={res[k]:.2f}" for k in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr"))
+            + ", ".join(f"{k}={_fmt(res[k])}" for k in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr"))
         )
+        warn_not_measured(res, counter.num_images, self._dataset_name, [k for k in res if "-" not in k])
         if self._output_dir:
             self._write(counter, res)
         return OrderedDict({self._task: res})
@@ -230,8 +250,9 @@ class BoundaryIoUEvaluator(_SemSegCounterEvaluator):
         res = OrderedDict((k, _pct(v)) for k, v in counter.metrics(self._class_names).items())
         logger.info(
             f"Boundary IoU (Cheng et al., dilation ratio {self._dilation_ratio}) on {self._dataset_name}: "
-            f"mBoundaryIoU={res['mBoundaryIoU']:.2f} ({counter.num_images} images)"
+            f"mBoundaryIoU={_fmt(res['mBoundaryIoU'])} ({counter.num_images} images)"
         )
+        warn_not_measured(res, counter.num_images, self._dataset_name, ["mBoundaryIoU"])
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, "boundary_iou_sem_seg.json"), "w") as f:
