@@ -21,6 +21,7 @@ mtime), so the several ``DatasetCatalog.get`` calls of one run read them once; 1
 local disk, more on a network file system, where ``image_checks="exists"`` keeps only the ``stat``. Decoding
 every image is the job of the check pass (:func:`verify_dataset_images`, ``tools/check_dataset.py``).
 """
+import contextlib
 import logging
 import os
 import struct
@@ -33,7 +34,8 @@ import numpy as np
 from .raw_io import ImageReadError, LowLightDataError, UnsupportedFormatError, is_camera_raw
 
 __all__ = ["ImageSizeError", "ImageHeader", "ASPECT_TOLERANCE", "IMAGE_CHECK_MODES", "decodes_at_half_resolution",
-           "declared_size_problem", "read_image_header", "check_record_files", "verify_dataset_images"]
+           "declared_size_problem", "read_image_header", "check_record_files", "verify_dataset_images",
+           "load_checks_deferred", "DatasetCheck", "check_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ ASPECT_TOLERANCE = 0.01
 IMAGE_CHECK_MODES = ("header", "exists", "none")
 #: at most this many problems are listed in an error message
 _LISTED = 5
+
+#: set by :func:`load_checks_deferred`: the check pass does the load-time file checks itself, per record
+_DEFERRED = []
 
 #: what the reader will return: ``height`` x ``width`` (decoded), ``bits`` per sample (None: unknown)
 ImageHeader = namedtuple("ImageHeader", "height width bits")
@@ -172,7 +177,7 @@ def check_record_files(records, image_format, where, mode="header", workers=8):
     "none" (nothing)."""
     if mode not in IMAGE_CHECK_MODES:
         raise ValueError(f"image_checks must be one of {IMAGE_CHECK_MODES}, got {mode!r}")
-    if mode == "none":
+    if mode == "none" or _DEFERRED:
         return
     check = lambda rec: _record_problem(rec, image_format, mode)  # noqa: E731
     if mode == "header" and len(records) > 64 and workers > 1:  # I/O bound: threads overlap the reads
@@ -211,10 +216,14 @@ def _progress(total, enabled):
     return step, lambda: None
 
 
-def verify_dataset_images(records, read_image, workers=4, progress=True):
-    """Decode every record with ``read_image(record) -> (HWC array, image_format)`` (the mapper's reader) and check
-    the pixels are finite and the size fits the declaration. Returns ``[(record, message)]`` of the failures."""
+def verify_dataset_images(records, read_image, workers=4, progress=True, default_format="srgb"):
+    """Check every record's files as the loader does (exists, a file, header, twins), decode it with
+    ``read_image(record) -> (HWC array, image_format)`` (the mapper's reader) and check the pixels are finite and
+    the size fits the declaration. Returns ``[(record, message)]`` of the failures (all of them)."""
     def one(rec):
+        problem = _record_problem(rec, rec.get("image_format") or default_format, "header")
+        if problem:
+            return problem[1]
         try:
             image, fmt = read_image(dict(rec))
         except Exception as e:  # noqa: BLE001  (report every failure, do not stop at the first)
@@ -250,3 +259,52 @@ def verify_dataset_images(records, read_image, workers=4, progress=True):
     finally:
         close()
     return failures
+
+
+@contextlib.contextmanager
+def load_checks_deferred():
+    """Within: loaders skip :func:`check_record_files`, so a dataset with bad files still loads and the check pass
+    can list every bad file (not only the first kind)."""
+    _DEFERRED.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.pop()
+
+
+class DatasetCheck(namedtuple("DatasetCheck", "name total failures load_error")):
+    """Result of :func:`check_dataset`: ``failures`` = ``[(file_name, reason)]``; ``load_error``: why the dataset
+    could not be loaded at all (its annotations), else None."""
+
+    @property
+    def ok(self):
+        return self.load_error is None and not self.failures
+
+    def summary(self, listed=50):
+        if self.load_error is not None:
+            return f"dataset '{self.name}': cannot be loaded: {self.load_error}"
+        lines = [f"dataset '{self.name}': {self.total - len(self.failures)} ok, {len(self.failures)} bad"]
+        lines += [f"  {file_name}: {reason}" for file_name, reason in self.failures[:listed]]
+        if len(self.failures) > listed:
+            lines.append(f"  ... and {len(self.failures) - listed} more")
+        return "\n".join(lines)
+
+
+def check_dataset(name, cfg=None, workers=4, progress=True):
+    """Load the registered dataset ``name`` and decode every image as the test-time mapper reads it (``cfg``:
+    its INPUT options; None: the defaults); returns a :class:`DatasetCheck`. The load-time file checks are done
+    per record here, so every bad file is listed; annotation errors stop the load (``load_error``)."""
+    from detectron2.data import DatasetCatalog
+
+    from ..config import load_config
+    from .dataset_mapper import LowLightDatasetMapper
+
+    cfg = cfg if cfg is not None else load_config("")
+    mapper = LowLightDatasetMapper(cfg, is_train=False)
+    try:
+        with load_checks_deferred():
+            records = DatasetCatalog.get(name)
+    except LowLightDataError as e:
+        return DatasetCheck(name, 0, [], f"{type(e).__name__}: {e}")
+    failures = verify_dataset_images(records, mapper.read_image, workers, progress, mapper.default_image_format)
+    return DatasetCheck(name, len(records), [(rec["file_name"], msg) for rec, msg in failures], None)
