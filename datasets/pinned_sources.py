@@ -243,7 +243,11 @@ def fetch_member(member: PinnedMember, python: str = None) -> Path:
     dest = cache_dir() / member.cache_path
     if dest.exists() and sha256_of(dest) == member.sha256:
         return dest
-    return extract_member(fetch_sdist(member.project, python=python), member.member, dest, sha256=member.sha256)
+    needed = f"{dest} ({member.member} of {PINS[member.project].requirement}) is needed: "
+    try:
+        return extract_member(fetch_sdist(member.project, python=python), member.member, dest, sha256=member.sha256)
+    except PinnedFileUnavailable as e:  # say which file the caller wanted, still in one line
+        raise PinnedFileUnavailable(needed + str(e)) from e
 
 
 def main(argv=None):

@@ -108,3 +108,20 @@ def test_the_backport_source_is_fetched_with_a_pip_that_accepts_its_metadata():
     assert command.startswith("python -m pip download --no-deps --only-binary :all: -d /tmp pip==25.3 && ")
     assert command.endswith("--no-build-isolation -d " + str(pinned_sources.cache_dir() / "sdists") +
                             " pb1-detectron2==0.6")
+
+
+def test_missing_pinned_member_fails_the_fixture_in_one_line_saying_what_to_fetch(tmp_path, monkeypatch):
+    # what the sony_arw fixture of tests/conftest.py turns into pytest.fail(...) when nothing can be fetched
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SEGALIAS_CACHE", str(cache))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(pinned_sources.PinnedFileUnavailable) as e:
+        pinned_sources.fetch_member(pinned_sources.SONY_ARW)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{cache / 'raw_samples' / '_DSC2164.ARW'} "
+                              "(libraw_cffi-0.19.0/libraw_cffi/tests/_DSC2164.ARW of libraw-cffi==0.19.0) is needed: ")
+    assert (f"python -m pip download --no-deps --no-binary :all: -d {cache / 'sdists'} libraw-cffi==0.19.0"
+            in message)
+    assert f"place the file at {cache / 'sdists' / 'libraw_cffi-0.19.0.tar.gz'}" in message
