@@ -227,3 +227,16 @@ def test_bad_levels(tmp_path, black, white, what):
     cv2.imwrite(str(tmp_path / "r.png"), np.full((4, 6, 3), 3000, np.uint16))
     with pytest.raises(InvalidValueError, match=rf"reading '.*r.png': .*{what}"):
         read_lowlight_image(str(tmp_path / "r.png"), "raw_rgb", black_level=black, white_level=white)
+
+
+def test_crowd_region_is_kept_and_counted_without_warning(tmp_path, caplog):
+    crowd = _ann(2, iscrowd=1, segmentation={"size": [40, 60], "counts": [100, 20, 2280]}, bbox=[2, 20, 1, 20])
+    with caplog.at_level(logging.INFO, logger="segalias_d2.data"):
+        dicts = _load(tmp_path, "crowd_kept", _coco([_ann(1), crowd]))
+    annos = dicts[0]["annotations"]
+    assert [a["iscrowd"] for a in annos] == [0, 1] and isinstance(annos[1]["segmentation"]["counts"], bytes)
+    assert LOAD_SUMMARIES["crowd_kept"] == {"images": 1, "instances": 2, "crowd": 1}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(AnnotationError, match=r"annotation id=2 .*RLE size \[40, 61\] differs from the image's"):
+        _load(tmp_path, "crowd_bad_size", _coco([_ann(1), dict(crowd, segmentation={"size": [40, 61],
+                                                                                   "counts": [100, 2340]})]))

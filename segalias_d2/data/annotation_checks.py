@@ -16,7 +16,9 @@ The rules, and what happens to a record that breaks them (``docs/data.md``, "Wha
   (``polygon_odd_length``) or with fewer than 3 points (``polygon_fewer_than_3_points``) are dropped from their
   instance, an instance left without a polygon is dropped (``instance_without_valid_polygon``); boxes with a
   width or height <= 0 (``degenerate_box``) or entirely outside the image (``box_outside_image``); boxes partly
-  outside are clipped (``box_clipped`` when by more than 1 px).
+  outside are clipped (``box_clipped`` when by more than 1 px);
+* crowd regions (``iscrowd: 1``) are kept, as Detectron2 keeps them (evaluation uses them, the training mapper
+  drops them) and counted (``crowd``) in the summary without a warning.
 
 Records are built as Detectron2's ``load_coco_json`` builds them (sorted by image id; ``file_name`` joined to the
 image root; polygons with < 3 points filtered; uncompressed RLE compressed; keypoint coordinates + 0.5;
@@ -44,6 +46,7 @@ class LoadCounts:
     def __init__(self, name):
         self.name = name
         self.counts = Counter()
+        self.notes = Counter()  # ordinary records worth a count, not a warning (crowd regions)
         self.warnings = []
 
     def skip(self, key, message):
@@ -52,6 +55,9 @@ class LoadCounts:
 
     def count(self, key):
         self.counts[key] += 1
+
+    def note(self, key):
+        self.notes[key] += 1
 
     def warn(self, message):
         self.warnings.append(message)
@@ -280,4 +286,6 @@ def clean_annotation(ann, image, json_file, counts, where):
             counts.count("box_clipped")
         obj["bbox"] = [x0, y0, x1 - x0, y1 - y0]
     obj["bbox_mode"] = BoxMode.XYWH_ABS
+    if iscrowd:  # kept, as Detectron2 keeps it: the evaluators use it, the training mapper drops it
+        counts.note("crowd")
     return obj

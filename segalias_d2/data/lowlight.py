@@ -259,7 +259,8 @@ def load_lowlight_json(json_file, image_root, dataset_name=None, image_format="s
         out.append(rec)
     check_record_files(out, image_format, f"dataset '{name}' ('{json_file}', image root '{image_root}')", image_checks)
 
-    summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts.counts)}
+    summary = {"images": len(out), "instances": sum(len(r["annotations"]) for r in out), **dict(counts.notes),
+               **dict(counts.counts)}
     if counts.warnings:
         summary["warnings"] = list(counts.warnings)
     if names_source != "json":
