@@ -120,6 +120,10 @@ def test_weights_matching_too_little_are_refused_with_the_count(tmp_path, caplog
     with pytest.raises(WeightsMismatchError, match=r"filled 1 of 6 .*\(17%; at least 90% expected\); pass "
                                                    r"--allow-partial-weights"):
         SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "one.pth"))
+    wrong = dict(full, **{"head.weight": torch.zeros(2, 4)})  # a shape mismatch fills nothing
+    torch.save({"model": wrong}, tmp_path / "shape.pth")
+    with pytest.raises(WeightsMismatchError, match=r"filled 5 of 6 "):
+        SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "shape.pth"))
     # a deliberate partial load: a warning with the count, and the tensor is loaded
     net = _Net()
     with caplog.at_level(logging.WARNING):

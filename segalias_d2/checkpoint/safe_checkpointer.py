@@ -150,6 +150,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self.match_policy = match_policy
         self.last_match = None  # (matched, total, scope) of the last load
         self._loading = ""
+        self._final_state_dict = None
 
     @classmethod
     def from_checkpointer(cls, checkpointer, match_policy=None):
@@ -167,17 +168,26 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise CheckpointReadError("checkpoint holds no state dict of the model ('model' key)")
+        self._final_state_dict = None
         incompatible = super()._load_model(checkpoint)
-        if incompatible is not None and self.match_policy is not None:
-            self._check_match(set(incompatible.missing_keys))
+        if self.match_policy is not None and self._final_state_dict is not None:
+            self._check_match(set(self._final_state_dict))
         return incompatible
 
-    def _check_match(self, missing):
+    def _convert_ndarray_to_tensor(self, state_dict):
+        # fvcore calls this on the checkpoint's state dict (after Detectron2's name matching), then strips
+        # "module." and drops shape-mismatched tensors from that same dict in place before loading it: what is
+        # left is exactly what fills the model. (Counting from missing_keys would not do: FrozenBatchNorm fills
+        # absent running statistics itself, so they never show up as missing.)
+        self._final_state_dict = state_dict
+        return super()._convert_ndarray_to_tensor(state_dict)
+
+    def _check_match(self, provided):
         p = self.match_policy
         keys = [k for k in self.model.state_dict() if k.startswith(p.scope)]
         if not keys:  # the scope does not exist in this model: measure the whole model
             keys = list(self.model.state_dict())
-        matched = sum(1 for k in keys if k not in missing)
+        matched = sum(1 for k in keys if k in provided)
         where = f"the model's {p.scope}* tensors" if p.scope and len(keys) < len(self.model.state_dict()) \
             else "the model's tensors"
         self.last_match = (matched, len(keys), p.scope)
