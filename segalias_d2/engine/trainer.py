@@ -20,7 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import JSONWriter
 
 from .. import compat
-from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
+from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer, atomic_open
 from ..data import LowLightDatasetMapper
 from ..data.augmentation import build_sem_seg_train_aug
 from ..evaluation.build import build_segalias_evaluator
@@ -67,8 +67,8 @@ def _is_semantic(dataset_names) -> bool:
 
 
 def write_results_json(results, path):
-    """Strict JSON: metrics that were not measured (NaN) are written as null."""
-    with open(path, "w") as f:
+    """Strict JSON: metrics that were not measured (NaN) are written as null; written atomically (temp + rename)."""
+    with atomic_open(path, "w") as f:
         dump_json(results, f, indent=2, sort_keys=True)
     logger.info("Evaluation results written to %s", path)
 
