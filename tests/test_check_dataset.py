@@ -10,7 +10,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import segalias_d2  # noqa: F401
-from predict_helpers import load_tool  # tests/predict_helpers.py: tools/<name>.py as a module
+from predict_helpers import REPO, load_tool  # tests/predict_helpers.py: tools/<name>.py as a module
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
 from segalias_d2.data.image_checks import _progress, check_dataset
 
@@ -47,13 +47,22 @@ def test_intact_demo_datasets_pass(demo_datasets, capsys):
     assert "dataset 'lis_demo_raw_dark_packed_test': 3 ok, 0 bad" in out
 
 
+def test_datasets_of_a_config(demo_datasets, capsys):
+    cfg = f"{REPO}/configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_demo_raw_dark.yaml"
+    rc = load_tool("check_dataset").main(["--config-file", cfg, "--no-progress"])
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("dataset ")]  # not the log
+    assert rc == 0  # DATASETS.TRAIN then TEST
+    assert out == ["dataset 'lis_demo_raw_dark_train': 6 ok, 0 bad", "dataset 'lis_demo_raw_dark_test': 3 ok, 0 bad"]
+
+
 def test_broken_copy_lists_every_bad_file(broken_copy, capsys):
     name, _ = broken_copy
     rc = load_tool("check_dataset").main(["--dataset", name, "--no-progress", "--workers", "2"])
     out = capsys.readouterr().out
     assert rc == 1
     assert f"dataset '{name}': 2 ok, 4 bad" in out
-    bad = {line.split(": ", 1)[0].strip().rsplit("/", 1)[-1]: line for line in out.splitlines()[1:]}
+    bad = {line.split(": ", 1)[0].strip().rsplit("/", 1)[-1]: line for line in out.splitlines()
+           if line.startswith("  /")}  # the listed files (not log lines)
     assert sorted(bad) == ["10.png", "4.png", "6.png", "8.png"]
     assert "4.png' does not exist" in bad["4.png"]
     assert "10.png' is a directory, not an image file" in bad["10.png"]
