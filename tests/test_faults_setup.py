@@ -107,6 +107,14 @@ def test_eval_only_with_weights_matching_nothing_is_refused_and_writes_no_result
     assert not (out / "eval_results.json").exists() and not (out / "run.lock").exists()
 
 
+def test_allow_partial_weights_flag_sets_the_config_key():
+    tn = _train_net()
+    args = tn.parse_args(["--config-file", INSTANCE_CFG, "--eval-only", "--allow-partial-weights",
+                          "--force-output-dir"])
+    assert args.force_output_dir and weights_match_policy(tn.check_setup(args), True).allow_partial
+    assert not weights_match_policy(tn.check_setup(tn.parse_args(["--config-file", INSTANCE_CFG])), True).allow_partial
+
+
 def _dead_pid():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

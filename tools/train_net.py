@@ -81,10 +81,15 @@ def argument_parser():
     return parser
 
 
-def invoke_main(argv=None):
+def parse_args(argv=None):
     args = argument_parser().parse_args(argv)
     if args.allow_partial_weights:
         args.opts = list(args.opts) + ["MODEL.SEGALIAS.ALLOW_PARTIAL_WEIGHTS", "True"]
+    return args
+
+
+def invoke_main(argv=None):
+    args = parse_args(argv)
     lock = None
     try:
         cfg = check_setup(args)  # fail fast, once, in the parent process

@@ -99,7 +99,7 @@ def weights_match_policy(cfg, eval_only: bool) -> WeightsMatchPolicy:
     """How much of the model MODEL.WEIGHTS must fill: 90% of the whole model to evaluate it (a trained model of
     this project fills all), half of the backbone's feature extractor (``backbone.bottom_up.*``, or
     ``backbone.*`` for a plain backbone) to train from it (an ImageNet checkpoint fills only that)."""
-    allow = bool(cfg.MODEL.SEGALIAS.ALLOW_PARTIAL_WEIGHTS)
+    allow = bool(cfg.MODEL.get("SEGALIAS", {}).get("ALLOW_PARTIAL_WEIGHTS", False))  # also a stock Detectron2 cfg
     if eval_only:
         return WeightsMatchPolicy(RESUME_MIN_FRACTION, "", allow)
     scope = "backbone.bottom_up." if "FPN" in cfg.MODEL.BACKBONE.NAME.upper() else "backbone."
