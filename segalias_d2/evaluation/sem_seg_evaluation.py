@@ -28,6 +28,7 @@ from ..data.label_io import read_label_map
 from .boundary_errors import BoundaryErrorCounter
 from .boundary_iou_metric import BoundaryIoUCounter
 from .evaluator_utils import dump_json, gather_counter
+from .label_argmax import argmax_uint8_cpu
 
 __all__ = ["BoundaryErrorSemSegEvaluator", "BoundaryIoUEvaluator", "load_sem_seg_gt", "prediction_to_label_map",
            "raw_labels_from_reduced"]
@@ -52,6 +53,11 @@ def prediction_to_label_map(output, num_classes: Optional[int] = None, name: str
                 f"outputs['sem_seg'] of {name} has {sem_seg.shape[0]} channels, "
                 f"expected {num_classes} (len(stuff_classes))"
             )
+        if num_classes is not None and num_classes <= 255:
+            # CPU float logits: one cache-blocked pass, uint8 out, finiteness checked on the way (label_argmax)
+            fast = argmax_uint8_cpu(sem_seg)
+            if fast is not None:
+                return fast
         if sem_seg.is_floating_point() and not bool(torch.isfinite(sem_seg).all()):
             # argmax of a NaN column is 0: the pixels would silently be scored as class 0
             bad = int((~torch.isfinite(sem_seg)).any(dim=0).sum())
