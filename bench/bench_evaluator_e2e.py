@@ -20,7 +20,9 @@ Rows (all interleaved, --reps rounds over the --n images after one warm-up round
 evaluator class with the old ``process`` stages), so before/after come from one run; the counts of both are checked
 identical on every image.
 
-    .venv/bin/python bench/bench_evaluator_e2e.py [--n 3] [--reps 5] [--impl both]
+    .venv/bin/python bench/bench_evaluator_e2e.py [--n 3] [--reps 5] [--impl both] [--device cpu|cuda]
+
+Timing is wall clock around each call (``process`` returns host arrays, so GPU work is finished inside the call).
 """
 import argparse
 import os
@@ -70,7 +72,7 @@ def make_image(rng):
     return gt, torch.from_numpy(logits)
 
 
-def register(folder, n, rng):
+def register(folder, n, rng, device):
     name = f"_bench_evaluator_e2e_{os.getpid()}"
     records, logits = [], []
     for i in range(n):
@@ -78,7 +80,7 @@ def register(folder, n, rng):
         path = os.path.join(folder, f"img{i}_gtFine_labelTrainIds.png")
         Image.fromarray(gt).save(path)
         records.append({"file_name": f"img{i}_leftImg8bit.png", "sem_seg_file_name": path, "height": H, "width": W})
-        logits.append(lg)
+        logits.append(lg.to(device))
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(stuff_classes=CITYSCAPES, ignore_label=255, evaluator_type="sem_seg")
     return name, records, logits
@@ -122,16 +124,19 @@ def main():
     ap.add_argument("--n", type=int, default=3, help="distinct images (each holds 160 MB of logits)")
     ap.add_argument("--reps", type=int, default=5, help="rounds over the n images")
     ap.add_argument("--impl", choices=["current", "legacy", "both"], default="both")
+    ap.add_argument("--device", default="cpu", help="where the logits live (cuda: argmax on the GPU, as in a "
+                    "GPU evaluation loop; the rest of process() is CPU code)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     impls = ["legacy", "current"] if args.impl == "both" else [args.impl]
     cpu = torch.device("cpu")
+    device = bu.pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        name, records, logits = register(tmp, args.n, np.random.default_rng(0))
+        name, records, logits = register(tmp, args.n, np.random.default_rng(0), device)
         png_kb = statistics.mean(os.path.getsize(r["sem_seg_file_name"]) for r in records) / 1024
         print(f"torch {torch.__version__}, {bu.describe(cpu)}, cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), "
-              f"numpy {np.__version__}; {args.n} images {H}x{W}, {K} classes, logits float32, GT PNG "
+              f"numpy {np.__version__}; {args.n} images {H}x{W}, {K} classes, logits float32 on {bu.describe(device)}, GT PNG "
               f"{png_kb:.0f} KiB on average (data made in {time.perf_counter() - t0:.1f} s)")
         evs = {i: build_evaluator(i, name, tmp) for i in impls}
         fns = {}

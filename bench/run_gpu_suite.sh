@@ -7,8 +7,9 @@
 # Needs the project environment (torch with CUDA, the Detectron2 backport, segalias_d2 importable). Every script
 # runs with --device cuda: CUDA-event timing with synchronisation, warm-up, fp32 + fp16/bf16 autocast rows,
 # torch.cuda.max_memory_allocated peaks. The data-pipeline bench runs only its training step (its data stages
-# are CPU code, and the GPU machine may not have the pinned RAW file); the boundary evaluator bench is CPU-only
-# (NumPy/OpenCV) and is not part of this suite.
+# are CPU code, and the GPU machine may not have the pinned RAW file); the evaluator end-to-end bench runs with the
+# logits on the GPU (argmax there, uint8 labels copied to the host; the counting is CPU code); the metric-core
+# bench bench_boundary_evaluator.py is CPU-only (NumPy/OpenCV) and is not part of this suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -28,7 +29,7 @@ run() {  # title, command...
     echo "\`${*:2}\`"
     echo
     local t0=$SECONDS
-    "${@:2}"
+    "${@:2}" || echo "**FAILED with exit code $?** (the suite goes on with the next script)"
     echo
     echo "(took $((SECONDS - t0)) s)"
 }
@@ -43,5 +44,6 @@ run() {  # title, command...
     run "Backbone, batch 8 (the released per-GPU batch)" "$PY" bench/bench_backbone.py --device cuda --reps 10 --batch 8
     run "Backbone profile, batch 8, fp16" "$PY" bench/bench_backbone.py --device cuda --batch 8 --amp fp16 --profile 20
     run "Mask R-CNN training step" "$PY" bench/bench_data_pipeline.py --device cuda --train-only --train-iters 10
+    run "Boundary-error evaluator end to end, logits on the GPU" "$PY" bench/bench_evaluator_e2e.py --device cuda --n 3 --reps 5
 } 2>&1 | tee "$OUT"
 echo "wrote $OUT"
