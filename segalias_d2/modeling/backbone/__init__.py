@@ -3,6 +3,5 @@ from .aa_resnet import (  # noqa: F401
     AABottleneckBlock,
     AAResNet,
     DeepStem,
-    build_segalias_resnet_backbone,
-    build_segalias_resnet_fpn_backbone,
 )
+from .build import build_segalias_resnet_backbone, build_segalias_resnet_fpn_backbone  # noqa: F401

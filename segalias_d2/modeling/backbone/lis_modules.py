@@ -12,7 +12,7 @@ re-parameterisation of SCB for deployment.
   ``utils/reparameter.py`` indexes it by the output channel, which is wrong whenever the channels' filters
   differ) and :func:`fold_scb_state_dict` for a whole checkpoint (``tools/fold_scb.py``).
 
-Pure modules with plain arguments; placement and configuration live in :mod:`.aa_resnet`. Formulas and the
+Pure modules with plain arguments; placement lives in :mod:`.aa_resnet`, configuration in :mod:`.build`. Formulas and the
 released behaviour they follow: docs/lis_modules.md.
 """
 import re
