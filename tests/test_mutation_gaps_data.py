@@ -75,6 +75,20 @@ def test_16bit_png_reader_applies_the_ratio_then_clips(dark_png16):
     np.testing.assert_allclose(levels, np.clip((rgb16 - 100.0) / 20000.0 * 3.0, 0, 1), rtol=0, atol=1e-6)
 
 
+def test_16bit_png_levels_per_channel_and_one_sided(dark_png16):
+    path, rgb16 = dark_png16
+    x = rgb16.astype(np.float64)
+    # four black levels in LIS order [R, G1, B, G2] on a 3-channel image: [R, mean(G1, G2), B]
+    got = raw_io.read_lowlight_image(path, "raw_rgb", black_level=[100, 200, 300, 600], white_level=20000, clip=False)
+    black = np.array([100.0, 400.0, 300.0])
+    np.testing.assert_allclose(got, (x - black) / (20000.0 - black), rtol=1e-5, atol=1e-6)
+    only_white = raw_io.read_lowlight_image(path, "raw_rgb", white_level=10000, clip=False)
+    np.testing.assert_allclose(only_white, x / 10000.0, rtol=1e-5, atol=1e-7)
+    only_black = raw_io.read_lowlight_image(path, "raw_rgb", black_level=50, clip=False)
+    np.testing.assert_allclose(only_black, (x - 50.0) / (65535.0 - 50.0), rtol=1e-5, atol=1e-7)
+    assert only_black.min() < 0  # unclipped: below the black level stays negative
+
+
 def _exif_exposure_time_offset(data):
     """Byte offset of the EXIF ExposureTime rational (tag 0x829A) of a little-endian TIFF-based RAW."""
     assert data[:4] == b"II*\x00"

@@ -25,6 +25,7 @@ from segalias_d2.evaluation import (
     build_segalias_evaluator,
     compute_error_maps,
 )
+from segalias_d2.evaluation.boundary_errors import BoundaryErrorCounter
 from segalias_d2.evaluation.error_maps import image_error_metrics
 
 
@@ -75,6 +76,22 @@ def test_worked_example_through_the_semantic_evaluator_at_its_default_band(worke
             assert res[key] == pytest.approx(value, abs=1e-9), key
         assert res["BIoU-left"] == pytest.approx(100 * 8 / 12) and res["MErr-right"] == pytest.approx(50.0)
         assert res["DErr-left"] == pytest.approx(0.0) and res["IoU-right"] == pytest.approx(96.0)
+
+
+def test_band_from_a_separate_band_ground_truth():
+    """band_gt (ADE20K: the raw labels) moves the GT band, the counted classes stay gt's.
+
+    Worked example, band_gt's edge at column 150: per row the bands are 142..157 (band_gt) and 96..111 (pred);
+    class 0: GT 96..99, predicted 96..103 -> IoU 4/8, accuracy 1; class 1: GT 100..111 + 142..157 (28 px),
+    predicted 104..111 + 142..157 (24 px) -> IoU 24/28, accuracy 24/28. Whole-image mIoU unchanged."""
+    pred, gt = _worked_example()
+    band_gt = np.zeros_like(gt)
+    band_gt[:, 150:] = 7  # raw label values need not be classes
+    counter = BoundaryErrorCounter(2)
+    counter.update(pred, gt, band_gt=band_gt)
+    m = counter.metrics()
+    assert m["BIoU"] == pytest.approx((4 / 8 + 24 / 28) / 2) and m["BAcc"] == pytest.approx((1 + 24 / 28) / 2)
+    assert m["mIoU"] == pytest.approx(WORKED["mIoU"] / 100)
 
 
 def test_worked_example_error_maps_and_panel_numbers_at_the_default_band():

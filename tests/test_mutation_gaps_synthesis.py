@@ -127,3 +127,23 @@ def test_read_noise_is_tukey_lambda_of_the_drawn_shape_and_scale():
     for other in (stats.tukeylambda(0.1, scale=4.0), stats.tukeylambda(0.2, scale=3.6)):  # another shape or scale
         assert stats.kstest(dn, other.cdf).pvalue < 1e-6
     assert stats.kurtosis(dn) == pytest.approx(float(stats.tukeylambda(0.2).stats(moments="k")), abs=0.05)
+
+
+def test_pack_rendering_is_red_mean_green_blue_of_the_packed_planes():
+    # packed planes in LIS order [R, G1, B, G2]; every value distinct so a swapped or mis-weighted plane shows
+    packed = np.zeros((2, 3, 4), np.float32)
+    packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3] = 0.125, 0.25, 0.5, 0.75
+    packed[1, 2] = [0.0, 1.0, 0.0625, 0.0]
+    out = S.process_raw_rgb(packed, method="pack")
+    assert out.dtype == np.float32 and out.shape == (2, 3, 3)
+    expected = np.empty((2, 3, 3), np.float32)
+    expected[...] = [0.125, 0.5, 0.5]  # (0.25 + 0.75) / 2
+    expected[1, 2] = [0.0, 0.5, 0.0625]
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(S.process_raw_rgb(packed, (2, 3), method="pack"), expected)  # already that size
+    # another size: OpenCV bilinear of the (h, w) rendering, never a crop
+    flat = np.broadcast_to(np.float32([0.125, 0.25, 0.5, 0.75]), (2, 3, 4))
+    np.testing.assert_allclose(S.process_raw_rgb(flat, (4, 6), method="pack"),
+                               np.broadcast_to(np.float32([0.125, 0.5, 0.5]), (4, 6, 3)), rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="'pack' has no 8-bit"):
+        S.process_raw_rgb(packed, method="pack", bit_depth=8)
