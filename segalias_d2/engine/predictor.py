@@ -21,13 +21,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
+from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
 from ..data import LowLightDatasetMapper
 from ..data.raw_io import check_format, is_camera_raw
+from .validation import weights_match_policy
 
 __all__ = ["LowLightPredictor", "model_image_format", "file_image_format", "as_decoded_image"]
 
@@ -147,7 +148,9 @@ class LowLightPredictor:
         if model is None:
             model = build_model(self.cfg)
             if self.cfg.MODEL.WEIGHTS:
-                DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+                # weights matching too little of the model are refused (--eval-only's rule), not run silently
+                SafeDetectionCheckpointer(model, match_policy=weights_match_policy(self.cfg, eval_only=True)).load(
+                    self.cfg.MODEL.WEIGHTS)
             else:
                 logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model")
         self.model = model.eval()
