@@ -15,7 +15,7 @@ Released semantics (what the paper's code computes), for real input ``x`` of sha
   computed from image ``(b - B//2) mod B`` with its channels rolled by ``C//2`` (gate ``"released"``);
   ``"per_image"`` gates every image from its own spectrum (a variant), ``"band_energy"`` feeds band RMS values.
 
-Fast path (used by the modules, ``fourier_ops.py``): ``Re(...)`` of the box-masked spectrum equals filtering
+Fast path (used by the modules, ``fourier_ops.py`` and ``spectral_lowpass.py``): ``Re(...)`` of the box-masked spectrum equals filtering
 with the Hermitian symmetrised mask ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one real FFT pair
 with a real mask cached per (H, W, cutoff, device, dtype) gives the same output as the complex reference without
 any full-size complex mask. FreqMix's SE inputs are recovered exactly from the same transform
