@@ -176,3 +176,26 @@ def test_trainer_writes_through_the_safe_checkpointer_and_resumes_past_a_corrupt
         resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 4  # model_0000003.pth holds iteration 3
     assert any(f"cannot read checkpoint {final}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_imagenet_style_backbone_checkpoint_trains_but_does_not_evaluate(tmp_path):
+    """The R50-DAF-FreqMix FPN recipe from a converted ImageNet backbone (bottom_up tensors without the new
+    FreqMix/DAF ones, what tools/convert_pretrained.py writes) passes the training rule, not the evaluation one."""
+    from segalias_d2.engine import load_config, weights_match_policy
+
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = Trainer.build_model(cfg)
+    sd = model.state_dict()
+    backbone = {k[len("backbone.bottom_up."):]: v for k, v in sd.items()
+                if k.startswith("backbone.bottom_up.") and ".freqmix." not in k and ".daf." not in k}
+    torch.save({"model": {"backbone.bottom_up." + k: v for k, v in backbone.items()}}, tmp_path / "r50.pth")
+    ck = SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=False))
+    ck.load(str(tmp_path / "r50.pth"))
+    n_bottom_up = sum(1 for k in sd if k.startswith("backbone.bottom_up."))
+    assert ck.last_match == (len(backbone), n_bottom_up, "backbone.bottom_up.")
+    assert 0.5 < len(backbone) / n_bottom_up < 1.0
+    with pytest.raises(WeightsMismatchError, match=f"filled {len(backbone)} of {len(sd)} of the model's tensors"):
+        SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=True)).load(
+            str(tmp_path / "r50.pth"))
