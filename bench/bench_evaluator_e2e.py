@@ -14,7 +14,10 @@ Rows (all interleaved, --reps rounds over the --n images after one warm-up round
   ``PNG decode`` (``load_sem_seg_gt``), ``bands`` (the two 15x15 boundary bands and the band code),
   ``counter update`` (``BoundaryErrorCounter.update`` minus ``bands``: checks, indices, bincount, sum),
   ``other`` = process minus the three stage sums (loop, lookups, dtype checks);
-* ``evaluate()`` (metrics from the counts + the JSON / CSV / npz files), once per round.
+* ``evaluate()`` (metrics from the counts + the JSON / CSV / npz files), once per round;
+* the CPU time (``time.process_time``, all threads) of every ``process`` call: on a shared machine it is far less
+  inflated than wall time, and on an idle one a call's wall time is at most its CPU time, so ``1000 / CPU ms`` is a
+  lower bound of the idle-machine images/s.
 
 --impl current|legacy|both: ``legacy`` runs the previous code path kept in bench/legacy_evaluator.py (the same
 evaluator class with the old ``process`` stages), so before/after come from one run; the counts of both are checked
@@ -105,13 +108,21 @@ def stage_fns(impl, ev, rec, lg, outdir):
         else:
             scratch.update(pred, gt)
 
+    def process():
+        t = time.process_time()
+        ev.process([inp], [out])
+        CPU_MS[impl].append(1000 * (time.process_time() - t))
+
     return {
-        "process": lambda: ev.process([inp], [out]),
+        "process": process,
         "argmax": lambda: mod.prediction_to_label_map(out, K),
         "PNG decode": lambda: mod.load_sem_seg_gt(rec["sem_seg_file_name"]),
         "bands": bands,
         "update": update,
     }
+
+
+CPU_MS = {"legacy": [], "current": []}  # CPU time (all threads of this process) of every process() call
 
 
 def build_evaluator(impl, name, outdir):
@@ -184,6 +195,14 @@ def main():
         print(f"| {row} | " + " | ".join(cells) + ratio + " |")
     ips = " | ".join(f"{1000 / rows[i]['process() total'][0]:.1f}" for i in impls)
     print(f"| images / s (process, median) | {ips}" + (" | |" if len(impls) == 2 else " |"))
+    # CPU time is much less inflated than wall time when the cores are shared; on an idle machine a call's wall
+    # time is at most its CPU time (no I/O wait: the PNGs are in the page cache), so 1000 / CPU ms bounds the
+    # idle-machine rate from below
+    cpu = {i: statistics.median(CPU_MS[i][args.n:]) for i in impls}  # without the warm-up round
+    print("| process() CPU time, ms / image (median) | " + " | ".join(f"{cpu[i]:.1f}" for i in impls)
+          + (f" | {cpu['legacy'] / cpu['current']:.2f}x |" if len(impls) == 2 else " |"))
+    print("| images / s bound from CPU time (1000 / CPU ms) | " + " | ".join(f"{1000 / cpu[i]:.1f}" for i in impls)
+          + (" | |" if len(impls) == 2 else " |"))
     if len(impls) == 2:
         same = np.array_equal(evs["legacy"]._counter.confusion, evs["current"]._counter.confusion)
         a, b = results["legacy"]["boundary_errors"], results["current"]["boundary_errors"]
