@@ -9,7 +9,7 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
-from backbone_helpers import STAGES, make_backbone_cfg
+from common import STAGES, make_backbone_cfg
 from segalias_d2 import add_segalias_config
 from segalias_d2.modeling.backbone.aa_resnet import AABottleneckBlock, AAResNet, DeepStem
 from reference_fourier import reference_daf

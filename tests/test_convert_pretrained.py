@@ -15,7 +15,7 @@ from torch import nn
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone
 
-from backbone_helpers import STAGES, make_backbone_cfg
+from common import STAGES, make_backbone_cfg
 from segalias_d2.checkpoint import (
     adapt_stem_to_packed_bayer,
     convert_state_dict,

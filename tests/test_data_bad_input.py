@@ -5,11 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import segalias_d2  # noqa: F401
-from segalias_d2.config import add_segalias_config
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
 from segalias_d2.data.lowlight import LOAD_SUMMARIES, AnnotationError
 from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
@@ -21,6 +19,7 @@ from segalias_d2.data.raw_io import (
     read_camera_raw,
     read_lowlight_image,
 )
+from common import segalias_cfg
 
 
 def _register(tmp_path, name, annotations, categories=None, image_format="srgb", write_image=True, **kw):
@@ -48,11 +47,7 @@ def _good(cat=5):
 
 
 def _mapper(is_train=True):
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.MODEL.MASK_ON = True
-    cfg.INPUT.MIN_SIZE_TRAIN = (40,)
-    cfg.INPUT.MIN_SIZE_TEST = 40
+    cfg = segalias_cfg(MODEL__MASK_ON=True, INPUT__MIN_SIZE_TRAIN=(40,), INPUT__MIN_SIZE_TEST=40)
     return LowLightDatasetMapper(cfg, is_train)
 
 

@@ -3,13 +3,12 @@ _transform_annotations (recompute_boxes from the masks after a crop, crowd filte
 whose instances have no masks. Expected boxes are computed by hand."""
 import numpy as np
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from segalias_d2.config import add_segalias_config
 from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
+from common import segalias_cfg
 
 BOX = [0.0, 0.0, 59.0, 39.0]  # loose box (XYXY) around the triangle below
 TRIANGLE = [[10.0, 5.0, 30.0, 5.0, 10.0, 25.0]]  # tight box: (10, 5, 30, 25)
@@ -25,14 +24,14 @@ def record(tmp_path):
 
 
 def _mapper(crop):
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.MODEL.MASK_ON = True
-    cfg.INPUT.MIN_SIZE_TRAIN = (40,)  # the 40x60 image keeps its size
-    cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.INPUT.CROP.ENABLED = crop
-    cfg.INPUT.CROP.TYPE = "relative_range"
-    cfg.INPUT.CROP.SIZE = [1.0, 1.0]  # a crop of the whole image: only recompute_boxes changes the boxes
+    cfg = segalias_cfg({
+        "MODEL.MASK_ON": True,
+        "INPUT.MIN_SIZE_TRAIN": (40,),  # the 40x60 image keeps its size
+        "INPUT.RANDOM_FLIP": "none",
+        "INPUT.CROP.ENABLED": crop,
+        "INPUT.CROP.TYPE": "relative_range",
+        "INPUT.CROP.SIZE": [1.0, 1.0],  # a crop of the whole image: only recompute_boxes changes the boxes
+    })
     return LowLightDatasetMapper(cfg, is_train=True)
 
 

@@ -7,6 +7,7 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from segalias_d2.solver import WarmupPolyWithFloorParamScheduler
 from segalias_d2.modeling.meta_arch import sliding_window_logits
 from segalias_d2.modeling.meta_arch.sliding_window import _window_starts
+from common import sliding_window_semseg_cfg
 
 
 def _mmcv_poly_lr(it, base_lr, max_iter, power, min_lr, warmup_iters, warmup_ratio):
@@ -57,19 +58,9 @@ def test_sliding_window_logits_average_overlaps():
 
 
 def test_sliding_window_segmentor_equals_whole_image_when_one_window_covers_it():
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from segalias_d2 import add_segalias_config
-
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "SlidingWindowSemanticSegmentor", "MODEL.DEVICE", "cpu",
-        "MODEL.BACKBONE.NAME", "build_segalias_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH", "50",
-        "MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']", "MODEL.FPN.IN_FEATURES", "['res2','res3','res4','res5']",
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5", "TEST.SEGALIAS.SLIDING_WINDOW.SIZE", "[64, 96]",
-    ])
+    cfg = sliding_window_semseg_cfg(num_classes=5, window=[64, 96])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     batch = [{"image": torch.rand(3, 64, 96) * 255, "height": 64, "width": 96}]

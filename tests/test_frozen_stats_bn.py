@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 
-from backbone_helpers import make_backbone_cfg
+from common import make_backbone_cfg
 from segalias_d2.modeling.backbone.norm import FrozenStatsBatchNorm2d
 from segalias_d2.solver import get_segalias_param_groups
 

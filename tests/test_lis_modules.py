@@ -14,7 +14,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 
-from backbone_helpers import STAGES, make_backbone_cfg
+from common import STAGES, make_backbone_cfg
 from segalias_d2.modeling.backbone.lis_modules import (
     AdaptiveWeightedDownsample,
     SmoothBranch,

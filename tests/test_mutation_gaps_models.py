@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from backbone_helpers import STAGES, make_backbone_cfg
+from common import STAGES, make_backbone_cfg
 from segalias_d2 import add_segalias_config
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from segalias_d2.data import raw_io
 from pinned_sources import PINS, SONY_ARW  # datasets/pinned_sources.py; fixture sony_arw: tests/conftest.py
+from common import segalias_cfg
 
 LIBRAW_CFFI = PINS["libraw-cffi"]
 ARW_MEMBER = SONY_ARW.member
@@ -133,10 +134,8 @@ def test_decode_cache(tmp_path):
 def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
     import json
 
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from segalias_d2.config import add_segalias_config
     from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
     from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 
@@ -156,11 +155,7 @@ def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
                               thing_classes=LIS_CLASSES, exposure_ratio="exif", raw_output="packed")
     rec = DatasetCatalog.get(name)[0]
     assert rec["pair_file_name"].endswith(os.path.join("raw", "1.ARW"))
-    cfg = get_cfg()
-    add_segalias_config(cfg)
-    cfg.INPUT.MIN_SIZE_TRAIN = (173,)
-    cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.INPUT.FORMAT = "RGB"
+    cfg = segalias_cfg(INPUT__MIN_SIZE_TRAIN=(173,), INPUT__RANDOM_FLIP="none", INPUT__FORMAT="RGB")
     out = LowLightDatasetMapper(cfg, True)(rec)
     img = out["image"]
     assert img.shape == (4, 173, 259)  # packed (1732x2592) resized: annotations scaled to it

@@ -21,6 +21,7 @@ from segalias_d2.evaluation import (
     BoundaryIoUEvaluator,
     build_segalias_evaluator,
 )
+from common import segalias_cfg
 
 CLASSES = ["road", "car", "sky"]
 
@@ -135,9 +136,7 @@ def test_boundary_iou_evaluator(semseg_dataset):
 
 def test_build_segalias_evaluator_dispatch(semseg_dataset, tmp_path):
     name, records, preds, gts = semseg_dataset
-    cfg = get_cfg()
-    segalias_d2.add_segalias_config(cfg)
-    cfg.TEST.SEGALIAS.BOUNDARY_BAND_WIDTH = 9
+    cfg = segalias_cfg(TEST__SEGALIAS__BOUNDARY_BAND_WIDTH=9)
     ev = build_segalias_evaluator(cfg, name, str(tmp_path))
     assert isinstance(ev, BoundaryErrorSemSegEvaluator) and ev._band_width == 9
     cfg.TEST.SEGALIAS.SEM_SEG_BOUNDARY_IOU = True

@@ -3,12 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
-from segalias_d2 import add_segalias_config
 from segalias_d2.modeling.fourier_filters import FreqMix
 from segalias_d2.solver import build_segalias_optimizer
+from common import segalias_cfg
 
 
 class Toy(nn.Module):
@@ -29,8 +28,7 @@ class Toy(nn.Module):
 
 
 def make_cfg(**solver):
-    cfg = get_cfg()
-    add_segalias_config(cfg)
+    cfg = segalias_cfg()
     s = cfg.SOLVER
     s.BASE_LR, s.MOMENTUM, s.NESTEROV = 0.01, 0.9, True
     s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS = 5e-4, 0.0, 1.0, None
