@@ -2,7 +2,8 @@
 
 Timing: ``time_interleaved`` runs every variant once as warm-up, then ``reps`` rounds of (variant 1, variant 2,
 ...), so background load and clock changes hit all variants alike; the tables report median (and min). On CPU a
-call is timed with ``time.perf_counter``; on CUDA with a pair of CUDA events recorded around the call on the
+call is timed with ``time.perf_counter`` (or ``time.process_time`` with ``SEGALIAS_BENCH_CLOCK=process``, for a
+shared machine); on CUDA with a pair of CUDA events recorded around the call on the
 current stream and ``torch.cuda.synchronize()`` after it (the host waits for the queued kernels; the events
 bracket exactly the GPU work of the call).
 
@@ -45,10 +46,19 @@ def pick_device(name="auto"):
     return dev
 
 
+#: CPU timing clock: "wall" (default, time.perf_counter) or "process" (time.process_time: CPU seconds of all threads
+#: of this process; far less inflated than wall time when other jobs share the cores, but it counts OpenMP
+#: spin-waiting and is no wall time). Set with the environment variable SEGALIAS_BENCH_CLOCK.
+CPU_CLOCK = os.environ.get("SEGALIAS_BENCH_CLOCK", "wall")
+if CPU_CLOCK not in ("wall", "process"):
+    raise SystemExit(f"SEGALIAS_BENCH_CLOCK={CPU_CLOCK!r}: expected 'wall' or 'process'")
+
+
 def describe(device):
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
-    return f"CPU, {torch.get_num_threads()} threads"
+    clock = "process CPU time" if CPU_CLOCK == "process" else "wall clock"
+    return f"CPU, {torch.get_num_threads()} threads, {clock}"
 
 
 def default_amps(device):
@@ -80,9 +90,10 @@ def time_call(fn, device):
         end.record()
         torch.cuda.synchronize(device)
         return start.elapsed_time(end)
-    t0 = time.perf_counter()
+    clock = time.process_time if CPU_CLOCK == "process" else time.perf_counter
+    t0 = clock()
     fn()
-    return 1000.0 * (time.perf_counter() - t0)
+    return 1000.0 * (clock() - t0)
 
 
 def time_interleaved(fns, reps, device, warmup=1):
