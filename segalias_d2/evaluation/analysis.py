@@ -163,12 +163,14 @@ def prediction_key(kind: DatasetKind, record):
 
 
 def build_model_from_cfg(cfg):
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
+    from ..engine.validation import weights_match_policy  # late: engine imports evaluation
+    from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
+
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if cfg.MODEL.WEIGHTS:  # weights matching too little of the model are refused (--eval-only's rule)
+        SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=True)).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model")
     model.eval()
