@@ -1,12 +1,16 @@
 """Survivor counts per module of a finished mutmut run (used by dev/run_mutation_tests.sh).
 
-Usage: python dev/mutation_summary.py WORK_DIR [--survivors FILE]
+Usage: python dev/mutation_summary.py WORK_DIR [--survivors FILE] [--baseline EARLIER_WORK_DIR]
 
 Reads ``mutmut results --all true`` in WORK_DIR (the scratch copy the run used) and prints, per mutated module,
 the number of mutants, killed, survived, timeouts and others, and how many survivors change only a string literal
 (error messages, log text: a weaker signal than a survivor that changes a number or an operator). Those are told
 apart by comparing each surviving mutant's function with its original in mutmut's trampolined copy
 (``mutants/<module>.py``), string constants blanked.
+
+``--baseline`` compares with an earlier run (e.g. one whose survivors were rerun with ``run_mutation_tests.sh
+--mutants``): per module, the earlier survivors, how many of them the later run killed, how many still survive, and
+how many it did not check (not rerun, or the mutated function changed so the name is gone).
 """
 import argparse
 import ast
@@ -65,17 +69,40 @@ def _string_only(work_dir, module, names):
     return count
 
 
+def _module(name):
+    m = _MODULE.match(name)
+    return m["module"] if m else name.rsplit(".", 1)[0]
+
+
+def _compare(before, after):
+    after = dict(after)
+    print(f"{'module':45s} {'survived before':>15s} {'killed now':>10s} {'survive now':>11s} {'not checked now':>15s}")
+    totals = collections.Counter()
+    rows = collections.OrderedDict()
+    for name, status in before:
+        if status == "survived":
+            now = after.get(name, "not checked")
+            key = {"killed": "killed", "survived": "survived"}.get(now, "other")
+            rows.setdefault(_module(name), collections.Counter()).update(["before", key])
+    for module, c in sorted(rows.items()):
+        totals.update(c)
+        print(f"{module:45s} {c['before']:15d} {c['killed']:10d} {c['survived']:11d} {c['other']:15d}")
+    print(f"{'total':45s} {totals['before']:15d} {totals['killed']:10d} {totals['survived']:11d} {totals['other']:15d}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work_dir")
     ap.add_argument("--survivors", help="write the surviving mutant names here, one a line")
+    ap.add_argument("--baseline", help="an earlier run's WORK_DIR: what became of its survivors")
     args = ap.parse_args(argv)
+    if args.baseline:
+        _compare(_results(args.baseline), _results(args.work_dir))
+        return
     rows = _results(args.work_dir)
     by_module = collections.OrderedDict()
     for name, status in rows:
-        m = _MODULE.match(name)
-        module = m["module"] if m else name.rsplit(".", 1)[0]
-        by_module.setdefault(module, []).append((name, status))
+        by_module.setdefault(_module(name), []).append((name, status))
     header = f"{'module':45s} {'mutants':>7s} {'killed':>7s} {'survived':>8s} {'(string only)':>13s} {'timeout':>7s} {'other':>6s}"
     print(header)
     totals = collections.Counter()

@@ -132,18 +132,33 @@ def test_read_noise_is_tukey_lambda_of_the_drawn_shape_and_scale():
 def test_pack_rendering_is_red_mean_green_blue_of_the_packed_planes():
     # packed planes in LIS order [R, G1, B, G2]; every value distinct so a swapped or mis-weighted plane shows
     packed = np.zeros((2, 3, 4), np.float32)
-    packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3] = 0.125, 0.25, 0.5, 0.75
-    packed[1, 2] = [0.0, 1.0, 0.0625, 0.0]
+    packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3] = 0.125, 0.25, 0.5, 0.5
+    packed[1, 2] = [0.0, 1.0, 0.0625, 0.5]  # G1 + G2 != 1 anywhere, so 0.5 / (G1 + G2) is not the mean either
     out = S.process_raw_rgb(packed, method="pack")
     assert out.dtype == np.float32 and out.shape == (2, 3, 3)
     expected = np.empty((2, 3, 3), np.float32)
-    expected[...] = [0.125, 0.5, 0.5]  # (0.25 + 0.75) / 2
-    expected[1, 2] = [0.0, 0.5, 0.0625]
+    expected[...] = [0.125, 0.375, 0.5]  # (0.25 + 0.5) / 2
+    expected[1, 2] = [0.0, 0.75, 0.0625]
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(S.process_raw_rgb(packed, (2, 3), method="pack"), expected)  # already that size
     # another size: OpenCV bilinear of the (h, w) rendering, never a crop
-    flat = np.broadcast_to(np.float32([0.125, 0.25, 0.5, 0.75]), (2, 3, 4))
+    flat = np.broadcast_to(np.float32([0.125, 0.25, 0.5, 0.5]), (2, 3, 4))
     np.testing.assert_allclose(S.process_raw_rgb(flat, (4, 6), method="pack"),
-                               np.broadcast_to(np.float32([0.125, 0.5, 0.5]), (4, 6, 3)), rtol=0, atol=1e-7)
+                               np.broadcast_to(np.float32([0.125, 0.375, 0.5]), (4, 6, 3)), rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="'pack' has no 8-bit"):
         S.process_raw_rgb(packed, method="pack", bit_depth=8)
+
+
+def test_bilinear_rendering_crops_one_extra_pixel_and_resizes_otherwise():
+    """Odd LIS sizes were edge-padded to even before packing: a demosaic at most 1 px larger than out_hw is cropped;
+    any other size is OpenCV-bilinear resized (never cropped)."""
+    import cv2
+
+    packed = np.random.default_rng(3).random((4, 5, 4)).astype(np.float32)
+    full = S.process_raw_rgb(packed)  # (8, 10, 3)
+    assert full.shape == (8, 10, 3)
+    for hw in ((7, 9), (7, 10), (8, 9)):
+        np.testing.assert_array_equal(S.process_raw_rgb(packed, hw), full[:hw[0], :hw[1]], err_msg=str(hw))
+    for hw in ((6, 10), (8, 8), (9, 10)):
+        np.testing.assert_allclose(S.process_raw_rgb(packed, hw), cv2.resize(full, (hw[1], hw[0]),
+                                   interpolation=cv2.INTER_LINEAR), rtol=0, atol=1e-4, err_msg=str(hw))
