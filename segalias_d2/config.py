@@ -181,22 +181,17 @@ def _add_data_config(cfg):
 
 def _add_evaluation_config(cfg):
     """Boundary-error evaluator keys (``cfg.TEST.SEGALIAS``); only missing keys are added."""
-    if "SEGALIAS" not in cfg.TEST:
-        cfg.TEST.SEGALIAS = CN()
-    ev = cfg.TEST.SEGALIAS
-    defaults = [
-        # Side (px) of the square dilation kernel that turns 1-px Laplacian edges into the BIoU/FErr/MErr/DErr band (odd; 15 = +-7 px, paper).
-        ("BOUNDARY_BAND_WIDTH", 15),
-        # Cheng et al. Boundary IoU / Boundary AP band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005).
-        ("BOUNDARY_IOU_DILATION_RATIO", 0.02),
-        # Also run the semantic Boundary IoU evaluator (task "boundary_iou") next to the boundary-error evaluator.
-        ("SEM_SEG_BOUNDARY_IOU", False),
-        # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
-        ("INSTANCE_SCORE_THRESH", 0.5),
-    ]
-    for key, value in defaults:
-        if key not in ev:
-            setattr(ev, key, value)
+    ev = _default(cfg.TEST, "SEGALIAS", CN())
+    # Side (px) of the square dilation kernel that turns 1-px Laplacian edges into the BIoU/FErr/MErr/DErr
+    # band (odd; 15 = +-7 px, paper).
+    _default(ev, "BOUNDARY_BAND_WIDTH", 15)
+    # Cheng et al. Boundary IoU / Boundary AP band width as a fraction of the image diagonal (COCO 0.02,
+    # Cityscapes 0.005).
+    _default(ev, "BOUNDARY_IOU_DILATION_RATIO", 0.02)
+    # Also run the semantic Boundary IoU evaluator (task "boundary_iou") next to the boundary-error evaluator.
+    _default(ev, "SEM_SEG_BOUNDARY_IOU", False)
+    # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
+    _default(ev, "INSTANCE_SCORE_THRESH", 0.5)
     # Options used only by a tool are flags of that tool: an old config that sets one fails with yacs'
     # "Key TEST.SEGALIAS.<KEY> was renamed to <the flag>".
     moved_to_tool_flags = {
