@@ -81,7 +81,7 @@ def make_input(batch, device):
 
 
 def mem_child(name, device_s, amp, batch):
-    torch.set_num_threads(2)
+    torch.set_num_threads(bu.cpu_threads())
     device = bu.pick_device(device_s)
     model, x = build(name, device=device), make_input(int(batch), device)
     step = lambda: train_step(model, x, device, amp)  # noqa: E731
@@ -132,7 +132,7 @@ def main():
     if args._mem_child:
         mem_child(*args._mem_child)
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(bu.cpu_threads())
     device = bu.pick_device(args.device)
     models = {k: build(k, device=device) for k in args.models}
     x = make_input(args.batch, device)

@@ -78,7 +78,7 @@ def make_input(shape, device, amp, seed=1):
 
 
 def mem_child(op, variant, shape_s, device_s, amp):
-    torch.set_num_threads(2)
+    torch.set_num_threads(bu.cpu_threads())
     device = bu.pick_device(device_s)
     shape = tuple(int(v) for v in shape_s.split("x"))
     fns, params = make_fns(op, shape[0], device)
@@ -151,7 +151,7 @@ def main():
     if args._mem_child:
         mem_child(*args._mem_child)
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(bu.cpu_threads())
     device = bu.pick_device(args.device)
     print(f"torch {torch.__version__}, {bu.describe(device)}")
     for amp in args.amp or bu.default_amps(device):

@@ -54,6 +54,11 @@ if CPU_CLOCK not in ("wall", "process"):
     raise SystemExit(f"SEGALIAS_BENCH_CLOCK={CPU_CLOCK!r}: expected 'wall' or 'process'")
 
 
+def cpu_threads():
+    """torch CPU threads of a bench run: 2 (the CI machine's cores) unless SEGALIAS_BENCH_THREADS says otherwise."""
+    return int(os.environ.get("SEGALIAS_BENCH_THREADS", "2"))
+
+
 def describe(device):
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
