@@ -156,7 +156,7 @@ def test_bilinear_rendering_crops_one_extra_pixel_and_resizes_otherwise():
 
     packed = np.random.default_rng(3).random((4, 5, 4)).astype(np.float32)
     full = S.process_raw_rgb(packed)  # (8, 10, 3)
-    assert full.shape == (8, 10, 3)
+    assert full.shape == (8, 10, 3) and full.dtype == np.float32  # the 16-bit demosaic is integer inside
     for hw in ((7, 9), (7, 10), (8, 9)):
         np.testing.assert_array_equal(S.process_raw_rgb(packed, hw), full[:hw[0], :hw[1]], err_msg=str(hw))
     for hw in ((6, 10), (8, 8), (9, 10)):
