@@ -89,6 +89,15 @@ def test_16bit_png_levels_per_channel_and_one_sided(dark_png16):
     assert only_black.min() < 0  # unclipped: below the black level stays negative
 
 
+def test_float_npy_is_taken_as_unit_range_and_the_lis_partner_name(tmp_path):
+    arr = np.linspace(0.0, 0.9, 6 * 10 * 3, dtype=np.float32).reshape(6, 10, 3)
+    np.save(tmp_path / "4.npy", arr)
+    got = raw_io.read_lowlight_image(str(tmp_path / "4.npy"), "raw_rgb", exposure_ratio=2.0)
+    np.testing.assert_allclose(got, np.clip(arr * 2.0, 0, 1), rtol=0, atol=1e-7)  # float data: scale 1, not 255
+    assert raw_io.lis_pair_file_name("/d/LIS/RAW-dark/4.ARW") == "/d/LIS/RAW-dark/3.ARW"
+    assert raw_io.lis_pair_file_name("/d/LIS/RAW-dark/4.ARW", pair_root="/d/LIS/RAW-normal") == "/d/LIS/RAW-normal/3.ARW"
+
+
 def _exif_exposure_time_offset(data):
     """Byte offset of the EXIF ExposureTime rational (tag 0x829A) of a little-endian TIFF-based RAW."""
     assert data[:4] == b"II*\x00"
