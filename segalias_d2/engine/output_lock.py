@@ -11,7 +11,7 @@ import atexit
 import json
 import logging
 import os
-import socket
+import platform
 import sys
 import time
 
@@ -55,7 +55,7 @@ class OutputDirLock:
 
     def acquire(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        me = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "command": " ".join(sys.argv)}
         for _ in range(3):
             try:
@@ -109,7 +109,7 @@ class OutputDirLock:
             return
         self.held = False
         owner = self._owner()
-        if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        if owner and owner.get("pid") == os.getpid() and owner.get("host") == platform.node():
             self._remove()
 
     def __enter__(self):
