@@ -6,6 +6,7 @@ one from SEGALIAS_D2_SOURCE=<folder | archive | git URL>), or let `bash dev/setu
 the pure-Python Detectron2 v0.6 backport (dev/d2_backport/). The pinned development set lives in
 requirements/build.txt and requirements/dev.txt.
 """
+
 from setuptools import find_packages, setup
 
 setup(

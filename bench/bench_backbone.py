@@ -1,26 +1,34 @@
-"""Whole R50-FPN backbone: DAF + FreqMix (paper placement: res3-res5) vs plain R50-FPN, side by side.
+"""Whole R50-FPN backbone: DAF + FreqMix (paper placement: res3-res5) vs plain R50-FPN, side by
+side.
 
 Models, built with the same config apart from the filters (Mask R-CNN style: FrozenBN, FREEZE_AT 2,
 STRIDE_IN_1X1 False), same seed, so the two DAF+FreqMix variants share weights:
 
 * ``plain``: Detectron2-equivalent R50-FPN;
-* ``new``: DAF+FreqMix with the modules' custom autograd functions (segalias_d2/modeling/fourier_ops.py);
+* ``new``: DAF+FreqMix with the modules' custom autograd functions
+(segalias_d2/modeling/fourier_ops.py);
 * ``old``: the same model switched to the previous implementation (bench/legacy_fourier.py);
-* ``recompute`` (opt-in): ``new`` with the DAF outputs recomputed in backward instead of being kept by the
-  stages' first convs (bench/daf_recompute.py, a bench-only experiment: what a change in aa_resnet.py gives).
+* ``recompute`` (opt-in): ``new`` with the DAF outputs recomputed in backward instead of being kept
+by the
+  stages' first convs (bench/daf_recompute.py, a bench-only experiment: what a change in
+  aa_resnet.py gives).
 
-Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Inference = eval + no_grad forward;
-training step = train-mode forward + backward of the summed mean of all FPN outputs. All models run
-interleaved (plain, new, old, plain, ...) after one warm-up each; median and min of --reps. Peak memory of the
-training step: CPU = peak-RSS increase in a fresh subprocess per model (+ the profiler's tensor-allocation
-peak as a cross-check), CUDA = max_memory_allocated increase (see bench/bench_util.py).
+Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Inference = eval + no_grad
+forward; training step = train-mode forward + backward of the summed mean of all FPN outputs. All
+models run interleaved (plain, new, old, plain, ...) after one warm-up each; median and min of
+--reps. Peak memory of the training step: CPU = peak-RSS increase in a fresh subprocess per model (+
+the profiler's tensor-allocation peak as a cross-check), CUDA = max_memory_allocated increase (see
+bench/bench_util.py).
 
-    .venv/bin/python bench/bench_backbone.py [--reps 5] [--models plain new old] [--device auto|cpu|cuda]
+    .venv/bin/python bench/bench_backbone.py [--reps 5] [--models plain new old] [--device
+    auto|cpu|cuda]
         [--amp fp32 fp16 bf16] [--batch 1] [--no-mem] [--profile N]
 
-CUDA default: fp32 plus fp16/bf16 autocast; CPU: fp32 unless --amp says otherwise. --profile N prints the N
-most expensive ops (torch.profiler, self time) of one training step per model and stops.
+CUDA default: fp32 plus fp16/bf16 autocast; CPU: fp32 unless --amp says otherwise. --profile N
+prints the N most expensive ops (torch.profiler, self time) of one training step per model and
+stops.
 """
+
 import argparse
 import json
 import sys
@@ -31,16 +39,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_util as bu  # noqa: E402
 from daf_recompute import use_daf_recompute  # noqa: E402
-from legacy_fourier import use_legacy  # noqa: E402
-
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
+from legacy_fourier import use_legacy  # noqa: E402
 
 from segalias_d2 import add_segalias_config  # noqa: E402
 
 MODELS = ("plain", "new", "old", "recompute")
-LABELS = {"plain": "plain R50-FPN", "new": "DAF+FreqMix (new)", "old": "DAF+FreqMix (old)",
-          "recompute": "DAF+FreqMix (new, DAF recomputed)"}
+LABELS = {
+    "plain": "plain R50-FPN",
+    "new": "DAF+FreqMix (new)",
+    "old": "DAF+FreqMix (old)",
+    "recompute": "DAF+FreqMix (new, DAF recomputed)",
+}
 
 
 def build(name, norm="FrozenBN", device="cpu"):
@@ -104,7 +115,11 @@ def profile(models, x, device, amp, top):
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     key = "self_cpu_time_total"
     if device.type == "cuda":  # renamed in torch 2.4
-        key = "self_device_time_total" if hasattr(FunctionEventAvg, "self_device_time_total") else "self_cuda_time_total"
+        key = (
+            "self_device_time_total"
+            if hasattr(FunctionEventAvg, "self_device_time_total")
+            else "self_cuda_time_total"
+        )
     for name, m in models.items():
         train_step(m, x, device, amp)
         with prof(activities=acts) as p:
@@ -119,7 +134,9 @@ def pct(a, b):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--models", nargs="+", choices=MODELS, default=["plain", "new", "old"])
     ap.add_argument("--device", default="auto")
@@ -137,37 +154,64 @@ def main():
     models = {k: build(k, device=device) for k in args.models}
     x = make_input(args.batch, device)
     n = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    print(f"torch {torch.__version__}, {bu.describe(device)}, input {tuple(x.shape)}, FrozenBN, reps {args.reps}")
+    print(
+        f"torch {torch.__version__}, {bu.describe(device)}, input {tuple(x.shape)}, FrozenBN, reps "
+        f"{args.reps}"
+    )
     if args.profile:
         for amp in args.amp or ["fp32"]:
             profile(models, x, device, amp, args.profile)
         return
     names = list(models)
     for amp in args.amp or bu.default_amps(device):
-        print(f"\n### {bu.describe(device)}, {amp}, batch {args.batch} (load at start {bu.load_average():.2f})\n")
-        print("| mode | " + " | ".join(f"{LABELS[k]} s (min / median)" for k in names)
-              + " | " + " | ".join(f"{LABELS[k]} vs plain (median)" for k in names if k != "plain") + " |")
+        print(
+            f"\n### {bu.describe(device)}, {amp}, batch {args.batch} (load at start "
+            f"{bu.load_average():.2f})\n"
+        )
+        print(
+            "| mode | "
+            + " | ".join(f"{LABELS[k]} s (min / median)" for k in names)
+            + " | "
+            + " | ".join(f"{LABELS[k]} vs plain (median)" for k in names if k != "plain")
+            + " |"
+        )
         print("|" + "---|" * (1 + 2 * len(names) - ("plain" in names)))
         for mode, fn in (("inference", infer), ("training step (fwd+bwd)", train_step)):
             fns = {k: (lambda m=m: fn(m, x, device, amp)) for k, m in models.items()}
             t = bu.time_interleaved(fns, args.reps, device)
             cols = [bu.min_med([v / 1000 for v in t[k]], "{:.3f}") for k in names]
-            ratios = [pct(bu.med(t[k]), bu.med(t["plain"])) for k in names if k != "plain" and "plain" in t]
+            ratios = [
+                pct(bu.med(t[k]), bu.med(t["plain"]))
+                for k in names
+                if k != "plain" and "plain" in t
+            ]
             print(f"| {mode} | " + " | ".join(cols + ratios) + " |", flush=True)
         if not args.no_mem:
             mem = {k: peak_memory(k, models[k], x, device, amp, args.batch) for k in names}
-            print("\npeak memory of the training step (MiB above the state before the step; CPU: peak RSS in a "
-                  "fresh process per model, and the profiler's tensor-allocation peak; CUDA: "
-                  "max_memory_allocated):\n")
+            print(
+                "\npeak memory of the training step (MiB above the state before the step; CPU: "
+                "peak RSS in a "
+                "fresh process per model, and the profiler's tensor-allocation peak; CUDA: "
+                "max_memory_allocated):\n"
+            )
             fields = [f for f in ("rss_mib", "tensor_mib", "cuda_mib") if f in mem[names[0]]]
-            print("| measure | " + " | ".join(LABELS[k] for k in names) + " | "
-                  + " | ".join(f"{LABELS[k]} vs plain" for k in names if k != "plain") + " |")
+            print(
+                "| measure | "
+                + " | ".join(LABELS[k] for k in names)
+                + " | "
+                + " | ".join(f"{LABELS[k]} vs plain" for k in names if k != "plain")
+                + " |"
+            )
             print("|" + "---|" * (1 + 2 * len(names) - ("plain" in names)))
             for f in fields:
                 vals = [f"{mem[k][f]:.0f}" for k in names]
-                ratios = [pct(mem[k][f], mem["plain"][f]) for k in names if k != "plain" and "plain" in mem]
+                ratios = [
+                    pct(mem[k][f], mem["plain"][f])
+                    for k in names
+                    if k != "plain" and "plain" in mem
+                ]
                 print(f"| {f} | " + " | ".join(vals + ratios) + " |", flush=True)
-    print(f"\nparameters: " + ", ".join(f"{LABELS[k]} {n[k]:,}" for k in names))
+    print("\nparameters: " + ", ".join(f"{LABELS[k]} {n[k]:,}" for k in names))
     print(f"load average at the end: {bu.load_average():.2f}")
 
 

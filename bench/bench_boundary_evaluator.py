@@ -10,6 +10,7 @@ Measures, side by side in one run, on N synthetic 1024x2048 image pairs with 19 
 
 Usage: python bench/bench_boundary_evaluator.py [--n 20] [--naive-n 5] [--classes 19]
 """
+
 import argparse
 import json
 import resource
@@ -53,8 +54,8 @@ def naive_update(counts, pred, gt, K, ignore=255, width=15):
     for r, R in regions.items():
         m = R & valid
         p, g = pred[m].astype(np.int64), gt[m].astype(np.int64)
-        I, P, G = counts[r]
-        I += np.bincount(g[p == g], minlength=K)[:K]
+        inter, P, G = counts[r]
+        inter += np.bincount(g[p == g], minlength=K)[:K]
         P += np.bincount(p[(p >= 0) & (p < K)], minlength=K)[:K]
         G += np.bincount(g, minlength=K)[:K]
 
@@ -75,7 +76,9 @@ def memory_child(n, K):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20, help="images for the fast path")
     ap.add_argument("--naive-n", type=int, default=5, help="images for the naive path")
     ap.add_argument("--classes", type=int, default=19)
@@ -99,7 +102,10 @@ def main():
         fast.update(*pairs[i % len(pairs)])
     t_fast = (time.perf_counter() - t0) / args.n
 
-    naive = {r: [np.zeros(K, np.int64) for _ in range(3)] for r in ["all", "union", "pred", "gt", "inter"]}
+    naive = {
+        r: [np.zeros(K, np.int64) for _ in range(3)]
+        for r in ["all", "union", "pred", "gt", "inter"]
+    }
     t0 = time.perf_counter()
     for i in range(args.naive_n):
         naive_update(naive, *pairs[i % len(pairs)], K)
@@ -115,23 +121,36 @@ def main():
 
     ok = True
     for r in REGION_CODES:
-        I, P, G = _region_stats(chk_fast.region_confusion(r), K)
-        ok &= np.array_equal(I, chk_naive[r][0]) and np.array_equal(P, chk_naive[r][1]) and np.array_equal(G, chk_naive[r][2])
+        inter, P, G = _region_stats(chk_fast.region_confusion(r), K)
+        ok &= (
+            np.array_equal(inter, chk_naive[r][0])
+            and np.array_equal(P, chk_naive[r][1])
+            and np.array_equal(G, chk_naive[r][2])
+        )
 
     mem = []
     for n in (args.mem_n, 2 * args.mem_n):
         out = subprocess.run(
-            [sys.executable, __file__, "--_mem_child", str(n), "--classes", str(K)], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--_mem_child", str(n), "--classes", str(K)],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
-    print(f"| implementation | s / image | images / s | speed-up |")
-    print(f"|---|---|---|---|")
-    print(f"| fast (BoundaryErrorCounter.update) | {t_fast:.4f} | {1 / t_fast:.1f} | {t_naive / t_fast:.1f}x |")
+    print("| implementation | s / image | images / s | speed-up |")
+    print("|---|---|---|---|")
+    print(
+        f"| fast (BoundaryErrorCounter.update) | {t_fast:.4f} | {1 / t_fast:.1f} | "
+        f"{t_naive / t_fast:.1f}x |"
+    )
     print(f"| naive (reference §5.6 transcription) | {t_naive:.4f} | {1 / t_naive:.1f} | 1.0x |")
     print(f"counts identical (fast vs naive, 2 images): {ok}")
     for m in mem:
-        print(f"peak RSS after streaming {m['n']} images: {m['peak_rss_mb']:.0f} MiB (before: {m['rss_before_mb']:.0f} MiB)")
+        print(
+            f"peak RSS after streaming {m['n']} images: {m['peak_rss_mb']:.0f} MiB (before: "
+            f"{m['rss_before_mb']:.0f} MiB)"
+        )
     _ = boundary_error_metrics(fast.confusion)
 
 

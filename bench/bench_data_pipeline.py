@@ -15,11 +15,14 @@ Measures, at a 1200x800 output (the LIS image size):
 Throughputs are single-process (one DataLoader worker); the DataLoader multiplies them by
 NUM_WORKERS. Numbers are medians over --repeats runs after one warm-up.
 
-Device: the data stages are NumPy/OpenCV/rawpy code and always run on the CPU. The training step runs on
+Device: the data stages are NumPy/OpenCV/rawpy code and always run on the CPU. The training step
+runs on
 --device (default: CUDA when present); on CUDA it is timed with CUDA events and synchronisation
-(bench/bench_util.py), also under fp16 and bf16 autocast, and its peak max_memory_allocated is printed.
+(bench/bench_util.py), also under fp16 and bf16 autocast, and its peak max_memory_allocated is
+printed.
 --train-only skips the data stages (e.g. on a GPU machine without the pinned RAW file).
 """
+
 import argparse
 import os
 import statistics
@@ -52,7 +55,8 @@ def sony_arw():
 
 
 def train_step_time(iters, device_name="cpu", amp="fp32"):
-    """Median seconds of one training iteration (and the peak CUDA tensor memory in MiB, None on CPU)."""
+    """Median seconds of one training iteration (and the peak CUDA tensor memory in MiB, None on
+    CPU)."""
     import torch
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -73,8 +77,16 @@ def train_step_time(iters, device_name="cpu", amp="fp32"):
     m.ROI_HEADS.NAME = "StandardROIHeads"
     m.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
     m.ROI_HEADS.NUM_CLASSES = 8
-    m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_FC, m.ROI_BOX_HEAD.POOLER_RESOLUTION = "FastRCNNConvFCHead", 2, 7
-    m.ROI_MASK_HEAD.NAME, m.ROI_MASK_HEAD.NUM_CONV, m.ROI_MASK_HEAD.POOLER_RESOLUTION = "MaskRCNNConvUpsampleHead", 4, 14
+    m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_FC, m.ROI_BOX_HEAD.POOLER_RESOLUTION = (
+        "FastRCNNConvFCHead",
+        2,
+        7,
+    )
+    m.ROI_MASK_HEAD.NAME, m.ROI_MASK_HEAD.NUM_CONV, m.ROI_MASK_HEAD.POOLER_RESOLUTION = (
+        "MaskRCNNConvUpsampleHead",
+        4,
+        14,
+    )
     # random init (no weight download): FrozenBN = identity would let activations explode, so the
     # benchmark uses trainable BN (same convolutions; slightly more work than FrozenBN)
     m.RESNETS.NORM = "BN"
@@ -85,7 +97,9 @@ def train_step_time(iters, device_name="cpu", amp="fp32"):
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     h, w = 800, 1200
     inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor([[100.0, 100.0, 400.0, 500.0], [600.0, 200.0, 1000.0, 700.0]]))
+    inst.gt_boxes = Boxes(
+        torch.tensor([[100.0, 100.0, 400.0, 500.0], [600.0, 200.0, 1000.0, 700.0]])
+    )
     inst.gt_classes = torch.tensor([1, 5])
     masks = torch.zeros(2, h, w, dtype=torch.bool)
     masks[0, 100:500, 100:400] = True
@@ -110,13 +124,21 @@ def train_step_time(iters, device_name="cpu", amp="fp32"):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-iters", type=int, default=3)
     p.add_argument("--skip-train", action="store_true")
-    p.add_argument("--train-only", action="store_true", help="only the training step (no data stages)")
-    p.add_argument("--device", default="auto", help="device of the training step (auto: CUDA when present)")
-    p.add_argument("--amp", nargs="+", choices=["fp32", "fp16", "bf16"], help="training-step precisions")
+    p.add_argument(
+        "--train-only", action="store_true", help="only the training step (no data stages)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="device of the training step (auto: CUDA when present)"
+    )
+    p.add_argument(
+        "--amp", nargs="+", choices=["fp32", "fp16", "bf16"], help="training-step precisions"
+    )
     args = p.parse_args()
     if args.train_only:
         train_rows(args)
@@ -130,7 +152,10 @@ def main():
     from segalias_d2.data.raw_io import read_camera_raw, read_lowlight_image
     from segalias_d2.data.synthesis import synthesize_lowlight
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}",
+        flush=True,
+    )
     rows = []
     arw = sony_arw()
 
@@ -138,25 +163,53 @@ def main():
         rgb = read_camera_raw(arw, "raw_rgb")
         return cv2.resize(rgb, (1200, 800), interpolation=cv2.INTER_LINEAR)
 
-    rows.append(("RAW decode+pack (Sony ARW 5184x3464 -> raw-RGB 1200x800), no cache", timeit(raw_1200, args.repeats)))
+    rows.append(
+        (
+            "RAW decode+pack (Sony ARW 5184x3464 -> raw-RGB 1200x800), no cache",
+            timeit(raw_1200, args.repeats),
+        )
+    )
     mem = DecodeCache(max_items=4)
     opts = {"image_format": "raw", "size": (1200, 800)}
-    rows.append(("  same, decode cache: in-memory hit", timeit(lambda: mem.get(arw, opts, raw_1200), args.repeats)))
+    rows.append(
+        (
+            "  same, decode cache: in-memory hit",
+            timeit(lambda: mem.get(arw, opts, raw_1200), args.repeats),
+        )
+    )
     tmp = tempfile.mkdtemp(prefix="segalias_bench_")
     disk = DecodeCache(max_items=0, cache_dir=tmp)
-    rows.append(("  same, decode cache: on-disk .npy hit (page-cached)", timeit(lambda: disk.get(arw, opts, raw_1200), args.repeats)))
+    rows.append(
+        (
+            "  same, decode cache: on-disk .npy hit (page-cached)",
+            timeit(lambda: disk.get(arw, opts, raw_1200), args.repeats),
+        )
+    )
 
     rng = np.random.default_rng(0)
     png16 = os.path.join(tmp, "raw_dark.png")
     raw16 = (raw_1200() * 65535).astype(np.uint16)
     cv2.imwrite(png16, raw16[:, :, ::-1])
-    rows.append(("16-bit raw-RGB PNG read (1200x800)", timeit(lambda: read_lowlight_image(png16, "raw_rgb"), args.repeats)))
+    rows.append(
+        (
+            "16-bit raw-RGB PNG read (1200x800)",
+            timeit(lambda: read_lowlight_image(png16, "raw_rgb"), args.repeats),
+        )
+    )
 
     srgb = (np.clip(raw_1200() * 4, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
-    rows.append(("synthesis sRGB -> noisy raw-RGB 1200x800 (+clean)",
-                 timeit(lambda: synthesize_lowlight(srgb, rng), args.repeats)))
-    rows.append(("synthesis sRGB -> noisy packed 600x400x4 (+clean)",
-                 timeit(lambda: synthesize_lowlight(srgb, rng, output="packed"), args.repeats)))
+    rows.append(
+        (
+            "synthesis sRGB -> noisy raw-RGB 1200x800 (+clean)",
+            timeit(lambda: synthesize_lowlight(srgb, rng), args.repeats),
+        )
+    )
+    rows.append(
+        (
+            "synthesis sRGB -> noisy packed 600x400x4 (+clean)",
+            timeit(lambda: synthesize_lowlight(srgb, rng, output="packed"), args.repeats),
+        )
+    )
 
     from detectron2.config import get_cfg
 
@@ -166,22 +219,45 @@ def main():
     add_segalias_config(cfg)
     cfg.MODEL.MASK_ON = True
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (800,), 1333
-    record = {"file_name": png16, "image_id": 0, "height": 800, "width": 1200, "image_format": "raw_rgb",
-              "annotations": [{"bbox": [100, 100, 300, 300], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
-                               "segmentation": [[100, 100, 400, 100, 400, 400, 100, 400]]}]}
+    record = {
+        "file_name": png16,
+        "image_id": 0,
+        "height": 800,
+        "width": 1200,
+        "image_format": "raw_rgb",
+        "annotations": [
+            {
+                "bbox": [100, 100, 300, 300],
+                "bbox_mode": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": [[100, 100, 400, 100, 400, 400, 100, 400]],
+            }
+        ],
+    }
     for k in ("bbox_mode",):
         from detectron2.structures import BoxMode
 
         record["annotations"][0][k] = BoxMode.XYWH_ABS
     mapper = LowLightDatasetMapper(cfg, True)
-    rows.append(("LowLightDatasetMapper, 16-bit PNG record, 1200x800", timeit(lambda: mapper(record), args.repeats)))
+    rows.append(
+        (
+            "LowLightDatasetMapper, 16-bit PNG record, 1200x800",
+            timeit(lambda: mapper(record), args.repeats),
+        )
+    )
     srgb_png = os.path.join(tmp, "srgb.png")
     cv2.imwrite(srgb_png, srgb[:, :, ::-1])
     cfg.INPUT.SEGALIAS.SYNTHESIS.ENABLED = True
     cfg.INPUT.SEGALIAS.SYNTHESIS.RETURN_CLEAN = True
     mapper_syn = LowLightDatasetMapper(cfg, True)
     rec_syn = dict(record, file_name=srgb_png, image_format="srgb")
-    rows.append(("LowLightDatasetMapper, sRGB record + synthesis (+clean)", timeit(lambda: mapper_syn(rec_syn), args.repeats)))
+    rows.append(
+        (
+            "LowLightDatasetMapper, sRGB record + synthesis (+clean)",
+            timeit(lambda: mapper_syn(rec_syn), args.repeats),
+        )
+    )
 
     print("\n| stage | s / image | images / s |\n|---|---|---|")
     for name, t in rows:
@@ -200,7 +276,10 @@ def train_rows(args):
         t, peak = train_step_time(args.train_iters, str(device), amp)
         where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
         name = f"R50-FPN Mask R-CNN train step, batch 1, 1200x800 ({where}, {amp})"
-        print(f"| {name} | {t:.4f} | {1.0 / t:.3g} | {'-' if peak is None else f'{peak:.0f}'} |", flush=True)
+        print(
+            f"| {name} | {t:.4f} | {1.0 / t:.3g} | {'-' if peak is None else f'{peak:.0f}'} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

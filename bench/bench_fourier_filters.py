@@ -1,20 +1,25 @@
-"""DAF and FreqMix: the modules ("new": custom autograd functions, fourier_ops.py) vs the previous fast path
-("old": bench/legacy_fourier.py, autograd through rfft2/irfft2) vs the literal transcriptions ("reference":
-tests/reference_fourier.py, fftshift + full complex mask, autograd through it), side by side in one process.
+"""DAF and FreqMix: the modules ("new": custom autograd functions, fourier_ops.py) vs the previous
+fast path
+("old": bench/legacy_fourier.py, autograd through rfft2/irfft2) vs the literal transcriptions
+("reference": tests/reference_fourier.py, fftshift + full complex mask, autograd through it), side
+by side in one process.
 
-Shapes: R50-FPN on an 800x1333 image padded to 800x1344: DAF on the res3/res4/res5 stage inputs, FreqMix on the
-conv2 outputs of res3/res4/res5; batch 1. "fwd" = forward under no_grad, "fwd+bwd" = forward with a graph +
-backward of a fixed random cotangent w.r.t. the input (and FreqMix's parameters). All variants of a row run
-interleaved (``--reps`` rounds after one warm-up round); min / median in ms. Peak memory of fwd+bwd: CPU =
-peak-RSS increase in a fresh subprocess per (op, variant, shape), CUDA = max_memory_allocated increase (see
-bench/bench_util.py). The last table times DAF at the res3 input against copying the same tensor.
+Shapes: R50-FPN on an 800x1333 image padded to 800x1344: DAF on the res3/res4/res5 stage inputs,
+FreqMix on the conv2 outputs of res3/res4/res5; batch 1. "fwd" = forward under no_grad, "fwd+bwd" =
+forward with a graph + backward of a fixed random cotangent w.r.t. the input (and FreqMix's
+parameters). All variants of a row run interleaved (``--reps`` rounds after one warm-up round); min
+/ median in ms. Peak memory of fwd+bwd: CPU = peak-RSS increase in a fresh subprocess per (op,
+variant, shape), CUDA = max_memory_allocated increase (see bench/bench_util.py). The last table
+times DAF at the res3 input against copying the same tensor.
 
-    .venv/bin/python bench/bench_fourier_filters.py [--reps 7] [--only {DAF,FreqMix}] [--device auto|cpu|cuda]
+    .venv/bin/python bench/bench_fourier_filters.py [--reps 7] [--only {DAF,FreqMix}] [--device
+    auto|cpu|cuda]
         [--amp fp32 fp16 bf16] [--no-mem]
 
-On CUDA the default runs fp32 and the fp16/bf16 autocast variants (input in that dtype, as the backbone feeds
-it under autocast); on CPU only fp32 unless --amp says otherwise.
+On CUDA the default runs fp32 and the fp16/bf16 autocast variants (input in that dtype, as the
+backbone feeds it under autocast); on CPU only fp32 unless --amp says otherwise.
 """
+
 import argparse
 import json
 import sys
@@ -50,8 +55,11 @@ def make_fns(op, c, device):
     new = FreqMix(c).to(device)
     torch.manual_seed(0)
     old = use_legacy(FreqMix(c).to(device))
-    # the transcriptions get float32 input: their FFTs have no half-precision path (cuFFT: powers of two only)
-    return {"new": new, "old": old, "reference": lambda x: reference_freqmix(x.float(), new)}, list(new.parameters())
+    # the transcriptions get float32 input: their FFTs have no half-precision path (cuFFT: powers of
+    # two only)
+    return {"new": new, "old": old, "reference": lambda x: reference_freqmix(x.float(), new)}, list(
+        new.parameters()
+    )
 
 
 def step_fns(fn, params, x, gy, device, amp):
@@ -98,9 +106,15 @@ def peak_mib(op, variant, shape, fns, params, x, gy, device, amp):
 
 
 def run_rows(args, device, amp):
-    print(f"\n### {bu.describe(device)}, {amp}, batch 1, reps {args.reps} (load at start {bu.load_average():.2f})\n")
-    print("| op | where | C x H x W | mode | new ms | old ms | reference ms | new vs reference | new vs old "
-          "| peak MiB new / old / reference | max abs diff |")
+    print(
+        f"\n### {bu.describe(device)}, {amp}, batch 1, reps {args.reps} (load at start "
+        f"{bu.load_average():.2f})\n"
+    )
+    print(
+        "| op | where | C x H x W | mode | new ms | old ms | reference ms | new vs reference | new "
+        "vs old "
+        "| peak MiB new / old / reference | max abs diff |"
+    )
     print("|" + "---|" * 11)
     for op, where, shape in CASES:
         if args.only and op != args.only:
@@ -113,17 +127,24 @@ def run_rows(args, device, amp):
         steps = {v: step_fns(fns[v], params, x, gy, device, amp) for v in VARIANTS}
         mem = ""
         if not args.no_mem:
-            mem = " / ".join(f"{peak_mib(op, v, shape, fns, params, x, gy, device, amp):.0f}" for v in VARIANTS)
+            mem = " / ".join(
+                f"{peak_mib(op, v, shape, fns, params, x, gy, device, amp):.0f}" for v in VARIANTS
+            )
         for mode, k in (("fwd", 0), ("fwd+bwd", 1)):
             t = bu.time_interleaved({v: steps[v][k] for v in VARIANTS}, args.reps, device)
             m = {v: bu.med(t[v]) for v in VARIANTS}
-            print(f"| {op} | {where} | {'x'.join(map(str, shape))} | {mode} | {bu.min_med(t['new'])} "
-                  f"| {bu.min_med(t['old'])} | {bu.min_med(t['reference'])} | {m['reference'] / m['new']:.2f}x "
-                  f"| {m['old'] / m['new']:.2f}x | {mem if k else ''} | {diff:.1e} |", flush=True)
+            print(
+                f"| {op} | {where} | {'x'.join(map(str, shape))} | {mode} | {bu.min_med(t['new'])} "
+                f"| {bu.min_med(t['old'])} | {bu.min_med(t['reference'])} | "
+                f"{m['reference'] / m['new']:.2f}x "
+                f"| {m['old'] / m['new']:.2f}x | {mem if k else ''} | {diff:.1e} |",
+                flush=True,
+            )
 
 
 def copy_ratio(args, device):
-    """DAF forward at the res3 input vs copying the same tensor (allocating clone / into a preallocated one)."""
+    """DAF forward at the res3 input vs copying the same tensor (allocating clone / into a
+    preallocated one)."""
     x = make_input(CASES[0][2], device, "fp32")
     out = torch.empty_like(x)
     daf = DeAliasingFilter(0.35)
@@ -132,15 +153,20 @@ def copy_ratio(args, device):
         t = bu.time_interleaved(fns, args.reps, device)
     m = {k: bu.med(v) for k, v in t.items()}
     gb = 2 * x.numel() * x.element_size() / 1e9  # bytes read + written by a copy
-    print(f"\nDAF forward at the res3 input 1x{'x'.join(map(str, CASES[0][2]))} ({bu.describe(device)}), "
-          f"median of {args.reps}: DAF {m['DAF']:.1f} ms, clone {m['clone']:.2f} ms "
-          f"({gb / m['clone'] * 1e3:.1f} GB/s), copy_ into a preallocated tensor {m['copy_']:.2f} ms "
-          f"({gb / m['copy_'] * 1e3:.1f} GB/s); DAF / clone = {m['DAF'] / m['clone']:.1f}x, "
-          f"DAF / copy_ = {m['DAF'] / m['copy_']:.1f}x")
+    print(
+        f"\nDAF forward at the res3 input 1x{'x'.join(map(str, CASES[0][2]))} "
+        f"({bu.describe(device)}), "
+        f"median of {args.reps}: DAF {m['DAF']:.1f} ms, clone {m['clone']:.2f} ms "
+        f"({gb / m['clone'] * 1e3:.1f} GB/s), copy_ into a preallocated tensor {m['copy_']:.2f} ms "
+        f"({gb / m['copy_'] * 1e3:.1f} GB/s); DAF / clone = {m['DAF'] / m['clone']:.1f}x, "
+        f"DAF / copy_ = {m['DAF'] / m['copy_']:.1f}x"
+    )
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--only", choices=["DAF", "FreqMix"], help="run only this op's rows")
     ap.add_argument("--device", default="auto")

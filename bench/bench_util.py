@@ -1,29 +1,36 @@
-"""Timing and peak-memory helpers shared by bench/*.py, for CPU and CUDA (bench code, not part of the package).
+"""Timing and peak-memory helpers shared by bench/*.py, for CPU and CUDA (bench code, not part of
+the package).
 
-Timing: ``time_interleaved`` runs every variant once as warm-up, then ``reps`` rounds of (variant 1, variant 2,
-...), so background load and clock changes hit all variants alike; the tables report median (and min). On CPU a
-call is timed with ``time.perf_counter`` (or ``time.process_time`` with ``SEGALIAS_BENCH_CLOCK=process``, for a
-shared machine); on CUDA with a pair of CUDA events recorded around the call on the
-current stream and ``torch.cuda.synchronize()`` after it (the host waits for the queued kernels; the events
-bracket exactly the GPU work of the call).
+Timing: ``time_interleaved`` runs every variant once as warm-up, then ``reps`` rounds of (variant 1,
+variant 2,
+...), so background load and clock changes hit all variants alike; the tables report median (and
+min). On CPU a call is timed with ``time.perf_counter`` (or ``time.process_time`` with
+``SEGALIAS_BENCH_CLOCK=process``, for a shared machine); on CUDA with a pair of CUDA events recorded
+around the call on the current stream and ``torch.cuda.synchronize()`` after it (the host waits for
+the queued kernels; the events bracket exactly the GPU work of the call).
 
 Peak memory:
 
-* CUDA: ``torch.cuda.reset_peak_memory_stats()`` before the call, ``torch.cuda.max_memory_allocated()`` after
-  it, minus the memory allocated before the call: the peak of tensor memory the call needed on top of what
-  already existed (model, inputs). Caching-allocator reserve and cuFFT plan workspaces are not included.
-* CPU: PyTorch has no CPU allocator statistics and ``tracemalloc`` does not see tensor memory (it is malloc'd
+* CUDA: ``torch.cuda.reset_peak_memory_stats()`` before the call,
+``torch.cuda.max_memory_allocated()`` after
+  it, minus the memory allocated before the call: the peak of tensor memory the call needed on top
+  of what already existed (model, inputs). Caching-allocator reserve and cuFFT plan workspaces are
+  not included.
+* CPU: PyTorch has no CPU allocator statistics and ``tracemalloc`` does not see tensor memory (it is
+malloc'd
   by c10, not by Python). ``cpu_peak_in_child`` therefore runs the call in a FRESH subprocess per
-  configuration, with ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc serves every block >= 64 KiB by mmap and
-  returns it to the kernel on free (otherwise freed heap memory stays resident and hides later peaks, or a
-  previous configuration's peak hides this one). The child builds its inputs, runs the call once (warm-up:
-  masks, FFT descriptors, oneDNN primitives), resets the kernel's peak-RSS mark (``/proc/self/clear_refs``,
-  "5"), reads VmRSS, runs the call again and reads VmHWM: ``peak - before`` is the physical memory the call
-  touched at its peak, including library scratch (oneDNN, MKL) and allocator slack. As a cross-check
-  ``profiler_tensor_peak`` replays the c10 allocation events recorded by ``torch.profiler`` (profile_memory)
-  in time order: the peak of live tensor bytes, without library scratch; allocations freed inside one op are
-  netted out, so it is a lower bound.
+  configuration, with ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc serves every block >= 64 KiB by mmap
+  and returns it to the kernel on free (otherwise freed heap memory stays resident and hides later
+  peaks, or a previous configuration's peak hides this one). The child builds its inputs, runs the
+  call once (warm-up: masks, FFT descriptors, oneDNN primitives), resets the kernel's peak-RSS mark
+  (``/proc/self/clear_refs``, "5"), reads VmRSS, runs the call again and reads VmHWM: ``peak -
+  before`` is the physical memory the call touched at its peak, including library scratch (oneDNN,
+  MKL) and allocator slack. As a cross-check ``profiler_tensor_peak`` replays the c10 allocation
+  events recorded by ``torch.profiler`` (profile_memory) in time order: the peak of live tensor
+  bytes, without library scratch; allocations freed inside one op are netted out, so it is a lower
+  bound.
 """
+
 import contextlib
 import json
 import os
@@ -46,16 +53,18 @@ def pick_device(name="auto"):
     return dev
 
 
-#: CPU timing clock: "wall" (default, time.perf_counter) or "process" (time.process_time: CPU seconds of all threads
-#: of this process; far less inflated than wall time when other jobs share the cores, but it counts OpenMP
-#: spin-waiting and is no wall time). Set with the environment variable SEGALIAS_BENCH_CLOCK.
+#: CPU timing clock: "wall" (default, time.perf_counter) or "process" (time.process_time: CPU
+#: seconds of all threads of this process; far less inflated than wall time when other jobs share
+#: the cores, but it counts OpenMP spin-waiting and is no wall time). Set with the environment
+#: variable SEGALIAS_BENCH_CLOCK.
 CPU_CLOCK = os.environ.get("SEGALIAS_BENCH_CLOCK", "wall")
 if CPU_CLOCK not in ("wall", "process"):
     raise SystemExit(f"SEGALIAS_BENCH_CLOCK={CPU_CLOCK!r}: expected 'wall' or 'process'")
 
 
 def cpu_threads():
-    """torch CPU threads of a bench run: 2 (the CI machine's cores) unless SEGALIAS_BENCH_THREADS says otherwise."""
+    """torch CPU threads of a bench run: 2 (the CI machine's cores) unless SEGALIAS_BENCH_THREADS
+    says otherwise."""
     return int(os.environ.get("SEGALIAS_BENCH_THREADS", "2"))
 
 
@@ -102,7 +111,8 @@ def time_call(fn, device):
 
 
 def time_interleaved(fns, reps, device, warmup=1):
-    """{name: [ms, ...]} for a dict of zero-argument callables, interleaved after ``warmup`` calls each."""
+    """{name: [ms, ...]} for a dict of zero-argument callables, interleaved after ``warmup`` calls
+    each."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -151,13 +161,16 @@ def rss_peak_of_call(fn):
 
 
 def profiler_tensor_peak(fn):
-    """Peak of live CPU tensor bytes (MiB) during one call of ``fn``, from the profiler's allocation events."""
+    """Peak of live CPU tensor bytes (MiB) during one call of ``fn``, from the profiler's allocation
+    events."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    events = sorted(
+        (e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start
+    )
     cur = peak = 0
     for e in events:
         cur += e.self_cpu_memory_usage
@@ -166,9 +179,12 @@ def profiler_tensor_peak(fn):
 
 
 def cpu_peak_in_child(script, args):
-    """Run ``script --_mem_child ARGS`` in a fresh process with the fixed mmap threshold; returns its JSON."""
+    """Run ``script --_mem_child ARGS`` in a fresh process with the fixed mmap threshold; returns
+    its JSON."""
     env = dict(os.environ, **MMAP_ENV)
-    out = subprocess.run([sys.executable, script, "--_mem_child", *args], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, script, "--_mem_child", *args], capture_output=True, text=True, env=env
+    )
     if out.returncode != 0:
         raise RuntimeError(f"memory child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,21 +1,22 @@
-"""The per-image path of ``BoundaryErrorSemSegEvaluator.process`` as it was before the issue-15 speed work (bench code,
-kept so bench/bench_evaluator_e2e.py measures before and after in one run; not used by the package).
+"""The per-image path of ``BoundaryErrorSemSegEvaluator.process`` as it was before the issue-15
+speed work (bench code, kept so bench/bench_evaluator_e2e.py measures before and after in one run;
+not used by the package).
 
-Copied from segalias_d2/evaluation (commit e9029f9): ``prediction_to_label_map`` (int64 argmax, ``min``, clamp,
-uint8 copy), ``load_sem_seg_gt`` (PIL decode through ``read_label_map``), ``boundary_band`` and
-``BoundaryErrorCounter.image_codes`` / ``update`` (int32 index copies of GT and prediction, four passes to combine
-them, one bincount). The non-finite-logits check of the current code is included (one ``isfinite`` pass), so the
-difference measured is the speed work only.
+Copied from segalias_d2/evaluation (commit e9029f9): ``prediction_to_label_map`` (int64 argmax,
+``min``, clamp, uint8 copy), ``load_sem_seg_gt`` (PIL decode through ``read_label_map``),
+``boundary_band`` and ``BoundaryErrorCounter.image_codes`` / ``update`` (int32 index copies of GT
+and prediction, four passes to combine them, one bincount). The non-finite-logits check of the
+current code is included (one ``isfinite`` pass), so the difference measured is the speed work only.
 """
+
+import cv2
 import numpy as np
 import torch
 
 from segalias_d2.data.label_io import read_label_map
-from segalias_d2.evaluation.boundary_errors import label_edges, _check_band_width
+from segalias_d2.evaluation.boundary_errors import _check_band_width, label_edges
 from segalias_d2.evaluation.sem_seg_evaluation import BoundaryErrorSemSegEvaluator
 from segalias_d2.evaluation.streaming_counter import as_label_map, check_gt_labels, validated_pair
-
-import cv2
 
 _KERNELS = {}
 
@@ -30,14 +31,19 @@ def prediction_to_label_map(output, num_classes=None, name="image"):
         sem_seg = torch.as_tensor(np.asarray(sem_seg))
     if sem_seg.dim() == 3:
         if num_classes is not None and sem_seg.shape[0] != num_classes:
-            raise ValueError(f"outputs['sem_seg'] of {name} has {sem_seg.shape[0]} channels, expected {num_classes}")
+            raise ValueError(
+                f"outputs['sem_seg'] of {name} has {sem_seg.shape[0]} channels, expected "
+                f"{num_classes}"
+            )
         if sem_seg.is_floating_point() and not bool(torch.isfinite(sem_seg).all()):
             raise FloatingPointError(f"outputs['sem_seg'] of {name}: NaN/inf scores")
         lab = sem_seg.argmax(dim=0)
     elif sem_seg.dim() == 2:
         lab = sem_seg
     else:
-        raise ValueError(f"outputs['sem_seg'] of {name}: expected (C, H, W) scores, got {tuple(sem_seg.shape)}")
+        raise ValueError(
+            f"outputs['sem_seg'] of {name}: expected (C, H, W) scores, got {tuple(sem_seg.shape)}"
+        )
     lab = lab.to("cpu")
     if num_classes is not None and num_classes <= 255 and lab.dtype != torch.uint8 and lab.numel():
         if int(lab.min()) >= 0:
@@ -93,7 +99,8 @@ def counter_update(counter, pred, gt, name="image", band_gt=None):
 
 
 class LegacyBoundaryErrorSemSegEvaluator(BoundaryErrorSemSegEvaluator):
-    """The evaluator with the old per-image stages (same GT lookup, same counter state, same evaluate())."""
+    """The evaluator with the old per-image stages (same GT lookup, same counter state, same
+    evaluate())."""
 
     def _gt_for(self, inp):
         fn = inp.get("file_name")

@@ -1,18 +1,26 @@
-"""The previous fast path (before the custom autograd functions, commit 002ec04), kept for old/new benchmarks.
+"""The previous fast path (before the custom autograd functions, commit 002ec04), kept for old/new
+benchmarks.
 
-Same outputs as the modules (rfft2 -> real mask -> irfft2, SE inputs from the same rfft), but the backward is
-PyTorch autograd through every op: rfft2's backward is a full complex c2c transform of a zero-padded
-spectrum, the mix saves four full-size tensors. ``use_legacy(model)`` switches every DAF / FreqMix instance of
-a model to this code in place (parameters shared), so old and new run in one process on the same weights.
-Bench code only, not part of the package.
+Same outputs as the modules (rfft2 -> real mask -> irfft2, SE inputs from the same rfft), but the
+backward is PyTorch autograd through every op: rfft2's backward is a full complex c2c transform of a
+zero-padded spectrum, the mix saves four full-size tensors. ``use_legacy(model)`` switches every DAF
+/ FreqMix instance of a model to this code in place (parameters shared), so old and new run in one
+process on the same weights. Bench code only, not part of the package.
 """
+
 import types
 
 import torch
 import torch.nn.functional as F
 
 from segalias_d2.modeling.fourier_filters import (
-    DeAliasingFilter, FreqMix, _fft_dtype, fp32_region as _fp32_region, symmetric_rfft_mask,
+    DeAliasingFilter,
+    FreqMix,
+    _fft_dtype,
+    symmetric_rfft_mask,
+)
+from segalias_d2.modeling.fourier_filters import (
+    fp32_region as _fp32_region,
 )
 from segalias_d2.modeling.fourier_ops import _plan
 
@@ -20,7 +28,8 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 def _imag_bins(h, w, cutoff, device, dtype):
-    """Flat (h, w//2+1) indices and weights of mean(Im(S*M)) (the old layout), from the current plan."""
+    """Flat (h, w//2+1) indices and weights of mean(Im(S*M)) (the old layout), from the current
+    plan."""
     p = _plan(h, w, cutoff, device, dtype)
     return p.im_r * (w // 2 + 1) + p.im_c, p.im_w
 
@@ -75,7 +84,7 @@ def _conv3x3_few_outputs(x, weight, bias):
     out = None
     for dy in range(3):
         for dx in range(3):
-            tap = z[:, dy, dx, :, dy:dy + h, dx:dx + w]
+            tap = z[:, dy, dx, :, dy : dy + h, dx : dx + w]
             out = tap if out is None else out + tap
     return out + bias.view(1, o, 1, 1) if bias is not None else out
 
@@ -88,7 +97,9 @@ def _spectral_gates(self, xf, x_lo, im_lo):
     x00, re_lo, im_lo = corner.unbind(0)
     g_lo = self.se_lo(torch.cat([re_lo, im_lo], 0)).to(xf.dtype)
     g_hi = self.se_hi(torch.cat([x00 - re_lo, -im_lo], 0)).to(xf.dtype)
-    return torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8), torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
+    return torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8), torch.sqrt(
+        g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8
+    )
 
 
 def legacy_freqmix_forward(self, x):
@@ -101,9 +112,13 @@ def legacy_freqmix_forward(self, x):
         if spectral:
             a_lo, a_hi = _spectral_gates(self, xf, x_lo, im_lo)
         else:
-            a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
+            a_lo = self.se_lo(torch.sqrt(x_lo.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(
+                xf.dtype
+            )
             x_hi = xf - x_lo
-            a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(xf.dtype)
+            a_hi = self.se_hi(torch.sqrt(x_hi.pow(2).mean((-2, -1), keepdim=True) + 1e-12)).to(
+                xf.dtype
+            )
         wts = wts.to(xf.dtype)
         t_hi = wts[:, 1:2] * a_hi
         k = wts[:, 0:1] * a_lo
@@ -116,7 +131,8 @@ def legacy_freqmix_forward(self, x):
 
 
 def use_legacy(model):
-    """Switch every DeAliasingFilter / FreqMix in ``model`` to the old code (in place); returns ``model``."""
+    """Switch every DeAliasingFilter / FreqMix in ``model`` to the old code (in place); returns
+    ``model``."""
     for m in model.modules():
         if isinstance(m, DeAliasingFilter):
             m.forward = types.MethodType(legacy_daf_forward, m)

@@ -1,9 +1,9 @@
 """Tiny demo datasets in the LIS and Cityscapes layouts, built from labelme's example data.
 
-Used by ``datasets/prepare_demo.py`` (the CLI) and by the test suite (``tests/conftest.py``); not part
-of the segalias_d2 package. Source: the pinned ``labelme`` sdist (``labelme-6.3.1.tar.gz``, sha256 in
-``datasets/pinned_sources.py``), fetched with ``pip download`` into the cache (``$SEGALIAS_CACHE`` or
-~/.cache/segalias_d2):
+Used by ``datasets/prepare_demo.py`` (the CLI) and by the test suite (``tests/conftest.py``); not
+part of the segalias_d2 package. Source: the pinned ``labelme`` sdist (``labelme-6.3.1.tar.gz``,
+sha256 in ``datasets/pinned_sources.py``), fetched with ``pip download`` into the cache
+(``$SEGALIAS_CACHE`` or ~/.cache/segalias_d2):
 
 * ``examples/instance_segmentation/data_dataset_coco``: 3 real PASCAL VOC photos with COCO polygons.
   Only LIS classes are kept, matched by name and written on their TRUE LIS ids (LIS issue #23):
@@ -22,12 +22,15 @@ file number - 1 (LIS convention). Modalities:
 
 * ``RGB-normal/JPEGImages/<odd>.png``: the sRGB photo;
 * ``RAW-normal/JPEGImages/<odd>.png``: clean synthetic raw-RGB, 16-bit;
-* ``RAW-dark/JPEGImages/<even>.png``: noisy synthetic raw-RGB (PGRU, r ~ U(10, 100), amplified by r), 16-bit;
-* ``RGB-dark/JPEGImages/<even>.JPG``: the same dark capture, **not** amplified, rendered back to sRGB
+* ``RAW-dark/JPEGImages/<even>.png``: noisy synthetic raw-RGB (PGRU, r ~ U(10, 100), amplified by
+r), 16-bit;
+* ``RGB-dark/JPEGImages/<even>.JPG``: the same dark capture, **not** amplified, rendered back to
+sRGB
   with the inverse of the unprocess draw (WB, CCM, gamma, tone curve), 8-bit JPEG;
 * ``RAW-dark-packed/JPEGImages/<even>.png``: the noisy packed Bayer ``[R, G1, B, G2]`` at half
   resolution as a 4-channel 16-bit PNG (for the ``raw_packed`` format);
-* ``annotations/lis_coco_png_{train,test}.json`` (odd .png names), ``lis_coco_png_{train,test}+1.json``
+* ``annotations/lis_coco_png_{train,test}.json`` (odd .png names),
+``lis_coco_png_{train,test}+1.json``
   and ``lis_coco_JPG_{train,test}+1.json`` (even names). LIS ships no non-``+1`` JPG file
   (RGB-normal is .png), so none is written. Categories are the REVISED LIS list (true names by id,
   :data:`LIS_CLASSES`), so loading them needs no renaming and logs no warning.
@@ -38,11 +41,12 @@ val = 103-104, city "labelme"; ``gtFine/<split>/labelme/*_gtFine_labelIds.png`` 
 ``leftImg8bit`` and synthetic low-light raw-RGB (16-bit) in ``leftImg8bit_rawdark``.
 
 Everything is deterministic (fixed seeds) and built once: a marker file records the build key, and a
-second call returns immediately without touching the network. The key (:func:`build_key`) covers what
-the data depends on: the source of this file and of every segalias_d2 module it imports (transitively),
-the pinned input's sha256, the build parameters, and the numpy/OpenCV versions that resize and encode
-the images. When any of them changes, the next call rebuilds.
+second call returns immediately without touching the network. The key (:func:`build_key`) covers
+what the data depends on: the source of this file and of every segalias_d2 module it imports
+(transitively), the pinned input's sha256, the build parameters, and the numpy/OpenCV versions that
+resize and encode the images. When any of them changes, the next call rebuilds.
 """
+
 import ast
 import hashlib
 import json
@@ -55,16 +59,28 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_util
 
-if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # run from anywhere: find pinned_sources.py
+if (
+    os.path.dirname(os.path.abspath(__file__)) not in sys.path
+):  # run from anywhere: find pinned_sources.py
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pinned_sources import PINS, cache_dir, extract_member, fetch_sdist, sha256_of  # noqa: E402
+
 from segalias_d2.data.categories import LIS_CLASSES, canonical_class_name  # noqa: E402
 from segalias_d2.data.cityscapes import convert_label_id_files  # noqa: E402
 from segalias_d2.data.synthesis import demosaic, process_srgb, synthesize_lowlight  # noqa: E402
 
-__all__ = ["LABELME", "ensure_demo_datasets", "build_lis_demo", "build_cityscapes_demo", "demo_root",
-           "build_key", "build_key_parts", "builder_source_files"]
+__all__ = [
+    "LABELME",
+    "ensure_demo_datasets",
+    "build_lis_demo",
+    "build_cityscapes_demo",
+    "demo_root",
+    "build_key",
+    "build_key_parts",
+    "builder_source_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +117,8 @@ def _module_file(name: str, package_root: Path):
 
 
 def _imported_files(path: Path, package_root: Path):
-    """The segalias_d2 source files that ``path`` imports (attribute imports resolve to their module)."""
+    """The segalias_d2 source files that ``path`` imports (attribute imports resolve to their
+    module)."""
     module = None
     if package_root in path.parents:
         parts = list(path.relative_to(package_root.parent).with_suffix("").parts)
@@ -114,7 +131,9 @@ def _imported_files(path: Path, package_root: Path):
             base = node.module or ""
             if node.level:
                 is_package = path.name == "__init__.py"
-                anchor = module.split(".")[: len(module.split(".")) - (node.level - (1 if is_package else 0))]
+                anchor = module.split(".")[
+                    : len(module.split(".")) - (node.level - (1 if is_package else 0))
+                ]
                 base = ".".join(anchor + ([node.module] if node.module else []))
             for alias in node.names:
                 sub = _module_file(f"{base}.{alias.name}", package_root)
@@ -123,7 +142,8 @@ def _imported_files(path: Path, package_root: Path):
 
 
 def builder_source_files():
-    """This file and every segalias_d2 module it imports, transitively: the code the demo data depends on."""
+    """This file and every segalias_d2 module it imports, transitively: the code the demo data
+    depends on."""
     package_root = Path(sys.modules["segalias_d2"].__file__).resolve().parent  # imported above
     seen, todo = set(), [Path(__file__).resolve()]
     while todo:
@@ -145,8 +165,12 @@ def build_key_parts():
     return {
         "code": {name(p): sha256_of(p) for p in builder_source_files()},
         "inputs": {LABELME.filename: LABELME.sha256},
-        "parameters": {"short_side": SHORT_SIDE, "cityscapes_size": list(CITYSCAPES_SIZE), "seed": SEED,
-                       "cityscapes_frames": _VIDEO_SPLITS},
+        "parameters": {
+            "short_side": SHORT_SIDE,
+            "cityscapes_size": list(CITYSCAPES_SIZE),
+            "seed": SEED,
+            "cityscapes_frames": _VIDEO_SPLITS,
+        },
         "libraries": {"numpy": np.__version__, "opencv": cv2.__version__},
     }
 
@@ -158,11 +182,12 @@ def build_key(parts=None) -> str:
 
 
 def _fetch(members):
-    """Local paths of ``members`` of the pinned labelme sdist (downloaded/extracted once, cached)."""
+    """Local paths of ``members`` of the pinned labelme sdist (downloaded/extracted once,
+    cached)."""
     base = cache_dir() / "labelme-6.3.1-examples"
     out, archive = {}, None
     for m in members:
-        dest = base / m[len(_EX):]
+        dest = base / m[len(_EX) :]
         if not dest.exists():
             if archive is None:
                 archive = fetch_sdist(LABELME, quiet=True)
@@ -219,14 +244,21 @@ def _marker_ok(marker, expected):
     except (OSError, ValueError):
         return False
     if m.get("build_key") != build_key():
-        _log(f"{os.path.dirname(marker)} was built from other code, inputs or parameters: rebuilding")
+        _log(
+            f"{os.path.dirname(marker)} was built from other code, inputs or parameters: rebuilding"
+        )
         return False
     return all(os.path.exists(p) for p in expected)
 
 
 def _marker(**extra):
-    return {"build_key": build_key(), "built_from": build_key_parts(), "source": LABELME.filename,
-            "sha256": LABELME.sha256, **extra}
+    return {
+        "build_key": build_key(),
+        "built_from": build_key_parts(),
+        "source": LABELME.filename,
+        "sha256": LABELME.sha256,
+        **extra,
+    }
 
 
 def _synth_pair(rgb_u8, seed):
@@ -246,7 +278,6 @@ def _synth_pair(rgb_u8, seed):
 
 
 def _polygon_area_bbox(polys, h, w):
-    from pycocotools import mask as mask_util
 
     rles = mask_util.frPyObjects(polys, h, w)
     area = float(mask_util.area(mask_util.merge(rles)))
@@ -260,8 +291,11 @@ def build_lis_demo(root=None, force=False):
     """Build ``<root>/lis_demo`` (see the module docstring); returns its path."""
     out = os.path.join(demo_root(root), "lis_demo")
     marker = os.path.join(out, ".segalias_demo.json")
-    jsons = [os.path.join(out, "annotations", f"lis_coco_{k}_{s}{p}.json")
-             for k, p in (("png", ""), ("png", "+1"), ("JPG", "+1")) for s in ("train", "test")]
+    jsons = [
+        os.path.join(out, "annotations", f"lis_coco_{k}_{s}{p}.json")
+        for k, p in (("png", ""), ("png", "+1"), ("JPG", "+1"))
+        for s in ("train", "test")
+    ]
     if not force and _marker_ok(marker, jsons):
         return out
     t0 = time.time()
@@ -305,8 +339,16 @@ def build_lis_demo(root=None, force=False):
                     xy = np.clip(xy, 0.0, [w, h])
                     polys.append([round(float(v), 2) for v in xy.reshape(-1)])
                 area, bbox = _polygon_area_bbox(polys, h, w)
-                annos.append({"category_id": lis_id[name], "segmentation": polys, "area": area,
-                              "bbox": [round(v, 2) for v in bbox], "iscrowd": 0, "ignore": 0})
+                annos.append(
+                    {
+                        "category_id": lis_id[name],
+                        "segmentation": polys,
+                        "area": area,
+                        "bbox": [round(v, 2) for v in bbox],
+                        "iscrowd": 0,
+                        "ignore": 0,
+                    }
+                )
             splits = ("train",) if flip else ("train", "test")
             entries.append((k, splits, rgb, annos))
     for k, _, rgb, _ in entries:
@@ -315,10 +357,15 @@ def build_lis_demo(root=None, force=False):
         _imwrite(os.path.join(out, "RGB-normal", "JPEGImages", f"{normal}.png"), rgb)
         _imwrite(os.path.join(out, "RAW-normal", "JPEGImages", f"{normal}.png"), syn["raw_normal"])
         _imwrite(os.path.join(out, "RAW-dark", "JPEGImages", f"{dark}.png"), syn["raw_dark"])
-        _imwrite(os.path.join(out, "RAW-dark-packed", "JPEGImages", f"{dark}.png"), syn["raw_dark_packed"])
+        _imwrite(
+            os.path.join(out, "RAW-dark-packed", "JPEGImages", f"{dark}.png"),
+            syn["raw_dark_packed"],
+        )
         _imwrite(os.path.join(out, "RGB-dark", "JPEGImages", f"{dark}.JPG"), syn["srgb_dark"])
-        _log(f"  pair {k}/{len(entries)}: {normal}.png / {dark}.png ({rgb.shape[1]}x{rgb.shape[0]}, "
-             f"ratio {syn['params']['ratio']:.1f})")
+        _log(
+            f"  pair {k}/{len(entries)}: {normal}.png / {dark}.png ({rgb.shape[1]}x{rgb.shape[0]}, "
+            f"ratio {syn['params']['ratio']:.1f})"
+        )
     categories = [{"id": i, "name": n, "supercategory": "lis"} for i, n in enumerate(LIS_CLASSES)]
     for kind, plus in (("png", ""), ("png", "+1"), ("JPG", "+1")):
         for split in ("train", "test"):
@@ -328,15 +375,32 @@ def build_lis_demo(root=None, force=False):
                     continue
                 number = 2 * k if plus else 2 * k - 1
                 ext = "JPG" if kind == "JPG" else "png"
-                ims.append({"id": number - 1, "file_name": f"./JPEGImages/{number}.{ext}",
-                            "height": rgb.shape[0], "width": rgb.shape[1]})
+                ims.append(
+                    {
+                        "id": number - 1,
+                        "file_name": f"./JPEGImages/{number}.{ext}",
+                        "height": rgb.shape[0],
+                        "width": rgb.shape[1],
+                    }
+                )
                 for a in annos:
                     anns.append(dict(a, id=len(anns) + 1, image_id=number - 1))
-            _write_json(os.path.join(out, "annotations", f"lis_coco_{kind}_{split}{plus}.json"),
-                        {"info": {"description": "segalias_d2 LIS-layout demo from labelme-6.3.1 examples"},
-                         "images": ims, "annotations": anns, "categories": categories})
+            _write_json(
+                os.path.join(out, "annotations", f"lis_coco_{kind}_{split}{plus}.json"),
+                {
+                    "info": {
+                        "description": "segalias_d2 LIS-layout demo from labelme-6.3.1 examples"
+                    },
+                    "images": ims,
+                    "annotations": anns,
+                    "categories": categories,
+                },
+            )
     _write_json(marker, _marker(kept_instances=kept, dropped_instances=dropped))
-    _log(f"LIS demo done in {time.time() - t0:.1f}s: kept {kept}, dropped (not LIS classes) {dropped}")
+    _log(
+        f"LIS demo done in {time.time() - t0:.1f}s: kept {kept}, dropped (not LIS classes) "
+        f"{dropped}"
+    )
     return out
 
 
@@ -348,8 +412,11 @@ def build_cityscapes_demo(root=None, force=False):
     def stem(frame):
         return f"labelme_000000_{frame[-6:]}"
 
-    expected = [os.path.join(out, "gtFine", s, "labelme", stem(f) + "_gtFine_labelTrainIds.png")
-                for s, fs in _VIDEO_SPLITS.items() for f in fs]
+    expected = [
+        os.path.join(out, "gtFine", s, "labelme", stem(f) + "_gtFine_labelTrainIds.png")
+        for s, fs in _VIDEO_SPLITS.items()
+        for f in fs
+    ]
     if not force and _marker_ok(marker, expected):
         return out
     t0 = time.time()
@@ -369,16 +436,24 @@ def build_cityscapes_demo(root=None, force=False):
                 lid = _CS_LABEL_IDS.get(canonical_class_name(shape["label"]))
                 if lid is None or shape.get("shape_type", "polygon") != "polygon":
                     continue
-                pts = np.round(np.asarray(shape["points"], dtype=np.float64) * [sx, sy]).astype(np.int32)
+                pts = np.round(np.asarray(shape["points"], dtype=np.float64) * [sx, sy]).astype(
+                    np.int32
+                )
                 cv2.fillPoly(label_ids, [pts], int(lid))
             base = stem(frame)
-            _imwrite(os.path.join(out, "leftImg8bit", split, "labelme", base + "_leftImg8bit.png"), rgb)
+            _imwrite(
+                os.path.join(out, "leftImg8bit", split, "labelme", base + "_leftImg8bit.png"), rgb
+            )
             gt = os.path.join(out, "gtFine", split, "labelme", base + "_gtFine_labelIds.png")
             os.makedirs(os.path.dirname(gt), exist_ok=True)
             cv2.imwrite(gt, label_ids)
             syn = _synth_pair(rgb, 1000 + int(frame))
-            _imwrite(os.path.join(out, "leftImg8bit_rawdark", split, "labelme", base + "_leftImg8bit.png"),
-                     syn["raw_dark"])
+            _imwrite(
+                os.path.join(
+                    out, "leftImg8bit_rawdark", split, "labelme", base + "_leftImg8bit.png"
+                ),
+                syn["raw_dark"],
+            )
             _log(f"  {split} frame {frame}: {w}x{h}, ratio {syn['params']['ratio']:.1f}")
     convert_label_id_files(os.path.join(out, "gtFine"), overwrite=True)
     _write_json(marker, _marker())
@@ -387,7 +462,8 @@ def build_cityscapes_demo(root=None, force=False):
 
 
 def ensure_demo_datasets(root=None, force=False):
-    """Build (once) and return the demo dataset paths: dict with "root", "lis_demo", "cityscapes_demo".
+    """Build (once) and return the demo dataset paths: dict with "root", "lis_demo",
+    "cityscapes_demo".
 
     The datasets are registered at import under the ``$DETECTRON2_DATASETS`` root; when building
     into another ``root``, point ``$DETECTRON2_DATASETS`` there before importing ``segalias_d2``
@@ -396,6 +472,8 @@ def ensure_demo_datasets(root=None, force=False):
     labelme sdist is neither cached nor downloadable.
     """
     r = demo_root(root)
-    return {"root": os.path.abspath(r),
-            "lis_demo": os.path.abspath(build_lis_demo(r, force)),
-            "cityscapes_demo": os.path.abspath(build_cityscapes_demo(r, force))}
+    return {
+        "root": os.path.abspath(r),
+        "lis_demo": os.path.abspath(build_lis_demo(r, force)),
+        "cityscapes_demo": os.path.abspath(build_cityscapes_demo(r, force)),
+    }

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Build the tiny LIS-layout and Cityscapes-layout demo datasets (thin CLI over datasets/demo_builder.py).
+"""Build the tiny LIS-layout and Cityscapes-layout demo datasets (thin CLI over
+datasets/demo_builder.py).
 
     python datasets/prepare_demo.py [--root DIR] [--force]
 
-Default root: $DETECTRON2_DATASETS or ./datasets. Fetches the pinned labelme sdist once (pip download,
-sha256-checked, cached); a second run returns immediately unless the builder's code, its pinned input
-or its parameters changed. See datasets/README.md for the layouts.
+Default root: $DETECTRON2_DATASETS or ./datasets. Fetches the pinned labelme sdist once (pip
+download, sha256-checked, cached); a second run returns immediately unless the builder's code, its
+pinned input or its parameters changed. See datasets/README.md for the layouts.
 """
+
 import argparse
 import logging
 import sys
@@ -16,8 +18,12 @@ from pinned_sources import PinnedFileUnavailable
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=None, help="dataset root (default: $DETECTRON2_DATASETS or 'datasets')")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", default=None, help="dataset root (default: $DETECTRON2_DATASETS or 'datasets')"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if already built")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")

@@ -2,16 +2,21 @@
 
 Usage: python dev/mutation_summary.py WORK_DIR [--survivors FILE] [--baseline EARLIER_WORK_DIR]
 
-Reads ``mutmut results --all true`` in WORK_DIR (the scratch copy the run used) and prints, per mutated module,
-the number of mutants, killed, survived, timeouts and others, and how many survivors change only a string literal
-(error messages, log text: a weaker signal than a survivor that changes a number or an operator). Those are told
-apart by comparing each surviving mutant's function with its original in mutmut's trampolined copy
+Reads ``mutmut results --all true`` in WORK_DIR (the scratch copy the run used) and prints, per
+mutated module, the number of mutants, killed, survived, timeouts and others, and how many survivors
+change only a string literal
+(error messages, log text: a weaker signal than a survivor that changes a number or an operator).
+Those are told apart by comparing each surviving mutant's function with its original in mutmut's
+trampolined copy
 (``mutants/<module>.py``), string constants blanked.
 
-``--baseline`` compares with an earlier run (e.g. one whose survivors were rerun with ``run_mutation_tests.sh
---mutants``): per module, the earlier survivors, how many of them the later run killed, how many still survive, and
-how many it did not check (not rerun, or the mutated function changed so the name is gone).
+``--baseline`` compares with an earlier run (e.g. one whose survivors were rerun with
+``run_mutation_tests.sh
+--mutants``): per module, the earlier survivors, how many of them the later run killed, how many
+still survive, and how many it did not check (not rerun, or the mutated function changed so the name
+is gone).
 """
+
 import argparse
 import ast
 import collections
@@ -25,8 +30,13 @@ _MODULE = re.compile(r"^(?P<module>.*?)\.x(?:_|\u01c1)")
 
 
 def _results(work_dir):
-    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work_dir,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=work_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = []
     for line in out.splitlines():
         m = _NAME.match(line)
@@ -40,17 +50,22 @@ class _BlankStrings(ast.NodeTransformer):
         return ast.Constant("") if isinstance(node.value, str) else node
 
     def visit_JoinedStr(self, node):  # f-strings: keep the expressions, blank the text
-        return ast.JoinedStr([self.visit(v) for v in node.values if not isinstance(v, ast.Constant)])
+        return ast.JoinedStr(
+            [self.visit(v) for v in node.values if not isinstance(v, ast.Constant)]
+        )
 
 
 def _function_bodies(path):
-    """{function name: (exact dump, dump with string constants blanked)} of the mutant / original copies."""
+    """{function name: (exact dump, dump with string constants blanked)} of the mutant / original
+    copies."""
     tree = ast.parse(open(path, encoding="utf-8").read())
     out = {}
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
             body = ast.Module(body=[node.args, *node.body], type_ignores=[])
-            blank = _BlankStrings().visit(ast.parse(ast.unparse(ast.Module(body=node.body, type_ignores=[]))))
+            blank = _BlankStrings().visit(
+                ast.parse(ast.unparse(ast.Module(body=node.body, type_ignores=[])))
+            )
             out[node.name] = (ast.dump(body), ast.dump(node.args) + ast.dump(blank))
     return out
 
@@ -62,7 +77,7 @@ def _string_only(work_dir, module, names):
     bodies = _function_bodies(path)
     count = 0
     for full in names:
-        fn = full[len(module) + 1:]
+        fn = full[len(module) + 1 :]
         orig = fn.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
         if fn in bodies and orig in bodies and bodies[fn][1] == bodies[orig][1]:
             count += 1
@@ -76,7 +91,10 @@ def _module(name):
 
 def _compare(before, after):
     after = dict(after)
-    print(f"{'module':45s} {'survived before':>15s} {'killed now':>10s} {'survive now':>11s} {'not checked now':>15s}")
+    print(
+        f"{'module':45s} {'survived before':>15s} {'killed now':>10s} {'survive now':>11s} "
+        f"{'not checked now':>15s}"
+    )
     totals = collections.Counter()
     rows = collections.OrderedDict()
     for name, status in before:
@@ -86,8 +104,13 @@ def _compare(before, after):
             rows.setdefault(_module(name), collections.Counter()).update(["before", key])
     for module, c in sorted(rows.items()):
         totals.update(c)
-        print(f"{module:45s} {c['before']:15d} {c['killed']:10d} {c['survived']:11d} {c['other']:15d}")
-    print(f"{'total':45s} {totals['before']:15d} {totals['killed']:10d} {totals['survived']:11d} {totals['other']:15d}")
+        print(
+            f"{module:45s} {c['before']:15d} {c['killed']:10d} {c['survived']:11d} {c['other']:15d}"
+        )
+    print(
+        f"{'total':45s} {totals['before']:15d} {totals['killed']:10d} {totals['survived']:11d} "
+        f"{totals['other']:15d}"
+    )
 
 
 def main(argv=None):
@@ -103,7 +126,10 @@ def main(argv=None):
     by_module = collections.OrderedDict()
     for name, status in rows:
         by_module.setdefault(_module(name), []).append((name, status))
-    header = f"{'module':45s} {'mutants':>7s} {'killed':>7s} {'survived':>8s} {'(string only)':>13s} {'timeout':>7s} {'other':>6s}"
+    header = (
+        f"{'module':45s} {'mutants':>7s} {'killed':>7s} {'survived':>8s} {'(string only)':>13s} "
+        f"{'timeout':>7s} {'other':>6s}"
+    )
     print(header)
     totals = collections.Counter()
     survivors = []
@@ -113,14 +139,28 @@ def main(argv=None):
         survivors += surv
         strings = _string_only(args.work_dir, module, surv)
         other = len(items) - c["killed"] - c["survived"] - c["timeout"]
-        row = dict(mutants=len(items), killed=c["killed"], survived=c["survived"], strings=strings,
-                   timeout=c["timeout"], other=other)
+        row = dict(
+            mutants=len(items),
+            killed=c["killed"],
+            survived=c["survived"],
+            strings=strings,
+            timeout=c["timeout"],
+            other=other,
+        )
         totals.update(row)
-        print(f"{module:45s} {row['mutants']:7d} {row['killed']:7d} {row['survived']:8d} {strings:13d} "
-              f"{row['timeout']:7d} {other:6d}")
-    print(f"{'total':45s} {totals['mutants']:7d} {totals['killed']:7d} {totals['survived']:8d} "
-          f"{totals['strings']:13d} {totals['timeout']:7d} {totals['other']:6d}")
-    print("other = mutmut's 'no tests', 'suspicious', 'segfault', 'not checked', ... (see mutmut results --all true)")
+        print(
+            f"{module:45s} {row['mutants']:7d} {row['killed']:7d} {row['survived']:8d} "
+            f"{strings:13d} "
+            f"{row['timeout']:7d} {other:6d}"
+        )
+    print(
+        f"{'total':45s} {totals['mutants']:7d} {totals['killed']:7d} {totals['survived']:8d} "
+        f"{totals['strings']:13d} {totals['timeout']:7d} {totals['other']:6d}"
+    )
+    print(
+        "other = mutmut's 'no tests', 'suspicious', 'segfault', 'not checked', ... (see mutmut "
+        "results --all true)"
+    )
     if args.survivors:
         with open(args.survivors, "w") as f:
             f.write("".join(n + "\n" for n in survivors))

@@ -3,12 +3,14 @@ low-light RAW/sRGB data for Detectron2.
 
 Importing the package registers its backbones, datasets and evaluators with Detectron2.
 """
-from .config import add_segalias_config
 
-from . import modeling  # noqa: F401  (registers backbones)
+from . import (
+    data,  # noqa: F401  (registers datasets)
+    evaluation,  # noqa: F401
+    modeling,  # noqa: F401  (registers backbones)
+)
+from .config import add_segalias_config
 from .modeling import meta_arch  # noqa: F401  (registers SlidingWindowSemanticSegmentor)
-from . import data  # noqa: F401  (registers datasets)
-from . import evaluation  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["add_segalias_config", "__version__"]

@@ -2,19 +2,29 @@
 
 ``add_segalias_config(cfg)`` must be called after ``get_cfg()`` and before ``merge_from_file``.
 It is idempotent: calling it twice leaves the config unchanged (keys a user already set keep
-their values). Every key it adds lives under a ``SEGALIAS`` node of the Detectron2 node it configures
-(``MODEL.SEGALIAS``, ``INPUT.SEGALIAS``, ``DATALOADER.SEGALIAS``, ``SOLVER.SEGALIAS``, ``TEST.SEGALIAS``).
+their values). Every key it adds lives under a ``SEGALIAS`` node of the Detectron2 node it
+configures
+(``MODEL.SEGALIAS``, ``INPUT.SEGALIAS``, ``DATALOADER.SEGALIAS``, ``SOLVER.SEGALIAS``,
+``TEST.SEGALIAS``).
 
-``load_config(config_file, opts)`` = ``get_cfg`` + ``add_segalias_config`` + merge file and overrides, with
-one-line errors; a key of an older layout (``RENAMED_KEYS``) is reported with its new name.
+``load_config(config_file, opts)`` = ``get_cfg`` + ``add_segalias_config`` + merge file and
+overrides, with one-line errors; a key of an older layout (``RENAMED_KEYS``) is reported with its
+new name.
 """
+
 import os
 
 import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_segalias_config", "load_config", "SegAliasSetupError", "UnknownConfigKeyError", "RENAMED_KEYS"]
+__all__ = [
+    "add_segalias_config",
+    "load_config",
+    "SegAliasSetupError",
+    "UnknownConfigKeyError",
+    "RENAMED_KEYS",
+]
 
 #: keys (or nodes) of an older layout -> where they live now
 RENAMED_KEYS = {
@@ -43,11 +53,14 @@ def _add_backbone_config(cfg):
     (MODEL.RESNETS.DEPTH/NORM/STRIDE_IN_1X1/..., MODEL.BACKBONE.FREEZE_AT, MODEL.FPN.*) are reused.
     """
     sa = _default(cfg.MODEL, "SEGALIAS", CN())
-    # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c stem
+    # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c
+    # stem
     # (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
     _default(sa, "STEM_TYPE", "basic")
-    # MODEL.WEIGHTS that fill less than half of the backbone (training) or 90% of the model (--eval-only,
-    # --resume) are refused; True (tools/train_net.py --allow-partial-weights) loads them with a warning
+    # MODEL.WEIGHTS that fill less than half of the backbone (training) or 90% of the model
+    # (--eval-only,
+    # --resume) are refused; True (tools/train_net.py --allow-partial-weights) loads them with a
+    # warning
     _default(sa, "ALLOW_PARTIAL_WEIGHTS", False)
 
     daf = _default(sa, "DAF", CN())
@@ -55,11 +68,13 @@ def _add_backbone_config(cfg):
     _default(daf, "ENABLED", True)
     # DAF box cut-off in cycles/px (paper: `freq_thres` = 0.25 * 1.4 = 0.35), in (0, 0.5].
     _default(daf, "CUTOFF", 0.35)
-    # Stages whose input is filtered (paper: stages 2-4 = res3, res4, res5); returned features stay unfiltered.
+    # Stages whose input is filtered (paper: stages 2-4 = res3, res4, res5); returned features stay
+    # unfiltered.
     _default(daf, "STAGES", ["res3", "res4", "res5"])
 
     fm = _default(sa, "FREQMIX", CN())
-    # FreqMix after conv2 of every bottleneck of the listed stages (paper: `_FrequencyMix`, `att_pos='after_conv2'`).
+    # FreqMix after conv2 of every bottleneck of the listed stages (paper: `_FrequencyMix`,
+    # `att_pos='after_conv2'`).
     _default(fm, "ENABLED", True)
     # FreqMix band split in cycles/px (paper: hard-coded 0.25 * 1.4 = 0.35), in (0, 0.5].
     _default(fm, "CUTOFF", 0.35)
@@ -67,14 +82,15 @@ def _add_backbone_config(cfg):
     _default(fm, "STAGES", ["res3", "res4", "res5"])
     # SE compression ratio of the two channel gates (paper: `compress_ratio` = 16).
     _default(fm, "REDUCTION", 16)
-    # "released" = the shipped code (SE fed by spectrum means = top-left-pixel values, read from the spectrum
-    # shifted over all dims, i.e. rolled over batch and channel); variants, which do not reproduce the paper:
-    # "per_image" = the same descriptor from each image's own spectrum (formerly "faithful", now an error),
-    # "band_energy" = SE fed by per-band RMS.
+    # "released" = the shipped code (SE fed by spectrum means = top-left-pixel values, read from the
+    # spectrum shifted over all dims, i.e. rolled over batch and channel); variants, which do not
+    # reproduce the paper: "per_image" = the same descriptor from each image's own spectrum
+    # (formerly "faithful", now an error), "band_energy" = SE fed by per-band RMS.
     _default(fm, "GATE", "released")
 
     bp = _default(sa, "BLURPOOL", CN())
-    # Binomial BlurPool baseline in the DAF slot (paper baseline: `blur_type='blur'`); exclusive with DAF per stage.
+    # Binomial BlurPool baseline in the DAF slot (paper baseline: `blur_type='blur'`); exclusive
+    # with DAF per stage.
     _default(bp, "ENABLED", False)
     # Binomial kernel size (paper: `blur_k`, 3/5/7; 1 = identity "blur1" baseline).
     _default(bp, "KERNEL_SIZE", 3)
@@ -83,30 +99,37 @@ def _add_backbone_config(cfg):
 
     # LIS ("Instance Segmentation in the Dark") modules; docs/lis_modules.md.
     awd = _default(sa, "AWD", CN())
-    # Adaptive weighted downsampling (released `AdaDConv`) on the inputs of the listed stages, after DAF/BlurPool.
+    # Adaptive weighted downsampling (released `AdaDConv`) on the inputs of the listed stages, after
+    # DAF/BlurPool.
     _default(awd, "ENABLED", False)
     # Stages it precedes (released caffe R50: res3, res4, res5; res2 keeps the stem's max-pool).
     _default(awd, "STAGES", ["res3", "res4", "res5"])
-    # 2 = AWD takes over the stage's stride, the stage runs at stride 1 (released caffe-style R50, the LIS
-    # recipes); 1 = a stride-1 pre-filter in front of a stage that keeps its stride (released pytorch style).
+    # 2 = AWD takes over the stage's stride, the stage runs at stride 1 (released caffe-style R50,
+    # the LIS recipes); 1 = a stride-1 pre-filter in front of a stage that keeps its stride
+    # (released pytorch style).
     _default(awd, "STRIDE", 2)
 
     scb = _default(sa, "SCB", CN())
-    # Smooth-oriented conv block (released `SmoothPriorBottleneck`): a softmax low-pass + 1x1 branch beside
-    # conv2 of every bottleneck of the listed stages, added before FreqMix and conv2's norm. Training form;
-    # `tools/fold_scb.py` folds a trained checkpoint into plain conv2 weights (then run with ENABLED False).
+    # Smooth-oriented conv block (released `SmoothPriorBottleneck`): a softmax low-pass + 1x1 branch
+    # beside conv2 of every bottleneck of the listed stages, added before FreqMix and conv2's norm.
+    # Training form; `tools/fold_scb.py` folds a trained checkpoint into plain conv2 weights (then
+    # run with ENABLED False).
     _default(scb, "ENABLED", False)
-    # Stages with SCB (released: every stage from `frozen_stages` on, i.e. res3-res5 with FREEZE_AT 2).
+    # Stages with SCB (released: every stage from `frozen_stages` on, i.e. res3-res5 with FREEZE_AT
+    # 2).
     _default(scb, "STAGES", ["res3", "res4", "res5"])
-    # Low-pass logits at init: "released" = the binomial values (softmax makes the kernel near-box) |
-    # "gaussian" (variant) = log(binomial), effective kernel = the binomial.
+    # Low-pass logits at init: "released" = the binomial values (softmax makes the kernel near-box)
+    # | "gaussian" (variant) = log(binomial), effective kernel = the binomial.
     _default(scb, "INIT", "released")
 
     dsl = _default(sa, "DSL", CN())
-    # Disturbance suppression learning, used by MODEL.META_ARCHITECTURE "DSLGeneralizedRCNN" (the switch):
-    # clean + noisy pass, loss = both detection losses + sum over IN_FEATURES of
-    # LOSS_WEIGHT * mean(min((F_noisy - F_clean)^2, CLAMP)), no stop-gradient (released MaskRCNNNoiseInv).
-    _default(dsl, "IN_FEATURES", ["res2", "res3", "res4", "res5"])  # backbone stage outputs C2-C5 (not FPN)
+    # Disturbance suppression learning, used by MODEL.META_ARCHITECTURE "DSLGeneralizedRCNN" (the
+    # switch): clean + noisy pass, loss = both detection losses + sum over IN_FEATURES of
+    # LOSS_WEIGHT * mean(min((F_noisy - F_clean)^2, CLAMP)), no stop-gradient (released
+    # MaskRCNNNoiseInv).
+    _default(
+        dsl, "IN_FEATURES", ["res2", "res3", "res4", "res5"]
+    )  # backbone stage outputs C2-C5 (not FPN)
     _default(dsl, "LOSS_WEIGHT", 0.01)  # released: 0.01 per level, hard-coded
     _default(dsl, "CLAMP", 0.1)  # released: squared difference clamped at 0.1
 
@@ -116,45 +139,51 @@ def _add_data_config(cfg):
     inp = _default(cfg.INPUT, "SEGALIAS", CN())
     # image_format of records that carry none: "srgb" | "raw" | "raw_rgb" | "raw_packed"
     _default(inp, "DEFAULT_IMAGE_FORMAT", "srgb")
-    # camera RAW records ("raw"): "raw_rgb" = 3-ch [R, meanG, B] or "packed" = 4-ch [R, G1, B, G2], half res
+    # camera RAW records ("raw"): "raw_rgb" = 3-ch [R, meanG, B] or "packed" = 4-ch [R, G1, B, G2],
+    # half res
     _default(inp, "RAW_OUTPUT", "raw_rgb")
     # exposure-ratio amplification for records without one; 0 = none
     _default(inp, "EXPOSURE_RATIO", 0.0)
     # [0, 1] images are multiplied by this before normalisation (255 = Detectron2's uint8 range)
     _default(inp, "PIXEL_SCALE", 255.0)
-    # resize interpolation of TRAINING images: "nearest" | "bilinear" | "bicubic". Released LIS recipes
-    # train with "nearest" (mmcv/OpenCV INTER_NEAREST on the uint8 image, so noise is not smoothed).
+    # resize interpolation of TRAINING images: "nearest" | "bilinear" | "bicubic". Released LIS
+    # recipes train with "nearest" (mmcv/OpenCV INTER_NEAREST on the uint8 image, so noise is not
+    # smoothed).
     _default(inp, "RESIZE_INTERP", "bilinear")
     # resize interpolation at TEST time, same choices. Released LIS: LIS2LIS tests "bilinear" (its
     # nearest line is commented out); SynCOCO2LIS and COCO2LIS test "nearest".
     _default(inp, "RESIZE_INTERP_TEST", "bilinear")
     syn = _default(inp, "SYNTHESIS", CN())
     # synthesise low-light raw from sRGB training records (unprocess + PGRU noise). Defaults below =
-    # the released LIS SynCOCO pipeline (AddNoisyImg + process.py); other values are labelled variants.
+    # the released LIS SynCOCO pipeline (AddNoisyImg + process.py); other values are labelled
+    # variants.
     _default(syn, "ENABLED", False)
     # exposure ratio r ~ U(low, high) (released SynCOCO2LIS: (10, 100))
     _default(syn, "RATIO_RANGE", (10.0, 100.0))
     # RNG seed; < 0 = fresh entropy per image
     _default(syn, "SEED", -1)
-    # also return the clean counterpart (same unprocess draw) as "clean_image" (paired / DSL training)
+    # also return the clean counterpart (same unprocess draw) as "clean_image" (paired / DSL
+    # training)
     _default(syn, "RETURN_CLEAN", False)
-    # clean twin of every TRAINING image as "clean_image" (DSL): "none" | "synthetic" (the synthesis's clean
-    # raw-RGB, released SynCOCO; needs SYNTHESIS.ENABLED) | "pair" (real pairs: the record's "clean_file_name",
-    # or for a LIS-layout dark image n the normal-exposure image n - 1). Same transforms as the image.
+    # clean twin of every TRAINING image as "clean_image" (DSL): "none" | "synthetic" (the
+    # synthesis's clean raw-RGB, released SynCOCO; needs SYNTHESIS.ENABLED) | "pair" (real pairs:
+    # the record's "clean_file_name", or for a LIS-layout dark image n the normal-exposure image n -
+    # 1). Same transforms as the image.
     _default(inp, "CLEAN_TWIN", "none")
     # "after_augment" (released: after Resize + Flip, on the resized image) |
     # "before_augment" (variant: synthesise at full resolution, then resize/flip noisy and clean)
     _default(syn, "ORDER", "after_augment")
-    # 8 (released process.py: uint8 sRGB in, mosaic rounded to uint8, OpenCV demosaic on uint8, output on
-    # multiples of 1/255) | 16 (variant: 16-bit demosaic, float output)
+    # 8 (released process.py: uint8 sRGB in, mosaic rounded to uint8, OpenCV demosaic on uint8,
+    # output on multiples of 1/255) | 16 (variant: 16-bit demosaic, float output)
     _default(syn, "BIT_DEPTH", 8)
-    # odd H or W: "resize" (released: bilinear resize to even size before unprocess, back after demosaic) |
-    # "pad" (variant: edge-pad by one pixel, crop back)
+    # odd H or W: "resize" (released: bilinear resize to even size before unprocess, back after
+    # demosaic) | "pad" (variant: edge-pad by one pixel, crop back)
     _default(syn, "ODD_SIZE", "resize")
-    # "raw_rgb" (3-ch, full res; released) | "packed" (4-ch, half res; variant, no released counterpart)
+    # "raw_rgb" (3-ch, full res; released) | "packed" (4-ch, half res; variant, no released
+    # counterpart)
     _default(syn, "OUTPUT", "raw_rgb")
-    # raw_rgb rendering: "bilinear" demosaic (released) | "pack" ([R, meanG, B] at half res, resized back;
-    # variant, needs BIT_DEPTH 16)
+    # raw_rgb rendering: "bilinear" demosaic (released) | "pack" ([R, meanG, B] at half res, resized
+    # back; variant, needs BIT_DEPTH 16)
     _default(syn, "METHOD", "bilinear")
     # quantisation noise: "scalar" (released LIS/ELD: one U(-0.5, 0.5) DN offset per image) |
     # "per_pixel" (variant: one draw per pixel) | "round" (variant) | "none"
@@ -167,9 +196,10 @@ def _add_data_config(cfg):
     # on-disk .npy cache folder; "" = no disk cache
     _default(cache, "DIR", "")
     # Semantic training augmentation (paper/mmseg): scale jitter of a target box, crop with a
-    # single-category area limit, flip. Used when the training datasets have evaluator_type "sem_seg".
-    # Limit on the share of the crop one category may cover (Detectron2's RandomCrop_CategoryAreaConstraint,
-    # with INPUT.CROP.*; paper: cat_max_ratio 0.75); 1.0 = no limit.
+    # single-category area limit, flip. Used when the training datasets have evaluator_type
+    # "sem_seg". Limit on the share of the crop one category may cover (Detectron2's
+    # RandomCrop_CategoryAreaConstraint, with INPUT.CROP.*; paper: cat_max_ratio 0.75); 1.0 = no
+    # limit.
     _default(inp, "CROP_SINGLE_CATEGORY_MAX_AREA", 1.0)
     rs = _default(inp, "RESIZE_SCALE", CN())
     _default(rs, "ENABLED", False)  # True: ResizeScale instead of ResizeShortestEdge
@@ -182,51 +212,67 @@ def _add_data_config(cfg):
 def _add_evaluation_config(cfg):
     """Boundary-error evaluator keys (``cfg.TEST.SEGALIAS``); only missing keys are added."""
     ev = _default(cfg.TEST, "SEGALIAS", CN())
-    # Side (px) of the square dilation kernel that turns 1-px Laplacian edges into the BIoU/FErr/MErr/DErr
-    # band (odd; 15 = +-7 px, paper).
+    # Side (px) of the square dilation kernel that turns 1-px Laplacian edges into the
+    # BIoU/FErr/MErr/DErr band (odd; 15 = +-7 px, paper).
     _default(ev, "BOUNDARY_BAND_WIDTH", 15)
-    # Cheng et al. Boundary IoU / Boundary AP band width as a fraction of the image diagonal (COCO 0.02,
-    # Cityscapes 0.005).
+    # Cheng et al. Boundary IoU / Boundary AP band width as a fraction of the image diagonal (COCO
+    # 0.02, Cityscapes 0.005).
     _default(ev, "BOUNDARY_IOU_DILATION_RATIO", 0.02)
-    # Also run the semantic Boundary IoU evaluator (task "boundary_iou") next to the boundary-error evaluator.
+    # Also run the semantic Boundary IoU evaluator (task "boundary_iou") next to the boundary-error
+    # evaluator.
     _default(ev, "SEM_SEG_BOUNDARY_IOU", False)
-    # Instances with score >= this are pasted into the semantic projection used for instance boundary errors.
+    # Instances with score >= this are pasted into the semantic projection used for instance
+    # boundary errors.
     _default(ev, "INSTANCE_SCORE_THRESH", 0.5)
-    # Options used only by a tool are flags of that tool: an old config that sets one fails with yacs'
-    # "Key TEST.SEGALIAS.<KEY> was renamed to <the flag>".
+    # Options used only by a tool are flags of that tool: an old config that sets one fails with
+    # yacs' "Key TEST.SEGALIAS.<KEY> was renamed to <the flag>".
     moved_to_tool_flags = {
-        "TEST.SEGALIAS.ERROR_MAP_DIR": "the --output flag of tools/visualize_errors.py (default OUTPUT_DIR/error_maps)",
+        "TEST.SEGALIAS.ERROR_MAP_DIR": "the --output flag of tools/visualize_errors.py (default "
+        "OUTPUT_DIR/error_maps)",
         "TEST.SEGALIAS.VIS_ALPHA": "the --alpha flag of tools/visualize_errors.py",
         "TEST.SEGALIAS.ALIASING_NYQUIST": "the --nyquist flag of tools/analyze_aliasing.py",
     }
     for old_key, flag in moved_to_tool_flags.items():
         if not cfg.key_is_renamed(old_key):
-            cfg.register_renamed_key(old_key, flag, "options used only by a tool are flags of that tool, not config keys")
+            cfg.register_renamed_key(
+                old_key, flag, "options used only by a tool are flags of that tool, not config keys"
+            )
 
 
 def _add_solver_config(cfg):
-    """Optimizer / schedule / training-recipe keys (``SOLVER.SEGALIAS``) and sliding-window inference."""
+    """Optimizer / schedule / training-recipe keys (``SOLVER.SEGALIAS``) and sliding-window
+    inference."""
     s = _default(cfg.SOLVER, "SEGALIAS", CN())
-    # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys` 'att': lr x2).
+    # LR multiplier for parameters whose name contains ".freqmix." (paper: paramwise `custom_keys`
+    # 'att': lr x2).
     _default(s, "FREQMIX_LR_MULTIPLIER", 2.0)
-    # LR multiplier for AWD and SCB parameters (names containing ".awd." / ".scb."; released SynCOCO2LIS:
-    # lr_mult 2 for 'AdaD', 'llpf', 'learnable_conv1', AWD's BN affine included).
+    # LR multiplier for AWD and SCB parameters (names containing ".awd." / ".scb."; released
+    # SynCOCO2LIS: lr_mult 2 for 'AdaD', 'llpf', 'learnable_conv1', AWD's BN affine included).
     _default(s, "AWD_SCB_LR_MULTIPLIER", 2.0)
-    # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 = off.
+    # LR multiplier for `sem_seg_head.` parameters (paper semantic recipe: 'head': lr x2); 1.0 =
+    # off.
     _default(s, "HEAD_LR_MULTIPLIER", 1.0)
     # SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR" selects mmcv's poly schedule with a floor:
-    # lr = ((BASE_LR - POLY_LR_MIN_LR) * (1 - it / MAX_ITER) ** POLY_LR_POWER + POLY_LR_MIN_LR) * warm-up
+    # lr = ((BASE_LR - POLY_LR_MIN_LR) * (1 - it / MAX_ITER) ** POLY_LR_POWER + POLY_LR_MIN_LR) *
+    # warm-up
     _default(s, "POLY_LR_POWER", 0.9)  # paper (mmseg): power 0.9
     _default(s, "POLY_LR_MIN_LR", 1e-4)  # paper (mmseg): min_lr 1e-4 (absolute)
-    # Epoch-based schedule (released LIS recipes, mmdet EpochBasedRunner). When ENABLED the trainer sets
-    # MAX_ITER = MAX_EPOCHS * E and STEPS = STEP_EPOCHS * E, E = ceil(NUM_IMAGES / IMS_PER_BATCH), overriding
-    # the MAX_ITER/STEPS of the file, and writes the values used into OUTPUT_DIR/config.yaml.
+    # Epoch-based schedule (released LIS recipes, mmdet EpochBasedRunner). When ENABLED the trainer
+    # sets MAX_ITER = MAX_EPOCHS * E and STEPS = STEP_EPOCHS * E, E = ceil(NUM_IMAGES /
+    # IMS_PER_BATCH), overriding the MAX_ITER/STEPS of the file, and writes the values used into
+    # OUTPUT_DIR/config.yaml.
     es = _default(s, "EPOCH_SCHEDULE", CN())
     _default(es, "ENABLED", False)
     _default(es, "MAX_EPOCHS", 12)  # released LIS: total_epochs 12 ("1x")
-    _default(es, "STEP_EPOCHS", (9, 11))  # released LIS: lr_config step=[9, 11] (x GAMMA after epochs 9 and 11)
-    _default(es, "NUM_IMAGES", 0)  # training images per epoch; 0 = count DATASETS.TRAIN at setup (after filtering)
-    _default(es, "CHECKPOINT_EPOCHS", 0)  # > 0: CHECKPOINT_PERIOD = this many epochs; 0 = keep CHECKPOINT_PERIOD
+    _default(
+        es, "STEP_EPOCHS", (9, 11)
+    )  # released LIS: lr_config step=[9, 11] (x GAMMA after epochs 9 and 11)
+    _default(
+        es, "NUM_IMAGES", 0
+    )  # training images per epoch; 0 = count DATASETS.TRAIN at setup (after filtering)
+    _default(
+        es, "CHECKPOINT_EPOCHS", 0
+    )  # > 0: CHECKPOINT_PERIOD = this many epochs; 0 = keep CHECKPOINT_PERIOD
     # Sliding-window inference for semantic segmentation (paper, Cityscapes: 768 window, 512 stride)
     sw = _default(_default(cfg.TEST, "SEGALIAS", CN()), "SLIDING_WINDOW", CN())
     _default(sw, "ENABLED", False)
@@ -235,21 +281,25 @@ def _add_solver_config(cfg):
 
 
 def _add_semantic_config(cfg):
-    """UPerNet head keys (``MODEL.SEGALIAS.UPERNET``) and the semantic recipe's input keys (photometric distortion,
-    test-time resize to a multiple). The head also reads Detectron2's MODEL.SEM_SEG_HEAD.{IN_FEATURES, NUM_CLASSES,
-    CONVS_DIM (paper: 128 channels), NORM, IGNORE_VALUE, LOSS_WEIGHT, COMMON_STRIDE}."""
+    """UPerNet head keys (``MODEL.SEGALIAS.UPERNET``) and the semantic recipe's input keys
+    (photometric distortion, test-time resize to a multiple). The head also reads Detectron2's
+    MODEL.SEM_SEG_HEAD.{IN_FEATURES, NUM_CLASSES, CONVS_DIM (paper: 128 channels), NORM,
+    IGNORE_VALUE, LOSS_WEIGHT, COMMON_STRIDE}."""
     up = _default(_default(cfg.MODEL, "SEGALIAS", CN()), "UPERNET", CN())
     # PPM pool scales on res5 (paper / MMSeg UPerHead: (1, 2, 3, 6))
     _default(up, "POOL_SCALES", [1, 2, 3, 6])
     # Dropout2d probability before the predictors of the decoder and the auxiliary head (paper: 0.1)
     _default(up, "DROPOUT", 0.1)
-    # align_corners of every bilinear resize in the head and of the logits -> label resize (paper: False)
+    # align_corners of every bilinear resize in the head and of the logits -> label resize (paper:
+    # False)
     _default(up, "ALIGN_CORNERS", False)
-    # cross-entropy normalisation: "all_pixels" (released, MMSeg 0.25 avg_non_ignore=False: sum / all pixels,
-    # ignored and padded ones included) | "valid_pixels" (variant: Detectron2's mean over non-ignored pixels)
+    # cross-entropy normalisation: "all_pixels" (released, MMSeg 0.25 avg_non_ignore=False: sum /
+    # all pixels, ignored and padded ones included) | "valid_pixels" (variant: Detectron2's mean
+    # over non-ignored pixels)
     _default(up, "LOSS_NORMALIZATION", "all_pixels")
     aux = _default(up, "AUX", CN())
-    # auxiliary FCN head (MMSeg FCNHead, concat_input=False), training only (paper: on, res4, 256 ch, 1 conv, 0.4)
+    # auxiliary FCN head (MMSeg FCNHead, concat_input=False), training only (paper: on, res4, 256
+    # ch, 1 conv, 0.4)
     _default(aux, "ENABLED", True)
     _default(aux, "IN_FEATURE", "res4")
     _default(aux, "CHANNELS", 256)
@@ -257,13 +307,15 @@ def _add_semantic_config(cfg):
     _default(aux, "LOSS_WEIGHT", 0.4)
     inp = _default(cfg.INPUT, "SEGALIAS", CN())
     pmd = _default(inp, "PHOTOMETRIC_DISTORTION", CN())
-    # MMSeg PhotoMetricDistortion after the flip (semantic training recipe; paper: on, MMSeg defaults below)
+    # MMSeg PhotoMetricDistortion after the flip (semantic training recipe; paper: on, MMSeg
+    # defaults below)
     _default(pmd, "ENABLED", False)
     _default(pmd, "BRIGHTNESS_DELTA", 32)  # brightness + U(-32, 32)
     _default(pmd, "CONTRAST_RANGE", (0.5, 1.5))  # contrast x U(0.5, 1.5)
     _default(pmd, "SATURATION_RANGE", (0.5, 1.5))  # HSV saturation x U(0.5, 1.5)
     _default(pmd, "HUE_DELTA", 18)  # OpenCV hue (0..179) + randint(-18, 18), upper bound excluded
-    # test time: stretch the resized image up to the next multiple of this (paper, ADE20K: ResizeToMultiple(32));
+    # test time: stretch the resized image up to the next multiple of this (paper, ADE20K:
+    # ResizeToMultiple(32));
     # 0 = off
     _default(inp, "RESIZE_TO_MULTIPLE_TEST", 0)
 
@@ -288,11 +340,13 @@ def add_segalias_config(cfg):
 
 
 class SegAliasSetupError(RuntimeError):
-    """A configuration, dataset or weights problem found before training/evaluation started (one line)."""
+    """A configuration, dataset or weights problem found before training/evaluation started (one
+    line)."""
 
 
 class UnknownConfigKeyError(SegAliasSetupError, KeyError):
-    """A key the config does not have (yacs' "Non-existent config key"); names the new key of a renamed one."""
+    """A key the config does not have (yacs' "Non-existent config key"); names the new key of a
+    renamed one."""
 
     def __str__(self):  # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ""
@@ -307,10 +361,12 @@ def _spelling_hint(e):
 
 
 def _register_renamed_keys(cfg):
-    """Register ``RENAMED_KEYS`` with yacs, which then raises "Key OLD was renamed to NEW" on merging OLD.
+    """Register ``RENAMED_KEYS`` with yacs, which then raises "Key OLD was renamed to NEW" on
+    merging OLD.
 
-    yacs checks the full key: a file reports the first missing node (``SOLVER.EPOCH_SCHEDULE``), an override its
-    leaf (``SOLVER.EPOCH_SCHEDULE.ENABLED``), so the leaves under a renamed node are registered too.
+    yacs checks the full key: a file reports the first missing node (``SOLVER.EPOCH_SCHEDULE``), an
+    override its leaf (``SOLVER.EPOCH_SCHEDULE.ENABLED``), so the leaves under a renamed node are
+    registered too.
     """
     registry = cfg.__dict__[CN.RENAMED_KEYS]
     for old, new in RENAMED_KEYS.items():
@@ -321,9 +377,12 @@ def _register_renamed_keys(cfg):
         if isinstance(node, CN):
             names += [(f"{old}.{leaf}", f"{new}.{leaf}") for leaf in _leaves(node)]
         for old_name, new_name in names:
-            # a key another project defines (e.g. DeepLab's INPUT.CROP.SINGLE_CATEGORY_MAX_AREA) stays usable
+            # a key another project defines (e.g. DeepLab's INPUT.CROP.SINGLE_CATEGORY_MAX_AREA)
+            # stays usable
             if old_name not in registry and not _has_key(cfg, old_name):
-                cfg.register_renamed_key(old_name, new_name, "segalias_d2 keys live under SEGALIAS nodes")
+                cfg.register_renamed_key(
+                    old_name, new_name, "segalias_d2 keys live under SEGALIAS nodes"
+                )
 
 
 def _has_key(cfg, dotted):
@@ -344,12 +403,14 @@ def _leaves(node, prefix=""):
 
 
 def load_config(config_file, opts=(), *, cpu_if_no_cuda=False):
-    """``get_cfg`` + :func:`add_segalias_config` + ``merge_from_file(config_file)`` (skipped when empty) +
-    ``merge_from_list(opts)``; the config of ``tools/train_net.py`` and every tool. Returned unfrozen.
+    """``get_cfg`` + :func:`add_segalias_config` + ``merge_from_file(config_file)`` (skipped when
+    empty) + ``merge_from_list(opts)``; the config of ``tools/train_net.py`` and every tool.
+    Returned unfrozen.
 
-    ``cpu_if_no_cuda``: a ``cuda`` MODEL.DEVICE becomes ``cpu`` on a machine without CUDA (the configs target
-    GPUs). Errors are :class:`SegAliasSetupError` with one line naming the file or the override; an unknown key
-    is an :class:`UnknownConfigKeyError` (also a ``KeyError``) that names the new key of a renamed one.
+    ``cpu_if_no_cuda``: a ``cuda`` MODEL.DEVICE becomes ``cpu`` on a machine without CUDA (the
+    configs target GPUs). Errors are :class:`SegAliasSetupError` with one line naming the file or
+    the override; an unknown key is an :class:`UnknownConfigKeyError` (also a ``KeyError``) that
+    names the new key of a renamed one.
     """
     cfg = get_cfg()
     add_segalias_config(cfg)
@@ -359,16 +420,20 @@ def load_config(config_file, opts=(), *, cpu_if_no_cuda=False):
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:  # yacs: "Non-existent config key: X" / "Key X was renamed to Y; ..."
-            raise UnknownConfigKeyError(f"{config_file}: {_message(e)}{_spelling_hint(e)}") from None
+            raise UnknownConfigKeyError(
+                f"{config_file}: {_message(e)}{_spelling_hint(e)}"
+            ) from None
         except (ValueError, AssertionError, TypeError) as e:
             raise SegAliasSetupError(f"{config_file}: {e}") from None
     try:
         cfg.merge_from_list(list(opts or ()))
     except (KeyError, AssertionError, ValueError, TypeError) as e:
-        # yacs raises KeyError for a renamed key and asserts "Non-existent key: X" for an unknown one
+        # yacs raises KeyError for a renamed key and asserts "Non-existent key: X" for an unknown
+        # one
         unknown = isinstance(e, KeyError) or "Non-existent key" in _message(e)
         raise (UnknownConfigKeyError if unknown else SegAliasSetupError)(
-            f"command-line override: {_message(e)}") from None
+            f"command-line override: {_message(e)}"
+        ) from None
     if cpu_if_no_cuda and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     return cfg

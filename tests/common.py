@@ -1,5 +1,6 @@
-"""Shared test helpers: configs with the segalias keys, backbone configs, and the small sliding-window semantic
-model, so that a test file states only what it changes."""
+"""Shared test helpers: configs with the segalias keys, backbone configs, and the small
+sliding-window semantic model, so that a test file states only what it changes."""
+
 from detectron2.config import get_cfg
 
 from segalias_d2 import add_segalias_config
@@ -8,8 +9,9 @@ STAGES = ["res2", "res3", "res4", "res5"]
 
 
 def set_keys(cfg, overrides):
-    """Set config keys given as ``{"MODEL.RESNETS.DEPTH": 101}`` (or ``MODEL__RESNETS__DEPTH``); values are set
-    as they are (no string parsing), so a typo in a key is a KeyError, not a new key."""
+    """Set config keys given as ``{"MODEL.RESNETS.DEPTH": 101}`` (or ``MODEL__RESNETS__DEPTH``);
+    values are set as they are (no string parsing), so a typo in a key is a KeyError, not a new
+    key."""
     for key, value in overrides.items():
         node = cfg
         *parents, leaf = key.replace("__", ".").split(".")
@@ -22,7 +24,8 @@ def set_keys(cfg, overrides):
 
 
 def segalias_cfg(overrides=None, **dotted):
-    """Detectron2's default config with the segalias keys, then ``overrides`` / ``dotted`` (``A__B=value``)."""
+    """Detectron2's default config with the segalias keys, then ``overrides`` / ``dotted``
+    (``A__B=value``)."""
     cfg = add_segalias_config(get_cfg())
     set_keys(cfg, dict(overrides or {}))
     return set_keys(cfg, dotted)
@@ -34,7 +37,9 @@ def make_backbone_cfg(fpn=False, daf=True, freqmix=True, **overrides):
     ``overrides`` use ``__`` as the key separator, e.g. ``MODEL__RESNETS__DEPTH=101``.
     """
     cfg = segalias_cfg()
-    cfg.MODEL.BACKBONE.NAME = "build_segalias_resnet_fpn_backbone" if fpn else "build_segalias_resnet_backbone"
+    cfg.MODEL.BACKBONE.NAME = (
+        "build_segalias_resnet_fpn_backbone" if fpn else "build_segalias_resnet_backbone"
+    )
     cfg.MODEL.RESNETS.OUT_FEATURES = list(STAGES)
     cfg.MODEL.FPN.IN_FEATURES = list(STAGES)
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
@@ -46,20 +51,34 @@ def make_backbone_cfg(fpn=False, daf=True, freqmix=True, **overrides):
 
 
 def sliding_window_semseg_cfg(num_classes, window, stride=None, narrow=False):
-    """CPU ``SlidingWindowSemanticSegmentor`` on the segalias R50-FPN; ``window`` / ``stride`` as [h, w]
-    (stride None: the config default, sliding off unless enabled); ``narrow``: 8x fewer channels, the same
-    computation."""
-    cfg = segalias_cfg({
-        "MODEL.META_ARCHITECTURE": "SlidingWindowSemanticSegmentor", "MODEL.DEVICE": "cpu",
-        "MODEL.BACKBONE.NAME": "build_segalias_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH": 50,
-        "MODEL.RESNETS.OUT_FEATURES": list(STAGES), "MODEL.FPN.IN_FEATURES": list(STAGES),
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes, "TEST.SEGALIAS.SLIDING_WINDOW.SIZE": list(window),
-    })
+    """CPU ``SlidingWindowSemanticSegmentor`` on the segalias R50-FPN; ``window`` / ``stride`` as
+    [h, w]
+    (stride None: the config default, sliding off unless enabled); ``narrow``: 8x fewer channels,
+    the same computation."""
+    cfg = segalias_cfg(
+        {
+            "MODEL.META_ARCHITECTURE": "SlidingWindowSemanticSegmentor",
+            "MODEL.DEVICE": "cpu",
+            "MODEL.BACKBONE.NAME": "build_segalias_resnet_fpn_backbone",
+            "MODEL.RESNETS.DEPTH": 50,
+            "MODEL.RESNETS.OUT_FEATURES": list(STAGES),
+            "MODEL.FPN.IN_FEATURES": list(STAGES),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes,
+            "TEST.SEGALIAS.SLIDING_WINDOW.SIZE": list(window),
+        }
+    )
     if stride is not None:
         cfg.TEST.SEGALIAS.SLIDING_WINDOW.ENABLED = True
         cfg.TEST.SEGALIAS.SLIDING_WINDOW.STRIDE = list(stride)
     if narrow:
-        set_keys(cfg, {"MODEL.RESNETS.STEM_OUT_CHANNELS": 16, "MODEL.RESNETS.RES2_OUT_CHANNELS": 32,
-                       "MODEL.RESNETS.WIDTH_PER_GROUP": 8, "MODEL.FPN.OUT_CHANNELS": 32,
-                       "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32})
+        set_keys(
+            cfg,
+            {
+                "MODEL.RESNETS.STEM_OUT_CHANNELS": 16,
+                "MODEL.RESNETS.RES2_OUT_CHANNELS": 32,
+                "MODEL.RESNETS.WIDTH_PER_GROUP": 8,
+                "MODEL.FPN.OUT_CHANNELS": 32,
+                "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
+            },
+        )
     return cfg

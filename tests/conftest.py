@@ -1,9 +1,11 @@
-"""Session fixtures for data that lives outside the package: the demo datasets and the pinned real RAW file.
+"""Session fixtures for data that lives outside the package: the demo datasets and the pinned real
+RAW file.
 
-Both are built or fetched once per session by code under datasets/ (demo_builder.py, pinned_sources.py),
-which this file puts on sys.path. When a pinned third-party file is neither cached nor downloadable,
-the tests that need it fail with one line saying what to fetch and how.
+Both are built or fetched once per session by code under datasets/ (demo_builder.py,
+pinned_sources.py), which this file puts on sys.path. When a pinned third-party file is neither
+cached nor downloadable, the tests that need it fail with one line saying what to fetch and how.
 """
+
 import os
 import sys
 
@@ -19,8 +21,8 @@ from pinned_sources import SONY_ARW, PinnedFileUnavailable, fetch_member  # noqa
 
 @pytest.fixture(scope="session")
 def demo_datasets():
-    """{"root", "lis_demo", "cityscapes_demo"} paths, built once into $DETECTRON2_DATASETS (default ./datasets),
-    where the built-in dataset names point."""
+    """{"root", "lis_demo", "cityscapes_demo"} paths, built once into $DETECTRON2_DATASETS (default
+    ./datasets), where the built-in dataset names point."""
     from demo_builder import ensure_demo_datasets
 
     try:

@@ -1,20 +1,27 @@
-"""Slow, literal transcriptions of the Seg-Aliasing filters (test and benchmark code, not part of the package).
+"""Slow, literal transcriptions of the Seg-Aliasing filters (test and benchmark code, not part of
+the package).
 
-Written from the description of the released code (../shared/reference/seg_aliasing_method.md sections 2.2, 3.2,
-3.5b, 3.6), quirks included, and independent of the module internals: Python ``round`` bounds computed here, a full
-complex ``zeros_like`` mask per call, ``torch.fft`` shifts, SE gates and spatial conv evaluated with ``F.conv2d``
-from the module's weights only.
+Written from the description of the released code (../shared/reference/seg_aliasing_method.md
+sections 2.2, 3.2,
+3.5b, 3.6), quirks included, and independent of the module internals: Python ``round`` bounds
+computed here, a full complex ``zeros_like`` mask per call, ``torch.fft`` shifts, SE gates and
+spatial conv evaluated with ``F.conv2d`` from the module's weights only.
 
-* ``reference_daf``: ``Re(ifft2(ifftshift(fftshift(fft2(x)) * M)))``. The mask is the same for every batch and
+* ``reference_daf``: ``Re(ifft2(ifftshift(fftshift(fft2(x)) * M)))``. The mask is the same for every
+batch and
   channel index, so shifting over all dims or over (H, W) only gives the same result.
-* ``reference_freqmix_released``: the released ``_FrequencyMix.forward``. ``fftshift`` / ``ifftshift`` are
-  called WITHOUT ``dim``, so they also roll batch and channel dims; the bands are unaffected (the inverse shift
-  undoes it) but the SE gates read the rolled spectrum.
-* ``reference_freqmix_per_image``: the same with the shifts restricted to (H, W) (the ``"per_image"`` variant).
-* ``reference_freqmix_band_energy``: the ``"band_energy"`` variant (SE fed with the per-channel band RMS).
+* ``reference_freqmix_released``: the released ``_FrequencyMix.forward``. ``fftshift`` /
+``ifftshift`` are
+  called WITHOUT ``dim``, so they also roll batch and channel dims; the bands are unaffected (the
+  inverse shift undoes it) but the SE gates read the rolled spectrum.
+* ``reference_freqmix_per_image``: the same with the shifts restricted to (H, W) (the
+``"per_image"`` variant).
+* ``reference_freqmix_band_energy``: the ``"band_energy"`` variant (SE fed with the per-channel band
+RMS).
 
 Import from tests (pytest puts tests/ on sys.path) or from bench/ (which adds tests/ itself).
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +35,8 @@ __all__ = [
 
 
 def _box_mask_like(spec, cutoff):
-    # the released code allocates a full complex mask of the spectrum's shape per call; kept on purpose
+    # the released code allocates a full complex mask of the spectrum's shape per call; kept on
+    # purpose
     h, w = spec.shape[-2:]
     r0, r1 = round(h / 2 - h * cutoff), round(h / 2 + h * cutoff)
     c0, c1 = round(w / 2 - w * cutoff), round(w / 2 + w * cutoff)
@@ -45,7 +53,8 @@ def reference_daf(x, cutoff=0.35):
 
 
 def _se(gate, t):
-    """SE block: AdaptiveAvgPool2d(1) -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, with ``gate``'s weights."""
+    """SE block: AdaptiveAvgPool2d(1) -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, with ``gate``'s
+    weights."""
     t = F.adaptive_avg_pool2d(t, 1)
     t = F.relu(F.conv2d(t, gate.fc1.weight.to(t.dtype), gate.fc1.bias.to(t.dtype)))
     return torch.sigmoid(F.conv2d(t, gate.fc2.weight.to(t.dtype), gate.fc2.bias.to(t.dtype)))
@@ -61,9 +70,12 @@ def _mix(w, a_lo, x_lo, a_hi, x_hi):
 
 
 def reference_freqmix_released(x, module):
-    """The released forward: all-dims fftshift/ifftshift, SE on S_lo/S_hi real and imaginary parts."""
+    """The released forward: all-dims fftshift/ifftshift, SE on S_lo/S_hi real and imaginary
+    parts."""
     w = _spatial_weights(x, module)
-    s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"))  # no dim: batch and channel dims shift too
+    s = torch.fft.fftshift(
+        torch.fft.fft2(x, norm="backward")
+    )  # no dim: batch and channel dims shift too
     mask = _box_mask_like(s, module.cutoff)
     s_lo = s * mask
     s_hi = s * (1 - mask)
@@ -75,7 +87,8 @@ def reference_freqmix_released(x, module):
 
 
 def reference_freqmix_per_image(x, module):
-    """As released, but the shifts act on (H, W) only, so each image is gated from its own spectrum."""
+    """As released, but the shifts act on (H, W) only, so each image is gated from its own
+    spectrum."""
     w = _spatial_weights(x, module)
     s = torch.fft.fftshift(torch.fft.fft2(x, norm="backward"), dim=(-2, -1))
     mask = _box_mask_like(s, module.cutoff)
@@ -106,8 +119,12 @@ _BY_GATE = {
 
 
 def reference_freqmix(x, module, gate=None):
-    """Transcription of ``module``'s gate mode (or of ``gate`` if given) with ``module``'s weights."""
+    """Transcription of ``module``'s gate mode (or of ``gate`` if given) with ``module``'s
+    weights."""
     gate = module.gate if gate is None else gate
     if gate not in _BY_GATE:
-        raise ValueError(f"reference_freqmix: no transcription for gate {gate!r}; expected one of {tuple(_BY_GATE)}")
+        raise ValueError(
+            f"reference_freqmix: no transcription for gate {gate!r}; expected one of "
+            f"{tuple(_BY_GATE)}"
+        )
     return _BY_GATE[gate](x, module)

@@ -1,9 +1,18 @@
 """Aliasing score (RECONSTRUCTION): known answers and hooks on a Detectron2 ResNet-FPN."""
+
+import csv
+import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_backbone
+from test_error_maps import SEMSEG_OPTS, load_tool, register_tiny_semseg
 
 from segalias_d2.evaluation import (
     StageInputRecorder,
@@ -52,8 +61,6 @@ def test_regional_scores_parseval():
 
 
 def test_stage_input_recorder_on_fpn_backbone():
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_backbone
 
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
@@ -84,14 +91,6 @@ def test_stage_input_recorder_on_fpn_backbone():
 
 
 def test_analyze_aliasing_tool(tmp_path):
-    import csv
-    import json
-    import os
-
-    from detectron2 import model_zoo
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from test_error_maps import SEMSEG_OPTS, load_tool, register_tiny_semseg
 
     name = f"_segalias_alias_{os.getpid()}"
     register_tiny_semseg(tmp_path, name, n=3)
@@ -110,7 +109,9 @@ def test_analyze_aliasing_tool(tmp_path):
         assert len(rows) == 9
         assert all(0.0 <= float(r["AS"]) <= 1.0 for r in rows)
         assert {r["input_stride"] for r in rows} == {"4", "8", "16"}
-        assert (out / "aliasing_vs_errors.png").exists() and (out / "aliasing_band_vs_interior.png").exists()
+        assert (out / "aliasing_vs_errors.png").exists() and (
+            out / "aliasing_band_vs_interior.png"
+        ).exists()
         assert "RECONSTRUCTION" in json.loads((out / "aliasing_summary.json").read_text())["note"]
     finally:
         DatasetCatalog.remove(name)
@@ -118,14 +119,8 @@ def test_analyze_aliasing_tool(tmp_path):
 
 
 def test_analyze_aliasing_nyquist_flag(tmp_path):
-    """The Nyquist frequency is the tool flag --nyquist (formerly TEST.SEGALIAS.ALIASING_NYQUIST)."""
-    import json
-    import os
-
-    from detectron2 import model_zoo
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from test_error_maps import SEMSEG_OPTS, load_tool, register_tiny_semseg
+    """The Nyquist frequency is the tool flag --nyquist (formerly
+    TEST.SEGALIAS.ALIASING_NYQUIST)."""
 
     name = f"_segalias_alias_nyq_{os.getpid()}"
     register_tiny_semseg(tmp_path, name, n=1)
@@ -137,10 +132,19 @@ def test_analyze_aliasing_nyquist_flag(tmp_path):
         for bad in ("0", "0.7"):
             with pytest.raises(SystemExit):
                 tool.get_parser().parse_args(base + ["--nyquist", bad])
-        summary = tool.main(tool.get_parser().parse_args(base + ["--nyquist", "0.125", "--stages", "res4"] + SEMSEG_OPTS))
+        summary = tool.main(
+            tool.get_parser().parse_args(
+                base + ["--nyquist", "0.125", "--stages", "res4"] + SEMSEG_OPTS
+            )
+        )
         assert summary["nyquist"] == 0.125
-        assert "nyquist=0.125" in (tmp_path / "al" / "aliasing_per_image.csv").read_text().splitlines()[0]
-        assert json.loads((tmp_path / "al" / "aliasing_summary.json").read_text())["nyquist"] == 0.125
+        assert (
+            "nyquist=0.125"
+            in (tmp_path / "al" / "aliasing_per_image.csv").read_text().splitlines()[0]
+        )
+        assert (
+            json.loads((tmp_path / "al" / "aliasing_summary.json").read_text())["nyquist"] == 0.125
+        )
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

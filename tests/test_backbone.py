@@ -1,18 +1,20 @@
-"""Anti-aliased ResNet / ResNet-FPN backbones: registration, shapes, placement, parameter counts, dtypes."""
+"""Anti-aliased ResNet / ResNet-FPN backbones: registration, shapes, placement, parameter counts,
+dtypes."""
+
 import math
 
 import pytest
 import torch
-
+from common import STAGES, make_backbone_cfg
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.structures import ImageList
-
-from common import STAGES, make_backbone_cfg
-from segalias_d2 import add_segalias_config
-from segalias_d2.modeling.backbone.aa_resnet import AABottleneckBlock, AAResNet, DeepStem
 from reference_fourier import reference_daf
+
+from segalias_d2 import add_segalias_config
+from segalias_d2.config import _add_backbone_config
+from segalias_d2.modeling.backbone.aa_resnet import AABottleneckBlock, AAResNet, DeepStem
 from segalias_d2.modeling.fourier_filters import BlurPool, DeAliasingFilter, FreqMix
 
 make_cfg = make_backbone_cfg
@@ -38,7 +40,9 @@ def test_freqmix_adds_exactly_383450_params_daf_none():
     fms = [k for k, m in with_fm.named_modules() if isinstance(m, FreqMix)]
     assert len(fms) == 4 + 6 + 3 and not any(k.startswith("res2") for k in fms)
     assert all(".freqmix" in k for k in fms)
-    assert {m.gate for m in with_fm.modules() if isinstance(m, FreqMix)} == {"released"}  # default gate
+    assert {m.gate for m in with_fm.modules() if isinstance(m, FreqMix)} == {
+        "released"
+    }  # default gate
 
 
 def test_r101_freqmix_param_count():
@@ -64,7 +68,12 @@ def test_backbone_shapes_odd_input():
         out = m(torch.randn(1, 3, 97, 131))
     for i, s in enumerate(STAGES):
         # every stride-2 op (k3 p1, k7 p3, maxpool k3 p1) maps n -> ceil(n/2)
-        assert out[s].shape == (1, shapes[s].channels, _ceil_div_chain(97, i + 2), _ceil_div_chain(131, i + 2))
+        assert out[s].shape == (
+            1,
+            shapes[s].channels,
+            _ceil_div_chain(97, i + 2),
+            _ceil_div_chain(131, i + 2),
+        )
 
 
 def test_fpn_shapes_odd_input():
@@ -80,7 +89,9 @@ def test_fpn_shapes_odd_input():
         out = m(x)
     for name, s in shapes.items():
         assert out[name].shape == (1, 256, math.ceil(128 / s.stride), math.ceil(160 / s.stride))
-    assert m.size_divisibility == 32  # inherited from Detectron2 FPN (and padding_constraints on main)
+    assert (
+        m.size_divisibility == 32
+    )  # inherited from Detectron2 FPN (and padding_constraints on main)
 
 
 def test_daf_filters_stage_inputs_but_returns_unfiltered_features():
@@ -105,7 +116,11 @@ def test_freqmix_between_conv2_and_its_norm():
     m = build_backbone(make_cfg(daf=False)).eval()
     block = m.res3[0]
     assert isinstance(block, AABottleneckBlock) and isinstance(block.freqmix, FreqMix)
-    assert block.freqmix.channels == 128 and block.freqmix.cutoff == 0.35 and block.freqmix.reduction == 16
+    assert (
+        block.freqmix.channels == 128
+        and block.freqmix.cutoff == 0.35
+        and block.freqmix.reduction == 16
+    )
     assert m.res2[0].freqmix is None
     seen = []
     block.conv2.register_forward_hook(lambda mod, i, o: seen.append(("conv2", i[0], o)))
@@ -166,7 +181,11 @@ def test_deep_stem():
     torch.manual_seed(6)
     m = build_backbone(make_cfg(MODEL__SEGALIAS__STEM_TYPE="deep")).eval()
     assert isinstance(m.stem, DeepStem) and m.stem.stride == 4
-    assert [m.stem.conv1.weight.shape[0], m.stem.conv2.weight.shape[0], m.stem.conv3.weight.shape[0]] == [32, 32, 64]
+    assert [
+        m.stem.conv1.weight.shape[0],
+        m.stem.conv2.weight.shape[0],
+        m.stem.conv3.weight.shape[0],
+    ] == [32, 32, 64]
     assert all(c.kernel_size == (3, 3) for c in (m.stem.conv1, m.stem.conv2, m.stem.conv3))
     with torch.no_grad():
         out = m(torch.randn(1, 3, 97, 131))
@@ -181,7 +200,9 @@ def test_norms_and_freeze_at():
     assert all(p.requires_grad for p in m.res3.parameters())
     m = build_backbone(make_cfg(MODEL__RESNETS__NORM="SyncBN"))
     assert isinstance(m.res4[0].conv2.norm, torch.nn.SyncBatchNorm)
-    m = build_backbone(make_cfg(MODEL__BACKBONE__FREEZE_AT=5))  # frozen stages also freeze their FreqMix
+    m = build_backbone(
+        make_cfg(MODEL__BACKBONE__FREEZE_AT=5)
+    )  # frozen stages also freeze their FreqMix
     assert not any(p.requires_grad for k, p in m.named_parameters() if ".freqmix." in k)
 
 
@@ -197,12 +218,20 @@ def test_train_mode_gradients_finite():
 
 
 def test_blurpool_slots_and_stage_config():
-    m = build_backbone(make_cfg(daf=False, freqmix=False, MODEL__SEGALIAS__BLURPOOL__ENABLED=True,
-                                MODEL__SEGALIAS__BLURPOOL__KERNEL_SIZE=5))
+    m = build_backbone(
+        make_cfg(
+            daf=False,
+            freqmix=False,
+            MODEL__SEGALIAS__BLURPOOL__ENABLED=True,
+            MODEL__SEGALIAS__BLURPOOL__KERNEL_SIZE=5,
+        )
+    )
     assert sorted(m.aa_filters) == ["res3", "res4", "res5"]
     assert all(isinstance(f, BlurPool) and f.kernel_size == 5 for f in m.aa_filters.values())
     assert m.aa_filters["res3"].channels == 256
-    m = build_backbone(make_cfg(MODEL__SEGALIAS__DAF__STAGES=["res4"], MODEL__SEGALIAS__FREQMIX__STAGES=["res5"]))
+    m = build_backbone(
+        make_cfg(MODEL__SEGALIAS__DAF__STAGES=["res4"], MODEL__SEGALIAS__FREQMIX__STAGES=["res5"])
+    )
     assert list(m.aa_filters) == ["res4"] and isinstance(m.aa_filters["res4"], DeAliasingFilter)
     assert sum(isinstance(x, FreqMix) for x in m.modules()) == 3
     # stages cut by OUT_FEATURES drop their filters
@@ -219,7 +248,10 @@ def test_blurpool_slots_and_stage_config():
         ({"MODEL__SEGALIAS__DAF__CUTOFF": 0.7}, "MODEL.SEGALIAS.DAF.CUTOFF"),
         ({"MODEL__SEGALIAS__FREQMIX__CUTOFF": 0.0}, "MODEL.SEGALIAS.FREQMIX.CUTOFF"),
         ({"MODEL__SEGALIAS__FREQMIX__GATE": "energy"}, "MODEL.SEGALIAS.FREQMIX.GATE"),
-        ({"MODEL__SEGALIAS__FREQMIX__GATE": "faithful"}, "MODEL.SEGALIAS.FREQMIX.GATE 'faithful' was renamed"),
+        (
+            {"MODEL__SEGALIAS__FREQMIX__GATE": "faithful"},
+            "MODEL.SEGALIAS.FREQMIX.GATE 'faithful' was renamed",
+        ),
         ({"MODEL__SEGALIAS__BLURPOOL__ENABLED": True}, "BLURPOOL"),
         ({"MODEL__RESNETS__DEPTH": 34}, "MODEL.RESNETS.DEPTH"),
     ],
@@ -233,13 +265,23 @@ def test_config_keys_idempotent():
     cfg = get_cfg()
     add_segalias_config(cfg)
     sa = cfg.MODEL.SEGALIAS
-    assert (sa.DAF.ENABLED, sa.DAF.CUTOFF, list(sa.DAF.STAGES)) == (True, 0.35, ["res3", "res4", "res5"])
-    assert (sa.FREQMIX.ENABLED, sa.FREQMIX.CUTOFF, sa.FREQMIX.REDUCTION, sa.FREQMIX.GATE) == (True, 0.35, 16,
-                                                                                              "released")
+    assert (sa.DAF.ENABLED, sa.DAF.CUTOFF, list(sa.DAF.STAGES)) == (
+        True,
+        0.35,
+        ["res3", "res4", "res5"],
+    )
+    assert (sa.FREQMIX.ENABLED, sa.FREQMIX.CUTOFF, sa.FREQMIX.REDUCTION, sa.FREQMIX.GATE) == (
+        True,
+        0.35,
+        16,
+        "released",
+    )
     assert (sa.BLURPOOL.ENABLED, sa.BLURPOOL.KERNEL_SIZE, sa.STEM_TYPE) == (False, 3, "basic")
-    assert cfg.SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER == 2.0 and cfg.SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER == 1.0
+    assert (
+        cfg.SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER == 2.0
+        and cfg.SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER == 1.0
+    )
     sa.DAF.CUTOFF = 0.3
-    from segalias_d2.config import _add_backbone_config
 
     _add_backbone_config(cfg)
     add_segalias_config(cfg)

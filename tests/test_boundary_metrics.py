@@ -1,4 +1,5 @@
 """Metric core: worked example of the reference, edge cases, naive-vs-fast parity, Boundary IoU."""
+
 import math
 
 import cv2
@@ -196,7 +197,9 @@ def test_empty_prediction():
 
 def test_split_counters_equal_single_pass():
     rng = np.random.default_rng(3)
-    pairs = [(blobby_map(rng, 48, 70, 4), blobby_map(rng, 48, 70, 4, ignore_frac=0.1)) for _ in range(6)]
+    pairs = [
+        (blobby_map(rng, 48, 70, 4), blobby_map(rng, 48, 70, 4, ignore_frac=0.1)) for _ in range(6)
+    ]
     single = BoundaryErrorCounter(4)
     a, b = BoundaryErrorCounter(4), BoundaryErrorCounter(4)
     for i, (p, g) in enumerate(pairs):

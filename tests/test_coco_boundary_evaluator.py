@@ -1,10 +1,12 @@
-"""COCOBoundaryEvaluator on a dataset whose COCO JSON has more categories than the dataset's classes.
+"""COCOBoundaryEvaluator on a dataset whose COCO JSON has more categories than the dataset's
+classes.
 
 Hand-made 3-category JSON (car, person, dog) registered with ``register_lowlight_dataset`` keeping
-car and person by name (``unknown_category="skip"``, as ``coco_2017_val_lis8`` keeps 8 of COCO's 80):
-box/mask/Boundary AP must equal pycocotools on the 2-category JSON, and per-class AP must carry the
-right names whatever the order of ``thing_classes``.
+car and person by name (``unknown_category="skip"``, as ``coco_2017_val_lis8`` keeps 8 of COCO's
+80): box/mask/Boundary AP must equal pycocotools on the 2-category JSON, and per-class AP must carry
+the right names whatever the order of ``thing_classes``.
 """
+
 import contextlib
 import copy
 import io
@@ -15,11 +17,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BitMasks, Instances
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from segalias_d2.data import register_lowlight_dataset
 from segalias_d2.evaluation import InstanceBoundaryEvaluator
@@ -38,9 +39,17 @@ def _three_category_json():
         for cat in (1, 2, 3, 1):
             x0, y0 = int(rng.integers(0, 55)), int(rng.integers(0, 35))
             w, h = int(rng.integers(6, 25)), int(rng.integers(6, 25))
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "iscrowd": 0,
-                         "bbox": [x0, y0, w, h], "area": float(w * h),
-                         "segmentation": [[x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "iscrowd": 0,
+                    "bbox": [x0, y0, w, h],
+                    "area": float(w * h),
+                    "segmentation": [[x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]],
+                }
+            )
     return {"images": images, "annotations": anns, "categories": CATEGORIES}
 
 
@@ -57,7 +66,7 @@ def _predictions(js):
             s = 4 if a["category_id"] == 1 else 1
             dx, dy = rng.integers(-s, s + 1, 2)
             m = np.zeros((H, W), bool)
-            m[max(0, y + dy): y + h + dy, max(0, x + dx): x + w + dx] = True
+            m[max(0, y + dy) : y + h + dy, max(0, x + dx) : x + w + dx] = True
             masks.append(m)
             classes.append(a["category_id"])  # dataset id, mapped to contiguous below
             scores.append(float(rng.uniform(0.4, 1.0)))
@@ -77,7 +86,15 @@ def _results_json(outs):
             rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
             bbox = [float(v) for v in mask_util.toBbox(rle)]
-            res.append({"image_id": img_id, "category_id": c, "score": s, "bbox": bbox, "segmentation": rle})
+            res.append(
+                {
+                    "image_id": img_id,
+                    "category_id": c,
+                    "score": s,
+                    "bbox": bbox,
+                    "segmentation": rle,
+                }
+            )
     return res
 
 
@@ -97,18 +114,31 @@ def _pycocotools(gt_json_path, results, iou_type, cat_ids=None, cls=COCOeval):
     return np.where(ev.stats[:6] >= 0, ev.stats[:6] * 100, np.nan)
 
 
-@pytest.fixture(params=[["car", "person"], ["person", "car"]], ids=["ids_in_class_order", "ids_not_in_class_order"])
+@pytest.fixture(
+    params=[["car", "person"], ["person", "car"]],
+    ids=["ids_in_class_order", "ids_not_in_class_order"],
+)
 def filtered_dataset(request, tmp_path):
     js = _three_category_json()
     full = tmp_path / "three_categories.json"
     full.write_text(json.dumps(js))
-    two = dict(js, categories=CATEGORIES[:2], annotations=[a for a in js["annotations"] if a["category_id"] != 3])
+    two = dict(
+        js,
+        categories=CATEGORIES[:2],
+        annotations=[a for a in js["annotations"] if a["category_id"] != 3],
+    )
     two_path = tmp_path / "two_categories.json"
     two_path.write_text(json.dumps(two))
     (tmp_path / "images").mkdir()
     name = f"_segalias_filtered_{os.getpid()}_{request.param[0]}"
-    register_lowlight_dataset(name, str(full), str(tmp_path / "images"), thing_classes=request.param,
-                              unknown_category="skip", image_checks="none")  # ground truth only: no image files
+    register_lowlight_dataset(
+        name,
+        str(full),
+        str(tmp_path / "images"),
+        thing_classes=request.param,
+        unknown_category="skip",
+        image_checks="none",
+    )  # ground truth only: no image files
     yield name, js, str(full), str(two_path)
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -142,13 +172,17 @@ def test_filtered_dataset_ap_equals_the_dataset_classes_only(filtered_dataset, t
         for cat_id, cname in ((1, "car"), (2, "person")):
             per_class = _pycocotools(two_path, results, task, cat_ids=[cat_id], cls=cls)[0]
             assert res[key][f"AP-{cname}"] == pytest.approx(per_class, abs=1e-9), (key, cname)
-    assert res["segm"]["AP-car"] < res["segm"]["AP-person"] - 1.0  # the two names cannot be swapped unseen
+    assert (
+        res["segm"]["AP-car"] < res["segm"]["AP-person"] - 1.0
+    )  # the two names cannot be swapped unseen
 
 
 def test_mask_only_predictions_report_no_box_ap(filtered_dataset):
     name, js, _, two_path = filtered_dataset
     ev = InstanceBoundaryEvaluator(name, distributed=False)
-    d2c = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id  # recorded by the dataset's first load
+    d2c = MetadataCatalog.get(
+        name
+    ).thing_dataset_id_to_contiguous_id  # recorded by the dataset's first load
     ev.reset()
     outs = _predictions(js)
     for img_id, (masks, classes, scores) in outs.items():

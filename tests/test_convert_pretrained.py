@@ -1,5 +1,6 @@
-"""Weight conversion: converted random torchvision / mmcv-V1c / Caffe2-named weights reproduce the source
-network's stage outputs in the Detectron2 backbone (no downloads)."""
+"""Weight conversion: converted random torchvision / mmcv-V1c / Caffe2-named weights reproduce the
+source network's stage outputs in the Detectron2 backbone (no downloads)."""
+
 import logging
 import os
 import pickle
@@ -10,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torch import nn
-
+from common import STAGES, make_backbone_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone
+from torch import nn
 
-from common import STAGES, make_backbone_cfg
 from segalias_d2.checkpoint import (
     adapt_stem_to_packed_bayer,
     convert_state_dict,
@@ -29,7 +29,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_cfg(fpn=True, norm="BN", stem="basic", daf=False, freqmix=False, stride_in_1x1=False):
     return make_backbone_cfg(
-        fpn=fpn, daf=daf, freqmix=freqmix, MODEL__RESNETS__NORM=norm, MODEL__SEGALIAS__STEM_TYPE=stem,
+        fpn=fpn,
+        daf=daf,
+        freqmix=freqmix,
+        MODEL__RESNETS__NORM=norm,
+        MODEL__SEGALIAS__STEM_TYPE=stem,
         MODEL__RESNETS__STRIDE_IN_1X1=stride_in_1x1,
     )
 
@@ -115,7 +119,8 @@ def test_freqmix_keys_reported_as_newly_initialised(tv_resnet, tmp_path, caplog)
     fpn = build_backbone(make_cfg(daf=True, freqmix=True))
     with caplog.at_level(logging.INFO, logger="segalias_d2.checkpoint.convert"):
         report = load_backbone_weights(fpn, path)
-    # 13 FreqMix modules x (spatial w,b + 2 SE x (fc1 w,b, fc2 w,b)) = 130 tensors, nothing else missing
+    # 13 FreqMix modules x (spatial w,b + 2 SE x (fc1 w,b, fc2 w,b)) = 130 tensors, nothing else
+    # missing
     assert len(report.missing_freqmix) == 13 * 10
     assert all(k.startswith("fpn_") for k in report.missing) and report.unexpected == []
     assert any("FreqMix" in r.getMessage() and "new" in r.getMessage() for r in caplog.records)
@@ -127,9 +132,15 @@ def _mmcv_v1c_state_dict(net, seed=2):
     """mmcv ResNetV1c naming: deep stem `stem.{0..7}` + torchvision-identical `layer*` names."""
     torch.manual_seed(seed)
     stem = nn.Sequential(
-        nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
         nn.MaxPool2d(3, 2, 1),
     )
     _randomize_bn(stem, seed)
@@ -165,10 +176,14 @@ def _c2_blobs(net):
             p, q = f"layer{li}.{bi}", f"res{li + 1}_{bi}"
             for ci, br in zip((1, 2, 3), "abc"):
                 out[f"{q}_branch2{br}_w"] = sd[f"{p}.conv{ci}.weight"]
-                out.update({f"{q}_branch2{br}_bn_{v}": sd[f"{p}.bn{ci}.{k}"] for k, v in bn.items()})
+                out.update(
+                    {f"{q}_branch2{br}_bn_{v}": sd[f"{p}.bn{ci}.{k}"] for k, v in bn.items()}
+                )
             if bi == 0:
                 out[f"{q}_branch1_w"] = sd[f"{p}.downsample.0.weight"]
-                out.update({f"{q}_branch1_bn_{v}": sd[f"{p}.downsample.1.{k}"] for k, v in bn.items()})
+                out.update(
+                    {f"{q}_branch1_bn_{v}": sd[f"{p}.downsample.1.{k}"] for k, v in bn.items()}
+                )
     out["conv1_w_momentum"] = np.zeros(1)
     return {"blobs": out}
 
@@ -228,8 +243,18 @@ def test_cli_runs_as_script(tmp_path):
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), src)
     dst = str(tmp_path / "out.pkl")
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "convert_pretrained.py"), src, dst, "--format", "torchvision"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "convert_pretrained.py"),
+            src,
+            dst,
+            "--format",
+            "torchvision",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(dst, "rb") as f:
@@ -240,16 +265,21 @@ def test_cli_runs_as_script(tmp_path):
 
 
 def test_d2_pkl_caffe2_names_match_detectron2_checkpointer(tv_resnet, tmp_path):
-    # the converter renames Caffe2 blobs as Detectron2's own DetectionCheckpointer does when it loads R-50.pkl
+    # the converter renames Caffe2 blobs as Detectron2's own DetectionCheckpointer does when it
+    # loads R-50.pkl
     src = str(tmp_path / "R-50.pkl")
     with open(src, "wb") as f:
         pickle.dump(_c2_blobs(tv_resnet), f)
     by_d2 = build_backbone(make_cfg(fpn=False, stride_in_1x1=True)).eval()
-    DetectionCheckpointer(by_d2).load(src)  # Caffe2 heuristics: convert_c2_detectron_names + suffix matching
+    DetectionCheckpointer(by_d2).load(
+        src
+    )  # Caffe2 heuristics: convert_c2_detectron_names + suffix matching
     with open(src, "rb") as f:
         ours, dropped = convert_state_dict(pickle.load(f, encoding="latin1"), "d2_pkl")
     assert sorted(dropped) == ["fc1000_b", "fc1000_w"]
-    expected = {k: v for k, v in by_d2.state_dict().items() if not k.endswith("num_batches_tracked")}
+    expected = {
+        k: v for k, v in by_d2.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     assert sorted(ours) == sorted(expected)
     for k, v in ours.items():
         assert torch.equal(v, expected[k]), k

@@ -1,5 +1,6 @@
 """Both streaming counters (band error types, Cheng et al. Boundary IoU) share one protocol:
 state_dict / load_state_dict / from_state_dict, merge / +=, reset, and argument checks."""
+
 import numpy as np
 import pytest
 
@@ -9,7 +10,12 @@ from segalias_d2.evaluation.boundary_iou_metric import BoundaryIoUCounter
 K = 3
 COUNTERS = {
     "band_errors": (BoundaryErrorCounter, {"band_width": 7}, {"band_width": 9}, "band_width"),
-    "boundary_iou": (BoundaryIoUCounter, {"dilation_ratio": 0.05}, {"dilation_ratio": 0.02}, "dilation_ratio"),
+    "boundary_iou": (
+        BoundaryIoUCounter,
+        {"dilation_ratio": 0.05},
+        {"dilation_ratio": 0.02},
+        "dilation_ratio",
+    ),
 }
 
 
@@ -18,10 +24,12 @@ def _pairs(n=4, seed=0):
     out = []
     for _ in range(n):
         gt = np.zeros((30, 41), np.uint8)
-        gt[:, rng.integers(5, 35):] = 1
+        gt[:, rng.integers(5, 35) :] = 1
         gt[: rng.integers(3, 25)] = 2
         gt[rng.random(gt.shape) < 0.03] = 255
-        pred = np.roll(np.where(gt == 255, 0, gt), int(rng.integers(-3, 4)), axis=1).astype(np.uint8)
+        pred = np.roll(np.where(gt == 255, 0, gt), int(rng.integers(-3, 4)), axis=1).astype(
+            np.uint8
+        )
         out.append((pred, gt))
     return out
 
@@ -102,7 +110,10 @@ def test_argument_checks(counter_kind):
             cls(bad, 255, **kw)
     with pytest.raises(ValueError, match="ignore_label must be an integer"):
         cls(K, "255", **kw)
-    bad_values = {"band_width": (4, 0, -3, "15"), "dilation_ratio": (0, -0.02, 1.5, "0.02", float("nan"))}[key]
+    bad_values = {
+        "band_width": (4, 0, -3, "15"),
+        "dilation_ratio": (0, -0.02, 1.5, "0.02", float("nan")),
+    }[key]
     for bad in bad_values:
         with pytest.raises(ValueError, match=key):
             cls(K, 255, **{key: bad})

@@ -1,6 +1,9 @@
-"""The v0.6 backport build (dev/d2_backport/): its patches apply exactly to the pinned sources, a patch that
-does not match is refused naming the file, and the installed backport is exactly this build."""
+"""The v0.6 backport build (dev/d2_backport/): its patches apply exactly to the pinned sources, a
+patch that does not match is refused naming the file, and the installed backport is exactly this
+build."""
+
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,7 +34,9 @@ def test_patch_applies_at_its_line_and_refuses_text_that_does_not_match(tmp_path
 
     stale = tmp_path / "stale.patch"  # written for other sources: its context line is not there
     stale.write_text(_patch("pkg/mod.py", "@@ -1,2 +1,2 @@\n a = 1\n-b = 3\n+b = 4\n"))
-    with pytest.raises(build_backport.PatchError, match=r"stale.patch does not apply to pkg/mod.py"):
+    with pytest.raises(
+        build_backport.PatchError, match=r"stale.patch does not apply to pkg/mod.py"
+    ):
         build_backport.apply_patch(stale, tree)
     missing = tmp_path / "missing.patch"
     missing.write_text(_patch("pkg/other.py", "@@ -1 +1 @@\n-x\n+y\n"))
@@ -48,7 +53,6 @@ def backport_tree(tmp_path_factory):
 
 
 def test_every_patch_applies_to_the_pinned_sources_and_is_recorded(backport_tree):
-    import json
 
     record = json.loads((backport_tree / "detectron2" / "_segalias_backport.json").read_text())
     patches = build_backport.patch_files()
@@ -58,9 +62,19 @@ def test_every_patch_applies_to_the_pinned_sources_and_is_recorded(backport_tree
     # spot checks of what the fixes put into the v0.6 sources
     text = (backport_tree / "detectron2" / "data" / "transforms" / "transform.py").read_text()
     assert "interp=Image.LINEAR" not in text and "interp=Image.BILINEAR" in text
-    assert "pkg_resources" not in (backport_tree / "detectron2" / "model_zoo" / "model_zoo.py").read_text()
-    assert "np.float)" not in (backport_tree / "detectron2" / "evaluation" / "sem_seg_evaluation.py").read_text()
-    assert (backport_tree / "detectron2" / "_C.py").read_text().startswith('"""Stand-in for Detectron2')
+    assert (
+        "pkg_resources"
+        not in (backport_tree / "detectron2" / "model_zoo" / "model_zoo.py").read_text()
+    )
+    assert (
+        "np.float)"
+        not in (backport_tree / "detectron2" / "evaluation" / "sem_seg_evaluation.py").read_text()
+    )
+    assert (
+        (backport_tree / "detectron2" / "_C.py")
+        .read_text()
+        .startswith('"""Stand-in for Detectron2')
+    )
 
 
 def test_installed_backport_is_this_build(backport_tree):
@@ -68,9 +82,15 @@ def test_installed_backport_is_this_build(backport_tree):
         pytest.skip(f"{compat.detectron2_source()} is installed: there is no backport to compare")
     installed = Path(importlib.util.find_spec("detectron2").submodule_search_locations[0])
     built = backport_tree / "detectron2"
-    differ = [str(p.relative_to(built)) for p in sorted(built.rglob("*.py"))
-              if (installed / p.relative_to(built)).read_bytes() != p.read_bytes()]
-    assert differ == [], f"the installed backport is another build; rerun: bash dev/setup_env.sh ({differ[:5]})"
+    differ = [
+        str(p.relative_to(built))
+        for p in sorted(built.rglob("*.py"))
+        if (installed / p.relative_to(built)).read_bytes() != p.read_bytes()
+    ]
+    assert differ == [], (
+        f"the installed backport is another build; rerun: bash dev/setup_env.sh ({differ[:5]})"
+    )
     assert build_backport.detectron2_status(sys.executable) == (
-        f"backport-{build_backport.BACKPORT_REVISION}-{build_backport.build_key()}")
+        f"backport-{build_backport.BACKPORT_REVISION}-{build_backport.build_key()}"
+    )
     assert os.path.exists(installed / "_segalias_backport.json")

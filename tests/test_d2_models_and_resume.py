@@ -1,5 +1,6 @@
 """Stock Detectron2 works on this stack: model-zoo Mask R-CNN / semantic FPN train and infer on CPU,
 and --resume restores optimizer momentum and LR-scheduler state exactly."""
+
 import itertools
 import os
 import tempfile
@@ -8,10 +9,12 @@ import pytest
 import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, defaults
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from segalias_d2 import compat
 
 
 def _zoo_cfg(config_path):
@@ -128,7 +131,10 @@ def _tiny_cfg(out_dir):
 
 
 def test_resume_restores_optimizer_momentum_and_scheduler_exactly():
-    with tempfile.TemporaryDirectory() as straight_dir, tempfile.TemporaryDirectory() as resumed_dir:
+    with (
+        tempfile.TemporaryDirectory() as straight_dir,
+        tempfile.TemporaryDirectory() as resumed_dir,
+    ):
         straight = _TinyTrainer(_tiny_cfg(straight_dir))
         straight.resume_or_load(resume=False)
         straight.train()
@@ -151,19 +157,20 @@ def test_resume_restores_optimizer_momentum_and_scheduler_exactly():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
         for k in sa:
-            torch.testing.assert_close(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"], rtol=0, atol=0)
+            torch.testing.assert_close(
+                sa[k]["momentum_buffer"], sb[k]["momentum_buffer"], rtol=0, atol=0
+            )
         assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
         assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
 
 
 # ---------------------------------------------------------------------------------------------
 def test_data_loader_iterator_is_created_before_the_first_step():
-    """A training step must not draw from torch's global RNG to create the data-loader iterator (exact resume).
+    """A training step must not draw from torch's global RNG to create the data-loader iterator
+    (exact resume).
 
-    Detectron2 main creates it lazily in the first run_step; segalias_d2.compat creates it up front."""
-    from detectron2.engine import SimpleTrainer
-
-    from segalias_d2 import compat
+    Detectron2 main creates it lazily in the first run_step; segalias_d2.compat creates it up
+    front."""
 
     model = _TinyModel()
     loader = torch.utils.data.DataLoader([(torch.zeros(4), torch.zeros(1))] * 4, batch_size=2)
@@ -177,15 +184,16 @@ def test_data_loader_iterator_is_created_before_the_first_step():
 
 
 def test_cpu_models_get_no_ddp_device_ids_within_the_block_only(monkeypatch):
-    from detectron2.engine import defaults
-
-    from segalias_d2 import compat
 
     calls = []
     monkeypatch.setattr(defaults, "create_ddp_model", lambda model, **kw: calls.append(kw) or model)
     recorder = defaults.create_ddp_model
     with compat.cpu_models_get_no_ddp_device_ids():
-        defaults.create_ddp_model(torch.nn.Linear(2, 2), broadcast_buffers=False)  # as DefaultTrainer calls it
-        defaults.create_ddp_model(torch.nn.Linear(2, 2), device_ids=[3])  # an explicit choice is kept
+        defaults.create_ddp_model(
+            torch.nn.Linear(2, 2), broadcast_buffers=False
+        )  # as DefaultTrainer calls it
+        defaults.create_ddp_model(
+            torch.nn.Linear(2, 2), device_ids=[3]
+        )  # an explicit choice is kept
     assert calls == [{"broadcast_buffers": False, "device_ids": None}, {"device_ids": [3]}]
     assert defaults.create_ddp_model is recorder

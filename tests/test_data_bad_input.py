@@ -1,16 +1,20 @@
-"""Bad input: clear, typed errors naming the file and record (or warn + count where Detectron2 skips)."""
+"""Bad input: clear, typed errors naming the file and record (or warn + count where Detectron2
+skips)."""
+
 import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from common import segalias_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import segalias_d2  # noqa: F401
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
-from segalias_d2.data.lowlight import LOAD_SUMMARIES, AnnotationError
 from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
+from segalias_d2.data.lowlight import LOAD_SUMMARIES, AnnotationError
 from segalias_d2.data.raw_io import (
     ImageReadError,
     LowLightDataError,
@@ -19,31 +23,46 @@ from segalias_d2.data.raw_io import (
     read_camera_raw,
     read_lowlight_image,
 )
-from common import segalias_cfg
 
 
-def _register(tmp_path, name, annotations, categories=None, image_format="srgb", write_image=True, **kw):
-    import cv2
+def _register(
+    tmp_path, name, annotations, categories=None, image_format="srgb", write_image=True, **kw
+):
 
     (tmp_path / "JPEGImages").mkdir(exist_ok=True)
     if write_image:
         cv2.imwrite(str(tmp_path / "JPEGImages" / "1.png"), np.full((40, 60, 3), 100, np.uint8))
     cats = categories or [{"id": i, "name": n} for i, n in enumerate(LIS_CLASSES)]
-    data = {"images": [{"id": 0, "file_name": "./JPEGImages/1.png", "height": 40, "width": 60}],
-            "annotations": [dict(a, id=i + 1, image_id=0, iscrowd=0) for i, a in enumerate(annotations)],
-            "categories": cats}
+    data = {
+        "images": [{"id": 0, "file_name": "./JPEGImages/1.png", "height": 40, "width": 60}],
+        "annotations": [
+            dict(a, id=i + 1, image_id=0, iscrowd=0) for i, a in enumerate(annotations)
+        ],
+        "categories": cats,
+    }
     (tmp_path / "ann.json").write_text(json.dumps(data))
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
-    register_lowlight_dataset(name, str(tmp_path / "ann.json"), str(tmp_path), image_format=image_format,
-                              thing_classes=LIS_CLASSES, **kw)
+    register_lowlight_dataset(
+        name,
+        str(tmp_path / "ann.json"),
+        str(tmp_path),
+        image_format=image_format,
+        thing_classes=LIS_CLASSES,
+        **kw,
+    )
     return name
 
 
 def _good(cat=5):
-    return {"segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]], "bbox": [2, 2, 18, 18], "area": 324, "category_id": cat}
+    return {
+        "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]],
+        "bbox": [2, 2, 18, 18],
+        "area": 324,
+        "category_id": cat,
+    }
 
 
 def _mapper(is_train=True):
@@ -60,16 +79,21 @@ def test_corrupt_raw_file(tmp_path):
     assert isinstance(e.value, LowLightDataError)
 
 
-def test_truncated_raw_file(tmp_path, sony_arw):  # sony_arw: the pinned real ARW (tests/conftest.py)
+def test_truncated_raw_file(
+    tmp_path, sony_arw
+):  # sony_arw: the pinned real ARW (tests/conftest.py)
     dest = Path(sony_arw)
     trunc = tmp_path / "truncated.ARW"
     trunc.write_bytes(dest.read_bytes()[:300_000])
     with pytest.raises(RawDecodeError, match="truncated.ARW"):
         read_camera_raw(str(trunc))
-    # and through the mapper, the record is named too (a record whose file was replaced after loading)
+    # and through the mapper, the record is named too (a record whose file was replaced after
+    # loading)
     name = _register(tmp_path, "test_bad_trunc", [_good()])
     d = dict(DatasetCatalog.get(name)[0], file_name=str(trunc), image_format="raw")
-    with pytest.raises(RawDecodeError, match=r"image_id=0.*truncated.ARW|truncated.ARW.*image_id=0"):
+    with pytest.raises(
+        RawDecodeError, match=r"image_id=0.*truncated.ARW|truncated.ARW.*image_id=0"
+    ):
         _mapper()(d)
 
 
@@ -90,7 +114,12 @@ def test_missing_image(tmp_path):
     with pytest.raises(ImageReadError) as e:
         DatasetCatalog.get(name)
     msg = str(e.value)
-    assert "test_bad_missing" in msg and "ann.json" in msg and "image id=0" in msg and "1.png' does not exist" in msg
+    assert (
+        "test_bad_missing" in msg
+        and "ann.json" in msg
+        and "image id=0" in msg
+        and "1.png' does not exist" in msg
+    )
     # and a file removed after loading: the mapper names the record
     name = _register(tmp_path, "test_bad_missing_later", [_good()])
     d = DatasetCatalog.get(name)[0]
@@ -118,14 +147,28 @@ def test_polygon_with_fewer_than_3_points_is_skipped_with_warning(tmp_path, capl
 
 
 def test_box_outside_image_is_skipped_with_warning(tmp_path, caplog):
-    outside = {"segmentation": [[100, 100, 120, 100, 120, 120]], "bbox": [100, 100, 20, 20], "area": 200,
-               "category_id": 2}
-    partly = {"segmentation": [[50, 30, 70, 30, 70, 50]], "bbox": [50, 30, 20, 20], "area": 200, "category_id": 3}
+    outside = {
+        "segmentation": [[100, 100, 120, 100, 120, 120]],
+        "bbox": [100, 100, 20, 20],
+        "area": 200,
+        "category_id": 2,
+    }
+    partly = {
+        "segmentation": [[50, 30, 70, 30, 70, 50]],
+        "bbox": [50, 30, 20, 20],
+        "area": 200,
+        "category_id": 3,
+    }
     name = _register(tmp_path, "test_bad_box", [_good(), outside, partly])
     with caplog.at_level(logging.WARNING):
         dicts = DatasetCatalog.get(name)
     annos = dicts[0]["annotations"]
-    assert len(annos) == 2 and annos[1]["bbox"] == [50.0, 30.0, 10.0, 10.0]  # clipped to the 60x40 image
+    assert len(annos) == 2 and annos[1]["bbox"] == [
+        50.0,
+        30.0,
+        10.0,
+        10.0,
+    ]  # clipped to the 60x40 image
     s = LOAD_SUMMARIES[name]
     assert s["box_outside_image"] == 1 and s["box_clipped"] == 1 and s["instances"] == 2
     assert "entirely outside" in caplog.text and "1.png" in caplog.text

@@ -1,6 +1,8 @@
-"""DSL (LIS): the feature loss on hand-made features, the clean/noisy meta-architecture (loss keys, the loss on
-the real C2-C5, single-pass inference equal to GeneralizedRCNN), the clean twins from the mapper (synthetic and
-real LIS pairs, same geometry, clear errors), and the COCO initialisation of the released AWD+SCB+DSL recipe."""
+"""DSL (LIS): the feature loss on hand-made features, the clean/noisy meta-architecture (loss keys,
+the loss on the real C2-C5, single-pass inference equal to GeneralizedRCNN), the clean twins from
+the mapper (synthetic and real LIS pairs, same geometry, clear errors), and the COCO initialisation
+of the released AWD+SCB+DSL recipe."""
+
 import copy
 import os
 import pickle
@@ -15,7 +17,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from segalias_d2 import compat
@@ -29,35 +31,52 @@ from segalias_d2.modeling.meta_arch import DSLGeneralizedRCNN, dsl_feature_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs/quick_schedules/mask_rcnn_R_50_lis_modules_instant_test.yaml")
-RECIPE = os.path.join(REPO, "configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AWD_SCB_DSL_FPN_1x_syncoco2lis.yaml")
+RECIPE = os.path.join(
+    REPO, "configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AWD_SCB_DSL_FPN_1x_syncoco2lis.yaml"
+)
 TASK_LOSSES = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
 
 
-# ------------------------------------------------------------------------------------------------ the loss
+# ------------------------------------------------------------------------------------------------
+# the loss
 def test_dsl_loss_on_hand_made_features():
-    noisy = {"res2": torch.tensor([0.0, 0.2, 0.5, -1.0]).view(1, 1, 2, 2).requires_grad_(),
-             "res3": torch.tensor([0.1, 0.3]).view(1, 2, 1, 1).requires_grad_()}
-    clean = {"res2": torch.zeros(1, 1, 2, 2, requires_grad=True), "res3": torch.zeros(1, 2, 1, 1, requires_grad=True)}
+    noisy = {
+        "res2": torch.tensor([0.0, 0.2, 0.5, -1.0]).view(1, 1, 2, 2).requires_grad_(),
+        "res3": torch.tensor([0.1, 0.3]).view(1, 2, 1, 1).requires_grad_(),
+    }
+    clean = {
+        "res2": torch.zeros(1, 1, 2, 2, requires_grad=True),
+        "res3": torch.zeros(1, 2, 1, 1, requires_grad=True),
+    }
     total, terms = dsl_feature_loss(noisy, clean)
-    # res2: squares 0, 0.04, 0.25, 1 -> clamped 0, 0.04, 0.1, 0.1 -> mean 0.06; res3: 0.01, 0.09 -> mean 0.05
+    # res2: squares 0, 0.04, 0.25, 1 -> clamped 0, 0.04, 0.1, 0.1 -> mean 0.06; res3: 0.01, 0.09 ->
+    # mean 0.05
     assert terms["res2"].item() == pytest.approx(0.01 * 0.06, rel=1e-6)
     assert terms["res3"].item() == pytest.approx(0.01 * 0.05, rel=1e-6)
     assert total.item() == pytest.approx(0.0011, rel=1e-6)
     total.backward()
-    # d/dF_noisy = 0.01 * 2 D / N where D^2 < 0.1, 0 where clamped; the clean side gets the opposite (no detach)
-    assert torch.allclose(noisy["res2"].grad.flatten(), torch.tensor([0.0, 0.01 * 2 * 0.2 / 4, 0.0, 0.0]))
-    assert torch.allclose(noisy["res3"].grad.flatten(), torch.tensor([0.01 * 2 * 0.1 / 2, 0.01 * 2 * 0.3 / 2]))
+    # d/dF_noisy = 0.01 * 2 D / N where D^2 < 0.1, 0 where clamped; the clean side gets the opposite
+    # (no detach)
+    assert torch.allclose(
+        noisy["res2"].grad.flatten(), torch.tensor([0.0, 0.01 * 2 * 0.2 / 4, 0.0, 0.0])
+    )
+    assert torch.allclose(
+        noisy["res3"].grad.flatten(), torch.tensor([0.01 * 2 * 0.1 / 2, 0.01 * 2 * 0.3 / 2])
+    )
     for k in noisy:
         assert torch.equal(clean[k].grad, -noisy[k].grad)
     same, _ = dsl_feature_loss({"a": torch.ones(2, 3)}, {"a": torch.ones(2, 3)})
     assert same.item() == 0.0
-    w, _ = dsl_feature_loss({"a": torch.full((4,), 0.2)}, {"a": torch.zeros(4)}, weight=0.5, clamp=0.01)
+    w, _ = dsl_feature_loss(
+        {"a": torch.full((4,), 0.2)}, {"a": torch.zeros(4)}, weight=0.5, clamp=0.01
+    )
     assert w.item() == pytest.approx(0.5 * 0.01)
     with pytest.raises(ValueError, match="same geometry"):
         dsl_feature_loss({"a": torch.ones(1, 2)}, {"a": torch.ones(2, 1)})
 
 
-# ------------------------------------------------------------------------------------------- meta-arch
+# -------------------------------------------------------------------------------------------
+# meta-arch
 def _cfg(**opts):
     cfg = load_config(INSTANT, [x for kv in opts.items() for x in (kv[0], str(kv[1]))])
     cfg.MODEL.DEVICE = "cpu"
@@ -68,8 +87,13 @@ def _cfg(**opts):
 def dsl_model():
     torch.manual_seed(0)
     # the recipe's BN (statistics frozen, stem + res2 frozen) on the all-five-modules instant model
-    cfg = _cfg(**{"MODEL.RESNETS.NORM": "FrozenStatsBN", "MODEL.BACKBONE.FREEZE_AT": 2,
-                  "TEST.DETECTIONS_PER_IMAGE": 5})  # few masks to paste: the inference check stays fast
+    cfg = _cfg(
+        **{
+            "MODEL.RESNETS.NORM": "FrozenStatsBN",
+            "MODEL.BACKBONE.FREEZE_AT": 2,
+            "TEST.DETECTIONS_PER_IMAGE": 5,
+        }
+    )  # few masks to paste: the inference check stays fast
     model = build_model(cfg)
     assert isinstance(model, DSLGeneralizedRCNN)
     return cfg, model
@@ -82,14 +106,21 @@ def _inputs(seed, n=2, size=(64, 96)):
         inst = Instances(size)
         inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 50.0]]))
         inst.gt_classes = torch.tensor([i % 8])
-        from detectron2.structures import BitMasks
 
         mask = torch.zeros(1, *size, dtype=torch.bool)
         mask[:, 8:50, 8:40] = True
         inst.gt_masks = BitMasks(mask)
         noisy = torch.rand(3, *size, generator=g) * 255
-        out.append({"image": noisy, "clean_image": (noisy * 0.5 + 60).clamp(0, 255), "instances": inst,
-                    "height": size[0], "width": size[1], "file_name": f"img{i}.png"})
+        out.append(
+            {
+                "image": noisy,
+                "clean_image": (noisy * 0.5 + 60).clamp(0, 255),
+                "instances": inst,
+                "height": size[0],
+                "width": size[1],
+                "file_name": f"img{i}.png",
+            }
+        )
     return out
 
 
@@ -103,16 +134,25 @@ def test_dsl_training_pass_keys_and_the_loss_on_the_real_stage_outputs(dsl_model
     # independent: C2-C5 of both images from the bottom-up net, the loss written out
     mean, std = model.pixel_mean, model.pixel_std
     with torch.no_grad():
-        feats = [model.backbone.bottom_up(torch.stack([(x[key] - mean) / std for x in batch]))
-                 for key in ("image", "clean_image")]
-    expected = {k: 0.01 * torch.clamp((feats[0][k] - feats[1][k]) ** 2, max=0.1).mean() for k in feats[0]}
-    assert losses["loss_dsl"].item() == pytest.approx(sum(v.item() for v in expected.values()), rel=1e-5)
+        feats = [
+            model.backbone.bottom_up(torch.stack([(x[key] - mean) / std for x in batch]))
+            for key in ("image", "clean_image")
+        ]
+    expected = {
+        k: 0.01 * torch.clamp((feats[0][k] - feats[1][k]) ** 2, max=0.1).mean() for k in feats[0]
+    }
+    assert losses["loss_dsl"].item() == pytest.approx(
+        sum(v.item() for v in expected.values()), rel=1e-5
+    )
     logged = storage.latest()
     for k, v in expected.items():
         assert logged[f"dsl/{k}"][0] == pytest.approx(v.item(), rel=1e-5)
-    # FREEZE_AT 2: the C2 term is a constant (stem and res2 frozen); C3-C5 carry gradient into AWD / SCB
+    # FREEZE_AT 2: the C2 term is a constant (stem and res2 frozen); C3-C5 carry gradient into AWD /
+    # SCB
     with torch.enable_grad():
-        c2 = model.backbone.bottom_up(torch.stack([(x["image"] - mean) / std for x in batch]))["res2"]
+        c2 = model.backbone.bottom_up(torch.stack([(x["image"] - mean) / std for x in batch]))[
+            "res2"
+        ]
     assert not c2.requires_grad
     losses["loss_dsl"].backward()
     assert model.backbone.bottom_up.awd["res3"].tap_conv.weight.grad.abs().sum() > 0
@@ -125,13 +165,21 @@ def test_dsl_inference_is_the_single_generalized_rcnn_pass(dsl_model):
     plain_cfg = cfg.clone()
     plain_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     plain = build_model(plain_cfg)
-    plain.load_state_dict(model.state_dict(), strict=True)  # same parameters: checkpoints load either way
+    plain.load_state_dict(
+        model.state_dict(), strict=True
+    )  # same parameters: checkpoints load either way
     model.eval()
     plain.eval()
-    inputs = [{k: v for k, v in x.items() if k in ("image", "height", "width")} for x in _inputs(2, n=1)]
+    inputs = [
+        {k: v for k, v in x.items() if k in ("image", "height", "width")} for x in _inputs(2, n=1)
+    ]
     with torch.no_grad():
         a, b = model(inputs)[0]["instances"], plain(inputs)[0]["instances"]
-    assert len(a) == len(b) and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
+    assert (
+        len(a) == len(b)
+        and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        and torch.equal(a.scores, b.scores)
+    )
 
 
 def test_dsl_errors_name_what_is_missing(dsl_model):
@@ -151,13 +199,17 @@ def test_dsl_errors_name_what_is_missing(dsl_model):
         build_model(_cfg(**{"MODEL.SEGALIAS.DSL.IN_FEATURES": "['res6']"}))
 
 
-# --------------------------------------------------------------------------------------------- clean twins
+# ---------------------------------------------------------------------------------------------
+# clean twins
 def _demo_record(name, index=0):
     return copy.deepcopy(DatasetCatalog.get(name)[index])
 
 
 def _fixed_aug(flip):
-    return [T.ResizeTransform(320, 474, 160, 237, interp=0), T.HFlipTransform(237) if flip else T.NoOpTransform()]
+    return [
+        T.ResizeTransform(320, 474, 160, 237, interp=0),
+        T.HFlipTransform(237) if flip else T.NoOpTransform(),
+    ]
 
 
 def _mapper(cfg, **kw):
@@ -185,7 +237,9 @@ def test_random_flip_is_shared_by_the_pair(demo_datasets):
     dark = _demo_record("lis_demo_raw_dark_train")
     plain = _mapper(cfg, augmentations=_fixed_aug(False), clean_twin="none")
     normal_img = plain(_demo_record("lis_demo_raw_normal_train"))["image"]
-    mapper = _mapper(cfg, augmentations=[T.ResizeTransform(320, 474, 160, 237, interp=0), T.RandomFlip(0.5)])
+    mapper = _mapper(
+        cfg, augmentations=[T.ResizeTransform(320, 474, 160, 237, interp=0), T.RandomFlip(0.5)]
+    )
     seen = set()
     for seed in range(6):
         np.random.seed(seed)
@@ -208,7 +262,9 @@ def test_synthetic_twin_and_clean_twin_errors(demo_datasets, tmp_path):
     assert not cfg.INPUT.SEGALIAS.SYNTHESIS.RETURN_CLEAN
     srgb = _demo_record("lis_demo_srgb_normal_train")
     out = _mapper(cfg, augmentations=_fixed_aug(True))(srgb)
-    assert out["clean_image"].shape == out["image"].shape and not torch.equal(out["clean_image"], out["image"])
+    assert out["clean_image"].shape == out["image"].shape and not torch.equal(
+        out["clean_image"], out["image"]
+    )
     with pytest.raises(LowLightDataError, match="was not synthesised"):
         _mapper(cfg, augmentations=_fixed_aug(False))(_demo_record("lis_demo_raw_dark_train"))
     with pytest.raises(ValueError, match="SYNTHESIS.ENABLED True"):
@@ -221,7 +277,9 @@ def test_synthetic_twin_and_clean_twin_errors(demo_datasets, tmp_path):
     rec["clean_file_name"] = str(tmp_path / "missing.png")
     with pytest.raises(ImageReadError, match="clean twin of record"):
         mapper(rec)
-    rec["clean_file_name"] = _demo_record("lis_demo_raw_dark_train", 1)["file_name"]  # 320x426, the image 320x474
+    rec["clean_file_name"] = _demo_record("lis_demo_raw_dark_train", 1)[
+        "file_name"
+    ]  # 320x426, the image 320x474
     with pytest.raises(LowLightDataError, match="one geometry"):
         mapper(rec)
     with pytest.raises(LowLightDataError, match="cannot derive the clean twin"):
@@ -232,30 +290,54 @@ def test_synthetic_twin_and_clean_twin_errors(demo_datasets, tmp_path):
 
 def test_twin_file_names_and_registration(demo_datasets):
     root = os.path.join("LIS", "RGB-dark", "JPEGImages", "1810.JPG")
-    assert lis_clean_twin_file_name(root) == os.path.join("LIS", "RGB-normal", "JPEGImages", "1809.png")
-    assert lis_clean_twin_file_name("/d/LIS/RAW-dark/./JPEGImages/2.png") == "/d/LIS/RAW-normal/JPEGImages/1.png"
+    assert lis_clean_twin_file_name(root) == os.path.join(
+        "LIS", "RGB-normal", "JPEGImages", "1809.png"
+    )
+    assert (
+        lis_clean_twin_file_name("/d/LIS/RAW-dark/./JPEGImages/2.png")
+        == "/d/LIS/RAW-normal/JPEGImages/1.png"
+    )
     demo = demo_datasets["lis_demo"]
     name = "_test_dsl_pairs"
-    register_lowlight_dataset(name, os.path.join(demo, "annotations", "lis_coco_png_train+1.json"),
-                              os.path.join(demo, "RAW-dark"), image_format="raw_rgb",
-                              clean_image_root=os.path.join(demo, "RAW-normal"))
+    register_lowlight_dataset(
+        name,
+        os.path.join(demo, "annotations", "lis_coco_png_train+1.json"),
+        os.path.join(demo, "RAW-dark"),
+        image_format="raw_rgb",
+        clean_image_root=os.path.join(demo, "RAW-normal"),
+    )
     try:
         recs = DatasetCatalog.get(name)
-        assert [os.path.basename(r["clean_file_name"]) for r in recs[:3]] == ["1.png", "3.png", "5.png"]
-        assert all(os.path.isfile(r["clean_file_name"]) and r["clean_image_format"] == "raw_rgb" for r in recs)
-        assert os.path.dirname(recs[0]["clean_file_name"]) == os.path.join(demo, "RAW-normal", "JPEGImages")
+        assert [os.path.basename(r["clean_file_name"]) for r in recs[:3]] == [
+            "1.png",
+            "3.png",
+            "5.png",
+        ]
+        assert all(
+            os.path.isfile(r["clean_file_name"]) and r["clean_image_format"] == "raw_rgb"
+            for r in recs
+        )
+        assert os.path.dirname(recs[0]["clean_file_name"]) == os.path.join(
+            demo, "RAW-normal", "JPEGImages"
+        )
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
 
 
-# --------------------------------------------------------------------------------------- COCO init recipe
+# --------------------------------------------------------------------------------------- COCO init
+# recipe
 def test_coco_init_of_the_released_recipe_reports_awd_and_scb_as_new(tmp_path):
     zoo = get_cfg()
-    zoo.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
+    zoo.merge_from_file(
+        model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
+    )
     zoo.MODEL.DEVICE = "cpu"
     rng = np.random.default_rng(0)
-    source = {k: rng.standard_normal(tuple(v.shape), dtype=np.float32) for k, v in build_model(zoo).state_dict().items()}
+    source = {
+        k: rng.standard_normal(tuple(v.shape), dtype=np.float32)
+        for k, v in build_model(zoo).state_dict().items()
+    }
     src, dst = str(tmp_path / "model_final_f10217.pkl"), str(tmp_path / "coco80_to_lis8.pkl")
     with open(src, "wb") as f:
         pickle.dump({"model": source, "__author__": "Detectron2 Model Zoo"}, f)
@@ -266,12 +348,20 @@ def test_coco_init_of_the_released_recipe_reports_awd_and_scb_as_new(tmp_path):
     assert isinstance(model, DSLGeneralizedRCNN) and cfg.MODEL.RESNETS.NORM == "FrozenStatsBN"
     new = sorted(k for k in model.state_dict() if ".awd." in k or ".scb." in k)
     assert len(new) == 3 * 8 + 13 * 2  # per AWD: tap conv, BN weight/bias/mean/var/counter, 2 convs
-    counters = sorted(f"{n}.num_batches_tracked" for n, m in model.named_modules()
-                      if isinstance(m, FrozenBatchNorm2d) and compat.frozen_batchnorm_keeps_bn_counter())
+    counters = sorted(
+        f"{n}.num_batches_tracked"
+        for n, m in model.named_modules()
+        if isinstance(m, FrozenBatchNorm2d) and compat.frozen_batchnorm_keeps_bn_counter()
+    )
     checkpointer = DetectionCheckpointer(model)
     incompatible = checkpointer._load_model(checkpointer._load_file(dst))
-    class_layers = {k for k in model.state_dict() if k.startswith(("roi_heads.box_predictor.", "roi_heads.mask_head.predictor."))}
-    # (a BatchNorm fills a counter missing from a checkpoint without version metadata, as the zoo .pkl is)
+    class_layers = {
+        k
+        for k in model.state_dict()
+        if k.startswith(("roi_heads.box_predictor.", "roi_heads.mask_head.predictor."))
+    }
+    # (a BatchNorm fills a counter missing from a checkpoint without version metadata, as the zoo
+    # .pkl is)
     new_tensors = [k for k in new if not k.endswith("num_batches_tracked")]
     assert sorted(set(incompatible.missing_keys) - class_layers) == sorted(new_tensors + counters)
     report = load_backbone_weights(model, dst)

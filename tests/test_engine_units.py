@@ -1,13 +1,15 @@
 """Units of the training engine against hand formulas: the poly schedule with a floor and warm-up
 (mmcv's formula), and sliding-window inference."""
+
 import pytest
 import torch
+from common import sliding_window_semseg_cfg
+from detectron2.modeling import build_model
 from detectron2.solver.lr_scheduler import LRMultiplier
 
-from segalias_d2.solver import WarmupPolyWithFloorParamScheduler
 from segalias_d2.modeling.meta_arch import sliding_window_logits
 from segalias_d2.modeling.meta_arch.sliding_window import _window_starts
-from common import sliding_window_semseg_cfg
+from segalias_d2.solver import WarmupPolyWithFloorParamScheduler
 
 
 def _mmcv_poly_lr(it, base_lr, max_iter, power, min_lr, warmup_iters, warmup_ratio):
@@ -21,7 +23,9 @@ def test_warmup_poly_with_floor_matches_mmcv_formula():
     base_lr, max_iter = 0.01, 1000
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=base_lr, momentum=0.9)
-    sched = WarmupPolyWithFloorParamScheduler(power=0.9, floor=1e-4 / base_lr, warmup_length=200 / max_iter, warmup_factor=0.1)
+    sched = WarmupPolyWithFloorParamScheduler(
+        power=0.9, floor=1e-4 / base_lr, warmup_length=200 / max_iter, warmup_factor=0.1
+    )
     lr_sched = LRMultiplier(opt, multiplier=sched, max_iter=max_iter)
     seen = {}
     for it in range(max_iter):
@@ -29,7 +33,9 @@ def test_warmup_poly_with_floor_matches_mmcv_formula():
         opt.step()
         lr_sched.step()
     for it in (0, 1, 50, 199, 200, 201, 500, 999):
-        assert seen[it] == pytest.approx(_mmcv_poly_lr(it, base_lr, max_iter, 0.9, 1e-4, 200, 0.1), rel=1e-9)
+        assert seen[it] == pytest.approx(
+            _mmcv_poly_lr(it, base_lr, max_iter, 0.9, 1e-4, 200, 0.1), rel=1e-9
+        )
     assert seen[0] == pytest.approx(0.001)  # warm-up starts at 10%
     assert min(seen.values()) > 1e-4  # the floor holds
 
@@ -58,7 +64,6 @@ def test_sliding_window_logits_average_overlaps():
 
 
 def test_sliding_window_segmentor_equals_whole_image_when_one_window_covers_it():
-    from detectron2.modeling import build_model
 
     cfg = sliding_window_semseg_cfg(num_classes=5, window=[64, 96])
     torch.manual_seed(0)

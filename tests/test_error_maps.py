@@ -1,8 +1,19 @@
 """Per-image error maps: consistency with the metric regions and hand-computed example."""
+
+import importlib.util
+import os
+
+import cv2
 import numpy as np
 import pytest
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 
+from segalias_d2 import add_segalias_config
 from segalias_d2.evaluation import BoundaryErrorCounter, compute_error_maps, overlay_error_maps
+from segalias_d2.evaluation.analysis import setup_cfg
 
 
 def _example():
@@ -28,11 +39,14 @@ def test_worked_example_maps():
 
 def test_maps_consistent_with_counter_regions():
     rng = np.random.default_rng(0)
-    import cv2
 
-    gt = cv2.resize(rng.integers(0, 4, (5, 7)).astype(np.uint8), (90, 70), interpolation=cv2.INTER_NEAREST)
+    gt = cv2.resize(
+        rng.integers(0, 4, (5, 7)).astype(np.uint8), (90, 70), interpolation=cv2.INTER_NEAREST
+    )
     gt[rng.random(gt.shape) < 0.05] = 255
-    pred = cv2.resize(rng.integers(0, 4, (5, 7)).astype(np.uint8), (90, 70), interpolation=cv2.INTER_NEAREST)
+    pred = cv2.resize(
+        rng.integers(0, 4, (5, 7)).astype(np.uint8), (90, 70), interpolation=cv2.INTER_NEAREST
+    )
     m = compute_error_maps(pred, gt, band_width=9)
     c = BoundaryErrorCounter(4, band_width=9)
     c.update(pred, gt)
@@ -66,23 +80,21 @@ def test_overlay_shapes_and_colours():
 # ---------------------------------------------------------------------------------------------
 # tools/visualize_errors.py end to end on a tiny registered dataset with a random-weight model
 # ---------------------------------------------------------------------------------------------
-import importlib.util
-import os
 
-from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"_tool_{name}", os.path.join(REPO, "tools", f"{name}.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def register_tiny_semseg(tmp_path, name, n=2, h=64, w=96):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     rng = np.random.default_rng(0)
     recs = []
@@ -95,20 +107,41 @@ def register_tiny_semseg(tmp_path, name, n=2, h=64, w=96):
         ip, gp = tmp_path / f"im{i}.png", tmp_path / f"gt{i}.png"
         Image.fromarray(img).save(ip)
         Image.fromarray(gt).save(gp)
-        recs.append({"file_name": str(ip), "sem_seg_file_name": str(gp), "height": h, "width": w, "image_id": i})
+        recs.append(
+            {
+                "file_name": str(ip),
+                "sem_seg_file_name": str(gp),
+                "height": h,
+                "width": w,
+                "image_id": i,
+            }
+        )
     DatasetCatalog.register(name, lambda: recs)
-    MetadataCatalog.get(name).set(stuff_classes=["a", "b", "c"], ignore_label=255, evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(
+        stuff_classes=["a", "b", "c"], ignore_label=255, evaluator_type="sem_seg"
+    )
     return recs
 
 
-SEMSEG_OPTS = ["MODEL.WEIGHTS", "", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.RESNETS.DEPTH", "18",
-               "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
-               "MODEL.DEVICE", "cpu"]
+SEMSEG_OPTS = [
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    "3",
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "96",
+    "MODEL.DEVICE",
+    "cpu",
+]
 
 
 def test_visualize_errors_tool(tmp_path):
-    from detectron2 import model_zoo
-    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     name = f"_segalias_vis_{os.getpid()}"
     recs = register_tiny_semseg(tmp_path, name)
@@ -117,7 +150,8 @@ def test_visualize_errors_tool(tmp_path):
         cfg_file = model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml")
         out = tmp_path / "vis"
         args = tool.get_parser().parse_args(
-            ["--config-file", cfg_file, "--dataset", name, "--output", str(out), "--images", "1"] + SEMSEG_OPTS
+            ["--config-file", cfg_file, "--dataset", name, "--output", str(out), "--images", "1"]
+            + SEMSEG_OPTS
         )
         written = tool.main(args)
         assert [os.path.basename(p) for p in written] == ["im1_errors.png"]
@@ -131,8 +165,19 @@ def test_visualize_errors_tool(tmp_path):
             g[g == 255] = 0
             Image.fromarray(g).save(pdir / f"im{i}.png")
         args = tool.get_parser().parse_args(
-            ["--config-file", cfg_file, "--dataset", name, "--output", str(tmp_path / "vis2"),
-             "--predictions", str(pdir), "--images", "all"] + SEMSEG_OPTS
+            [
+                "--config-file",
+                cfg_file,
+                "--dataset",
+                name,
+                "--output",
+                str(tmp_path / "vis2"),
+                "--predictions",
+                str(pdir),
+                "--images",
+                "all",
+            ]
+            + SEMSEG_OPTS
         )
         assert len(tool.main(args)) == 2
         lines = (tmp_path / "vis2" / "error_pixels.csv").read_text().splitlines()
@@ -143,9 +188,8 @@ def test_visualize_errors_tool(tmp_path):
 
 
 def test_visualize_errors_alpha_flag(tmp_path):
-    """Overlay opacity is the tool flag --alpha (formerly the config key TEST.SEGALIAS.VIS_ALPHA)."""
-    from detectron2 import model_zoo
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    """Overlay opacity is the tool flag --alpha (formerly the config key
+    TEST.SEGALIAS.VIS_ALPHA)."""
 
     name = f"_segalias_vis_alpha_{os.getpid()}"
     recs = register_tiny_semseg(tmp_path, name, n=1)
@@ -158,10 +202,15 @@ def test_visualize_errors_alpha_flag(tmp_path):
             tool.get_parser().parse_args(base + ["--alpha", "1.5"])
         pdir = tmp_path / "preds"
         pdir.mkdir()
-        pred = np.zeros((64, 96), np.uint8)  # class 0 everywhere: errors in both bands and the interior
+        pred = np.zeros(
+            (64, 96), np.uint8
+        )  # class 0 everywhere: errors in both bands and the interior
         Image.fromarray(pred).save(pdir / "im0.png")
-        args = tool.get_parser().parse_args(base + ["--predictions", str(pdir), "--output", str(tmp_path / "v"),
-                                                    "--alpha", "0.25"] + SEMSEG_OPTS)
+        args = tool.get_parser().parse_args(
+            base
+            + ["--predictions", str(pdir), "--output", str(tmp_path / "v"), "--alpha", "0.25"]
+            + SEMSEG_OPTS
+        )
         written = tool.main(args)
         gt = np.asarray(Image.open(recs[0]["sem_seg_file_name"]))
         img = np.asarray(Image.open(recs[0]["file_name"]))
@@ -174,19 +223,22 @@ def test_visualize_errors_alpha_flag(tmp_path):
         MetadataCatalog.remove(name)
 
 
-@pytest.mark.parametrize("key,flag", [("ERROR_MAP_DIR", "--output"), ("VIS_ALPHA", "--alpha"),
-                                      ("ALIASING_NYQUIST", "--nyquist")])
+@pytest.mark.parametrize(
+    "key,flag",
+    [("ERROR_MAP_DIR", "--output"), ("VIS_ALPHA", "--alpha"), ("ALIASING_NYQUIST", "--nyquist")],
+)
 def test_tool_only_options_are_not_config_keys(tmp_path, key, flag):
-    from detectron2.config import get_cfg
-
-    from segalias_d2 import add_segalias_config
-    from segalias_d2.evaluation.analysis import setup_cfg
 
     old = tmp_path / "old.yaml"
     old.write_text(f"TEST:\n  SEGALIAS:\n    {key}: 0.5\n")
     cfg = add_segalias_config(get_cfg())
     assert key not in cfg.TEST.SEGALIAS
-    for load in (lambda: cfg.clone().merge_from_file(str(old)), lambda: setup_cfg(str(old), []),
-                 lambda: cfg.clone().merge_from_list([f"TEST.SEGALIAS.{key}", "0.5"])):
-        with pytest.raises(KeyError, match=f"TEST.SEGALIAS.{key} was renamed to the {flag} flag of tools/"):
+    for load in (
+        lambda: cfg.clone().merge_from_file(str(old)),
+        lambda: setup_cfg(str(old), []),
+        lambda: cfg.clone().merge_from_list([f"TEST.SEGALIAS.{key}", "0.5"]),
+    ):
+        with pytest.raises(
+            KeyError, match=f"TEST.SEGALIAS.{key} was renamed to the {flag} flag of tools/"
+        ):
             load()

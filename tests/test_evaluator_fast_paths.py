@@ -1,5 +1,7 @@
-"""The evaluators' fast paths: CPU argmax (evaluation/label_argmax.py) against ``torch.argmax`` itself, and the uint8
-histogram path of ``BoundaryErrorCounter.update`` against its integer path (int32 maps) and hand counts."""
+"""The evaluators' fast paths: CPU argmax (evaluation/label_argmax.py) against ``torch.argmax``
+itself, and the uint8 histogram path of ``BoundaryErrorCounter.update`` against its integer path
+(int32 maps) and hand counts."""
+
 import numpy as np
 import pytest
 import torch
@@ -60,7 +62,9 @@ def test_not_applicable_falls_back():
 @pytest.mark.parametrize("K,ignore", [(19, 255), (3, 0), (5, -1), (63, 255), (1, 255)])
 def test_uint8_counts_equal_integer_path(K, ignore):
     rng = np.random.default_rng(K)
-    gt = np.kron(rng.integers(0, K, (5, 7)), np.ones((9, 11), np.int64)).astype(np.uint8)  # 45 x 77 blocks
+    gt = np.kron(rng.integers(0, K, (5, 7)), np.ones((9, 11), np.int64)).astype(
+        np.uint8
+    )  # 45 x 77 blocks
     if ignore >= 0:
         gt[rng.random(gt.shape) < 0.05] = ignore
     pred = rng.integers(0, K + 3, gt.shape).astype(np.uint8)  # includes labels >= K (column K)
@@ -68,8 +72,11 @@ def test_uint8_counts_equal_integer_path(K, ignore):
     for band_gt in (None, (gt + 1).astype(np.uint8)):
         fast, slow = BoundaryErrorCounter(K, ignore), BoundaryErrorCounter(K, ignore)
         got = fast.update(pred, gt, band_gt=band_gt)
-        want = slow.update(pred.astype(np.int32), gt.astype(np.int32),
-                           band_gt=None if band_gt is None else band_gt.astype(np.int32))
+        want = slow.update(
+            pred.astype(np.int32),
+            gt.astype(np.int32),
+            band_gt=None if band_gt is None else band_gt.astype(np.int32),
+        )
         assert got.dtype == np.int64 and np.array_equal(got, want)
         assert np.array_equal(fast.confusion, slow.confusion) and fast.num_images == 1
 
@@ -80,7 +87,8 @@ def test_uint8_counts_by_hand():
     pred = np.array([[0, 5, 1, 1]], np.uint8)
     counts = BoundaryErrorCounter(2, 255, band_width=1).update(pred, gt)
     # pred edges: |0-5|,.. Laplacian of [0,5,1,1] (reflect-101): [10, -9, 4, 0] -> [1, 1, 1, 0]
-    # gt edges: [0, 0, 255, 1] -> [0, 255, -509, 254] -> [0, 1, 1, 1]; code = 2*pred + gt = [2, 3, 3, 1]
+    # gt edges: [0, 0, 255, 1] -> [0, 255, -509, 254] -> [0, 1, 1, 1]; code = 2*pred + gt = [2, 3,
+    # 3, 1]
     want = np.zeros((4, 3, 3), np.int64)
     want[2, 0, 0] = 1  # gt 0, pred 0
     want[3, 0, 2] = 1  # gt 0, pred 5 -> column K

@@ -1,6 +1,7 @@
-"""Checkpoints survive faults (issue 16.3): atomic writes, named read errors, --resume falling back to the newest
-intact checkpoint, weights that fill too little of the model refused. In-process, tiny models (both Detectron2
-builds: also run with .venv-d2main/bin/python)."""
+"""Checkpoints survive faults (issue 16.3): atomic writes, named read errors, --resume falling back
+to the newest intact checkpoint, weights that fill too little of the model refused. In-process, tiny
+models (both Detectron2 builds: also run with .venv-d2main/bin/python)."""
+
 import itertools
 import logging
 import os
@@ -16,7 +17,7 @@ from segalias_d2.checkpoint import (
     WeightsMismatchError,
 )
 from segalias_d2.config import add_segalias_config
-from segalias_d2.engine import Trainer
+from segalias_d2.engine import Trainer, load_config, weights_match_policy
 
 
 class _Net(torch.nn.Module):
@@ -32,7 +33,9 @@ class _Net(torch.nn.Module):
 
     def forward(self, batch):
         x, y = batch
-        return {"loss": ((self.head(self.backbone.fpn(self.backbone.bottom_up(x))) - y) ** 2).mean()}
+        return {
+            "loss": ((self.head(self.backbone.fpn(self.backbone.bottom_up(x))) - y) ** 2).mean()
+        }
 
 
 def _same(a, b):
@@ -54,7 +57,10 @@ def test_save_is_atomic_and_a_failed_write_keeps_the_previous_file(tmp_path, mon
     with pytest.raises(OSError, match="No space left"):
         ck2.save("model_final")
     assert (tmp_path / "model_final.pth").read_bytes() == before  # not overwritten in place
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temporary left behind
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_final.pth",
+    ]  # no temporary left behind
 
 
 def _three_checkpoints(tmp_path):
@@ -65,7 +71,9 @@ def _three_checkpoints(tmp_path):
     return nets
 
 
-def test_resume_with_a_truncated_newest_checkpoint_falls_back_to_the_newest_intact(tmp_path, caplog):
+def test_resume_with_a_truncated_newest_checkpoint_falls_back_to_the_newest_intact(
+    tmp_path, caplog
+):
     nets = _three_checkpoints(tmp_path)
     newest = tmp_path / "model_0000005.pth"
     newest.write_bytes(newest.read_bytes()[:200])  # killed mid-save by an old, non-atomic writer
@@ -78,16 +86,24 @@ def test_resume_with_a_truncated_newest_checkpoint_falls_back_to_the_newest_inta
     assert "weights_only" not in msg[0]
 
 
-@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"model_0009999.pth", b"", b"../elsewhere.pth"],
-                         ids=["binary", "missing-file", "empty", "outside"])
-def test_resume_with_a_corrupt_last_checkpoint_file_uses_the_newest_intact(tmp_path, caplog, content):
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xff\xfe garbage", b"model_0009999.pth", b"", b"../elsewhere.pth"],
+    ids=["binary", "missing-file", "empty", "outside"],
+)
+def test_resume_with_a_corrupt_last_checkpoint_file_uses_the_newest_intact(
+    tmp_path, caplog, content
+):
     nets = _three_checkpoints(tmp_path)
     (tmp_path / "last_checkpoint").write_bytes(content)
     net = _Net(9)
     with caplog.at_level(logging.WARNING):
         SafeDetectionCheckpointer(net, str(tmp_path)).resume_or_load("", resume=True)
     assert _same(net, nets["model_0000005"])
-    assert any("last_checkpoint" in r.getMessage() and "newest intact" in r.getMessage() for r in caplog.records)
+    assert any(
+        "last_checkpoint" in r.getMessage() and "newest intact" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_resume_with_no_intact_checkpoint_is_one_clear_error(tmp_path):
@@ -96,8 +112,10 @@ def test_resume_with_no_intact_checkpoint_is_one_clear_error(tmp_path):
         (tmp_path / name).write_text("not a checkpoint\n")
     with pytest.raises(CheckpointReadError) as e:
         SafeDetectionCheckpointer(_Net(9), str(tmp_path)).resume_or_load("", resume=True)
-    assert str(e.value) == (f"--resume: no intact checkpoint in {tmp_path} (tried: model_0000005.pth, "
-                            "model_0000003.pth, model_0000001.pth); start without --resume or restore a checkpoint")
+    assert str(e.value) == (
+        f"--resume: no intact checkpoint in {tmp_path} (tried: model_0000005.pth, "
+        "model_0000003.pth, model_0000001.pth); start without --resume or restore a checkpoint"
+    )
 
 
 def test_unreadable_weights_name_the_file_without_torch_advice(tmp_path):
@@ -113,12 +131,20 @@ def test_weights_matching_too_little_are_refused_with_the_count(tmp_path, caplog
     full = _Net(1).state_dict()
     torch.save({"model": {"other." + k: v for k, v in full.items()}}, tmp_path / "none.pth")
     torch.save({"model": {k: full[k] for k in ("head.weight",)}}, tmp_path / "one.pth")
-    torch.save({"model": {k: full[k] for k in full if k.startswith("backbone.bottom_up.")}}, tmp_path / "bb.pth")
+    torch.save(
+        {"model": {k: full[k] for k in full if k.startswith("backbone.bottom_up.")}},
+        tmp_path / "bb.pth",
+    )
     whole = WeightsMatchPolicy(0.9, "")
-    with pytest.raises(WeightsMismatchError, match=r"filled 0 of 6 of the model's tensors .*no tensor name/shape"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"filled 0 of 6 of the model's tensors .*no tensor name/shape"
+    ):
         SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "none.pth"))
-    with pytest.raises(WeightsMismatchError, match=r"filled 1 of 6 .*\(17%; at least 90% expected\); pass "
-                                                   r"--allow-partial-weights"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"filled 1 of 6 .*\(17%; at least 90% expected\); pass "
+        r"--allow-partial-weights",
+    ):
         SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "one.pth"))
     wrong = dict(full, **{"head.weight": torch.zeros(2, 4)})  # a shape mismatch fills nothing
     torch.save({"model": wrong}, tmp_path / "shape.pth")
@@ -127,12 +153,18 @@ def test_weights_matching_too_little_are_refused_with_the_count(tmp_path, caplog
     # a deliberate partial load: a warning with the count, and the tensor is loaded
     net = _Net()
     with caplog.at_level(logging.WARNING):
-        SafeDetectionCheckpointer(net, match_policy=WeightsMatchPolicy(0.9, "", True)).load(str(tmp_path / "one.pth"))
+        SafeDetectionCheckpointer(net, match_policy=WeightsMatchPolicy(0.9, "", True)).load(
+            str(tmp_path / "one.pth")
+        )
     assert torch.equal(net.head.weight, full["head.weight"])
-    assert any("filled 1 of 6" in r.getMessage() and "partial weights allowed" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "filled 1 of 6" in r.getMessage() and "partial weights allowed" in r.getMessage()
+        for r in caplog.records
+    )
     # a pretrained backbone fills only backbone.bottom_up: enough to train from, not to evaluate
-    ck = SafeDetectionCheckpointer(_Net(), match_policy=WeightsMatchPolicy(0.5, "backbone.bottom_up."))
+    ck = SafeDetectionCheckpointer(
+        _Net(), match_policy=WeightsMatchPolicy(0.5, "backbone.bottom_up.")
+    )
     ck.load(str(tmp_path / "bb.pth"))
     assert ck.last_match == (2, 2, "backbone.bottom_up.")
     with pytest.raises(WeightsMismatchError, match="filled 2 of 6"):
@@ -156,12 +188,19 @@ class _TinyTrainer(Trainer):
 def _tiny_cfg(out):
     cfg = add_segalias_config(get_cfg())
     cfg.OUTPUT_DIR, cfg.MODEL.DEVICE, cfg.DATASETS.TEST = out, "cpu", ()
-    cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.STEPS = 4, 2, 0, ()
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.STEPS = (
+        4,
+        2,
+        0,
+        (),
+    )
     cfg.SOLVER.IMS_PER_BATCH, cfg.TEST.EVAL_PERIOD = 8, 0
     return cfg
 
 
-def test_trainer_writes_through_the_safe_checkpointer_and_resumes_past_a_corrupt_final(tmp_path, caplog):
+def test_trainer_writes_through_the_safe_checkpointer_and_resumes_past_a_corrupt_final(
+    tmp_path, caplog
+):
     trainer = _TinyTrainer(_tiny_cfg(str(tmp_path)))
     assert isinstance(trainer.checkpointer, SafeDetectionCheckpointer)
     trainer.resume_or_load(resume=False)
@@ -179,23 +218,35 @@ def test_trainer_writes_through_the_safe_checkpointer_and_resumes_past_a_corrupt
 
 
 def test_an_imagenet_style_backbone_checkpoint_trains_but_does_not_evaluate(tmp_path):
-    """The R50-DAF-FreqMix FPN recipe from a converted ImageNet backbone (bottom_up tensors without the new
-    FreqMix/DAF ones, what tools/convert_pretrained.py writes) passes the training rule, not the evaluation one."""
-    from segalias_d2.engine import load_config, weights_match_policy
+    """The R50-DAF-FreqMix FPN recipe from a converted ImageNet backbone (bottom_up tensors without
+    the new FreqMix/DAF ones, what tools/convert_pretrained.py writes) passes the training rule, not
+    the evaluation one."""
 
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml"))
+    cfg = load_config(
+        os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml",
+        )
+    )
     cfg.MODEL.DEVICE = "cpu"
     model = Trainer.build_model(cfg)
     sd = model.state_dict()
-    backbone = {k[len("backbone.bottom_up."):]: v for k, v in sd.items()
-                if k.startswith("backbone.bottom_up.") and ".freqmix." not in k and ".daf." not in k}
-    torch.save({"model": {"backbone.bottom_up." + k: v for k, v in backbone.items()}}, tmp_path / "r50.pth")
+    backbone = {
+        k[len("backbone.bottom_up.") :]: v
+        for k, v in sd.items()
+        if k.startswith("backbone.bottom_up.") and ".freqmix." not in k and ".daf." not in k
+    }
+    torch.save(
+        {"model": {"backbone.bottom_up." + k: v for k, v in backbone.items()}}, tmp_path / "r50.pth"
+    )
     ck = SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=False))
     ck.load(str(tmp_path / "r50.pth"))
     n_bottom_up = sum(1 for k in sd if k.startswith("backbone.bottom_up."))
     assert ck.last_match == (len(backbone), n_bottom_up, "backbone.bottom_up.")
     assert 0.5 < len(backbone) / n_bottom_up < 1.0
-    with pytest.raises(WeightsMismatchError, match=f"filled {len(backbone)} of {len(sd)} of the model's tensors"):
-        SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=True)).load(
-            str(tmp_path / "r50.pth"))
+    with pytest.raises(
+        WeightsMismatchError, match=f"filled {len(backbone)} of {len(sd)} of the model's tensors"
+    ):
+        SafeDetectionCheckpointer(
+            model, match_policy=weights_match_policy(cfg, eval_only=True)
+        ).load(str(tmp_path / "r50.pth"))

@@ -1,12 +1,14 @@
-"""DAF / FreqMix / BlurPool against independent expectations: literal transcriptions of the released computation
-(tests/reference_fourier.py, quirks included), analytic signals, the mask table of seg_aliasing_method.md 2.2."""
+"""DAF / FreqMix / BlurPool against independent expectations: literal transcriptions of the released
+computation
+(tests/reference_fourier.py, quirks included), analytic signals, the mask table of
+seg_aliasing_method.md 2.2."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from reference_fourier import (
     reference_daf,
     reference_freqmix,
@@ -14,6 +16,9 @@ from reference_fourier import (
     reference_freqmix_per_image,
     reference_freqmix_released,
 )
+
+import segalias_d2.modeling.fourier_filters as ff
+import segalias_d2.modeling.fourier_ops as ops
 from segalias_d2.modeling.fourier_filters import (
     FREQMIX_GATES,
     BlurPool,
@@ -23,6 +28,7 @@ from segalias_d2.modeling.fourier_filters import (
     check_freqmix_gate,
     symmetric_rfft_mask,
 )
+from segalias_d2.modeling.fourier_ops import _np_plan
 
 SIZES = [(32, 32), (33, 31), (24, 40), (17, 50), (7, 6)]  # even, odd, non-square, mixed parity
 FM_SIZES = [(9, 7), (8, 10), (7, 12)]  # odd/odd, even/even, odd/even (FreqMix transcription checks)
@@ -53,11 +59,14 @@ def test_default_gate_is_released():
     assert FREQMIX_GATES == ("released", "per_image", "band_energy")
 
 
-@pytest.mark.parametrize("c", [6, 5])  # even and odd channel counts (odd: the roll direction matters)
+@pytest.mark.parametrize(
+    "c", [6, 5]
+)  # even and odd channel counts (odd: the roll direction matters)
 @pytest.mark.parametrize("hw", FM_SIZES)
 @pytest.mark.parametrize("b", [1, 2, 3, 4])
 def test_freqmix_released_equals_transcription(b, hw, c):
-    """gate="released" == the released forward (fftshift/ifftshift over ALL dims) at B = 1..4, float64 and float32."""
+    """gate="released" == the released forward (fftshift/ifftshift over ALL dims) at B = 1..4,
+    float64 and float32."""
     m = _freqmix(c, seed=b, double=True)
     x = torch.randn(b, c, *hw, dtype=torch.float64)
     with torch.no_grad():
@@ -78,14 +87,18 @@ def test_freqmix_per_image_equals_transcription(b, c):
 
 @pytest.mark.parametrize("b,c", [(1, 6), (1, 5), (2, 6), (3, 5), (4, 6)])
 def test_released_and_per_image_differ(b, c):
-    """The two spectral modes (and their transcriptions) disagree far beyond the tolerance used above, so the
-    released check cannot pass with the per-image computation; at B = 1 the channel roll alone does it."""
+    """The two spectral modes (and their transcriptions) disagree far beyond the tolerance used
+    above, so the released check cannot pass with the per-image computation; at B = 1 the channel
+    roll alone does it."""
     m_rel = _freqmix(c, seed=10, double=True)
     m_per = _freqmix(c, gate="per_image", seed=10, double=True)  # same weights
     x = torch.randn(b, c, 9, 7, dtype=torch.float64)
     with torch.no_grad():
         assert _max_abs(m_rel(x), m_per(x)) > 1e-3
-        assert _max_abs(reference_freqmix_released(x, m_rel), reference_freqmix_per_image(x, m_rel)) > 1e-3
+        assert (
+            _max_abs(reference_freqmix_released(x, m_rel), reference_freqmix_per_image(x, m_rel))
+            > 1e-3
+        )
         assert _max_abs(m_rel(x), reference_freqmix_per_image(x, m_rel)) > 1e-3
 
 
@@ -97,14 +110,17 @@ def test_released_gate_is_batch_dependent_per_image_is_not():
     x2[1] = torch.randn(6, 9, 8, dtype=torch.float64)  # change only the second image
     with torch.no_grad():
         assert _max_abs(m_per(x)[0], m_per(x2)[0]) <= 1e-12
-        assert _max_abs(m_rel(x)[0], m_rel(x2)[0]) > 1e-3  # image 0 is gated from image 1's spectrum
+        assert (
+            _max_abs(m_rel(x)[0], m_rel(x2)[0]) > 1e-3
+        )  # image 0 is gated from image 1's spectrum
         # ... and at batch 1 the released module is a per-image function
         assert _max_abs(m_rel(x[:1]), m_rel(x2[:1])) <= 1e-12
 
 
 @pytest.mark.parametrize("gate", FREQMIX_GATES)
 def test_freqmix_gradients_equal_transcription_odd_case(gate):
-    """Autograd through the fast path and through the transcription agree (input and every parameter)."""
+    """Autograd through the fast path and through the transcription agree (input and every
+    parameter)."""
     m = _freqmix(5, gate=gate, seed=12, double=True)
     x = torch.randn(3, 5, 9, 7, dtype=torch.float64, requires_grad=True)
     y_fast, y_ref = m(x), reference_freqmix(x, m)
@@ -134,7 +150,10 @@ def test_freqmix_float32_equals_transcription_and_gradients(hw):
 
 
 def test_faithful_gate_name_is_an_error():
-    for call in (lambda: FreqMix(8, reduction=2, gate="faithful"), lambda: check_freqmix_gate("faithful", "KEY")):
+    for call in (
+        lambda: FreqMix(8, reduction=2, gate="faithful"),
+        lambda: check_freqmix_gate("faithful", "KEY"),
+    ):
         with pytest.raises(ValueError, match="renamed") as e:
             call()
         assert "'released'" in str(e.value) and "'per_image'" in str(e.value)
@@ -142,7 +161,8 @@ def test_faithful_gate_name_is_an_error():
         check_freqmix_gate("energy", "KEY")
 
 
-# section 2.2 table: N -> (slice for t=0.35, relative bins, full-weight |k| max, relative bins for t=0.25)
+# section 2.2 table: N -> (slice for t=0.35, relative bins, full-weight |k| max, relative bins for
+# t=0.25)
 MASK_TABLE = {
     192: ((29, 163), (-67, 66), 66, (-48, 47)),
     128: ((19, 109), (-45, 44), 44, (-32, 31)),
@@ -163,7 +183,8 @@ def test_mask_slices_match_table(n):
     if rel25 is not None:
         lo, hi = box_mask_bounds(n, 0.25)
         assert (lo - n // 2, hi - 1 - n // 2) == rel25
-    # symmetrised response along the DC column: 1 for |k| <= kmax, 0.5 at the asymmetric edge, 0 beyond
+    # symmetrised response along the DC column: 1 for |k| <= kmax, 0.5 at the asymmetric edge, 0
+    # beyond
     col = symmetric_rfft_mask(n, n, 0.35)[:, 0].numpy()
     k = np.fft.fftfreq(n, 1.0 / n).astype(int)
     expect = np.where(np.abs(k) <= kmax, 1.0, 0.0)
@@ -207,21 +228,29 @@ def test_bandlimited_signal_unchanged_odd_size():
 
 @pytest.mark.parametrize("gate", ["released", "per_image"])
 def test_freqmix_top_left_pixel_property(gate):
-    """The SE inputs are the spectrum means = the (0,0) values of the band signals (section 3.6); for "released"
-    they come from image (i - B//2) mod B, channel (j - C//2) mod C (section 3.5b, fftshift rolls by n//2)."""
+    """The SE inputs are the spectrum means = the (0,0) values of the band signals (section 3.6);
+    for "released" they come from image (i - B//2) mod B, channel (j - C//2) mod C (section 3.5b,
+    fftshift rolls by n//2)."""
     torch.manual_seed(2)
     b, c, h, w = 3, 5, 24, 30
     m = FreqMix(c, reduction=1, gate=gate)
     x = torch.randn(b, c, h, w)
     seen = {}
-    m.se_lo.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("lo", inp[0].detach().double()))
-    m.se_hi.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("hi", inp[0].detach().double()))
+    m.se_lo.register_forward_pre_hook(
+        lambda mod, inp: seen.__setitem__("lo", inp[0].detach().double())
+    )
+    m.se_hi.register_forward_pre_hook(
+        lambda mod, inp: seen.__setitem__("hi", inp[0].detach().double())
+    )
     m(x)
     # expectations straight from the masked spectrum, shifted as the mode's code does
     spec = torch.fft.fft2(x.double())
     s = torch.fft.fftshift(spec) if gate == "released" else torch.fft.fftshift(spec, dim=(-2, -1))
     mask = torch.zeros(h, w, dtype=torch.float64)
-    mask[round(h / 2 - h * 0.35):round(h / 2 + h * 0.35), round(w / 2 - w * 0.35):round(w / 2 + w * 0.35)] = 1
+    mask[
+        round(h / 2 - h * 0.35) : round(h / 2 + h * 0.35),
+        round(w / 2 - w * 0.35) : round(w / 2 + w * 0.35),
+    ] = 1
     s_lo, s_hi = s * mask, s * (1 - mask)
     exp_lo = torch.cat([s_lo.real.mean((-2, -1)), s_lo.imag.mean((-2, -1))], 0)[..., None, None]
     exp_hi = torch.cat([s_hi.real.mean((-2, -1)), s_hi.imag.mean((-2, -1))], 0)[..., None, None]
@@ -330,7 +359,6 @@ def test_blurpool_binomial_same_size():
 
 
 def test_chunked_path_matches_reference(monkeypatch):
-    import segalias_d2.modeling.fourier_filters as ff
 
     monkeypatch.setattr(ff, "_CHUNK_ELEMENTS", 1000)  # force several plane chunks
     torch.manual_seed(6)
@@ -349,10 +377,18 @@ def test_chunked_path_matches_reference(monkeypatch):
             assert _max_abs(f(x), yr) <= 1e-5
 
 
-# --- custom autograd functions (fourier_ops): gradcheck in float64 against finite differences, and the
-# vector-Jacobian products against autograd through the literal transcriptions of the released computation
-GC_CASES = [(2, 5, (7, 9)), (3, 4, (8, 6)), (1, 6, (5, 8))]  # odd/odd, even/even, odd/even; odd and even C
-GC_FULL = [(1, 4, (6, 4)), (2, 3, (5, 7))]  # small enough for the full Jacobian (even/even and odd/odd)
+# --- custom autograd functions (fourier_ops): gradcheck in float64 against finite differences, and
+# the vector-Jacobian products against autograd through the literal transcriptions of the released
+# computation
+GC_CASES = [
+    (2, 5, (7, 9)),
+    (3, 4, (8, 6)),
+    (1, 6, (5, 8)),
+]  # odd/odd, even/even, odd/even; odd and even C
+GC_FULL = [
+    (1, 4, (6, 4)),
+    (2, 3, (5, 7)),
+]  # small enough for the full Jacobian (even/even and odd/odd)
 
 
 def _vjp_vs_reference(m, x, ref, tol):
@@ -376,14 +412,17 @@ def test_daf_gradcheck_and_self_adjoint(b, c, hw):
     assert torch.autograd.gradgradcheck(daf, (x,), fast_mode=fast)
     _vjp_vs_reference(daf, x, lambda t: reference_daf(t, 0.35), 1e-12)
     gy = torch.randn_like(x)
-    assert _max_abs(torch.autograd.grad(daf(x), x, gy)[0], daf(gy)) <= 1e-15  # gradient = filtered gradient
+    assert (
+        _max_abs(torch.autograd.grad(daf(x), x, gy)[0], daf(gy)) <= 1e-15
+    )  # gradient = filtered gradient
 
 
 @pytest.mark.parametrize("gate", FREQMIX_GATES)
 @pytest.mark.parametrize("b,c,hw", GC_FULL + GC_CASES)
 def test_freqmix_gradcheck_float64(gate, b, c, hw):
-    """Analytic backward vs finite differences for the input and every parameter (full Jacobian on the small
-    cases, the even one with an imaginary SE input from the asymmetric box; random projections elsewhere)."""
+    """Analytic backward vs finite differences for the input and every parameter (full Jacobian on
+    the small cases, the even one with an imaginary SE input from the asymmetric box; random
+    projections elsewhere)."""
     m = _freqmix(c, gate=gate, seed=20 + b, double=True)
     x = torch.randn(b, c, *hw, dtype=torch.float64, requires_grad=True)
     names = [n for n, _ in m.named_parameters()]
@@ -397,7 +436,6 @@ def test_freqmix_gradcheck_float64(gate, b, c, hw):
 
 
 def test_freqmix_saved_low_band_variant_same_gradients(monkeypatch):
-    import segalias_d2.modeling.fourier_ops as ops
 
     m = _freqmix(6, seed=30, double=True)
     x = torch.randn(2, 6, 10, 8, dtype=torch.float64, requires_grad=True)
@@ -413,8 +451,8 @@ def test_freqmix_saved_low_band_variant_same_gradients(monkeypatch):
 
 
 def test_backward_saves_no_spectra():
-    """DAF saves nothing for backward; FreqMix saves its input (no copy), its parameters and small (B, C)/(B, 2,
-    H, W) tensors, and no complex tensor."""
+    """DAF saves nothing for backward; FreqMix saves its input (no copy), its parameters and small
+    (B, C)/(B, 2, H, W) tensors, and no complex tensor."""
     x = torch.randn(2, 6, 12, 10, requires_grad=True)
     saved = []
     hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
@@ -433,9 +471,9 @@ def test_backward_saves_no_spectra():
 
 @pytest.mark.parametrize("h,w", [(100, 168), (50, 84), (25, 42), (24, 30), (9, 7)])
 def test_spectral_plan_imaginary_gradient(h, w):
-    """v (the gradient of GAP(Im S_lo)) is rebuilt exactly by irfft2 of its few sparse bins, and equals the
-    gradient of the functional computed by autograd through the reference FFT; columns are pruned at t=0.35."""
-    from segalias_d2.modeling.fourier_ops import _np_plan
+    """v (the gradient of GAP(Im S_lo)) is rebuilt exactly by irfft2 of its few sparse bins, and
+    equals the gradient of the functional computed by autograd through the reference FFT; columns
+    are pruned at t=0.35."""
 
     p = _np_plan(h, w, 0.35)
     v_r, v_c, v_val = p["v"]
@@ -454,9 +492,9 @@ def test_spectral_plan_imaginary_gradient(h, w):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cpu_autocast_training_step(dtype):
-    """Under CPU autocast the conv runs in half precision, DAF/FreqMix run their FFT part in float32 and
-    return the input dtype; the custom backward passes give finite float32 parameter gradients close to the
-    float32 step."""
+    """Under CPU autocast the conv runs in half precision, DAF/FreqMix run their FFT part in float32
+    and return the input dtype; the custom backward passes give finite float32 parameter gradients
+    close to the float32 step."""
     torch.manual_seed(7)
     conv = torch.nn.Conv2d(8, 16, 3, padding=1)
     m, daf = FreqMix(16, reduction=4), DeAliasingFilter()
@@ -468,7 +506,8 @@ def test_cpu_autocast_training_step(dtype):
             h = conv(x)
             y = m(daf(h))
             assert h.dtype == y.dtype == (dtype if mode == "amp" else torch.float32)
-            # the FreqMix backward recomputes its gates; called inside autocast it must still do so in float32
+            # the FreqMix backward recomputes its gates; called inside autocast it must still do so
+            # in float32
             inside = torch.autograd.grad(y.float().pow(2).mean(), params, retain_graph=True)
         grads[mode] = torch.autograd.grad(y.float().pow(2).mean(), params)
         for a, b in zip(inside, grads[mode]):

@@ -1,16 +1,17 @@
-"""MODEL.RESNETS.NORM "FrozenStatsBN": the released LIS BatchNorm (norm_eval=True, requires_grad=True) —
-statistics frozen, affine trained — against hand-computed expectations, through the builders and the
-Detectron2 checkpointer."""
+"""MODEL.RESNETS.NORM "FrozenStatsBN": the released LIS BatchNorm (norm_eval=True,
+requires_grad=True) — statistics frozen, affine trained — against hand-computed expectations,
+through the builders and the Detectron2 checkpointer."""
+
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from common import make_backbone_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 
-from common import make_backbone_cfg
 from segalias_d2.modeling.backbone.norm import FrozenStatsBatchNorm2d
 from segalias_d2.solver import get_segalias_param_groups
 
@@ -36,7 +37,8 @@ def test_forward_is_the_eval_formula_in_train_mode():
         (0.0 - 2.0) / np.sqrt(1.0 + 1e-5) * -0.5 + 1.0,
     ]
     assert torch.allclose(y[0, :, 0, 0], torch.tensor(expected, dtype=torch.float32), atol=1e-6)
-    # a plain BatchNorm2d in train mode would normalise with the batch statistics (all-constant channels -> 0)
+    # a plain BatchNorm2d in train mode would normalise with the batch statistics (all-constant
+    # channels -> 0)
     plain = torch.nn.BatchNorm2d(3).train()
     plain.load_state_dict(bn.state_dict())
     assert not torch.allclose(plain(x), y)
@@ -59,14 +61,21 @@ def test_train_step_keeps_statistics_and_trains_affine():
 
 
 def _cfg(**kw):
-    return make_backbone_cfg(fpn=True, daf=False, freqmix=True, MODEL__RESNETS__NORM="FrozenStatsBN",
-                             MODEL__BACKBONE__FREEZE_AT=2, **kw)
+    return make_backbone_cfg(
+        fpn=True,
+        daf=False,
+        freqmix=True,
+        MODEL__RESNETS__NORM="FrozenStatsBN",
+        MODEL__BACKBONE__FREEZE_AT=2,
+        **kw,
+    )
 
 
 def test_builder_freezes_stem_and_res2_and_uses_it_elsewhere_including_fpn():
     fpn = build_backbone(_cfg(MODEL__FPN__NORM="FrozenStatsBN"))
     body = fpn.bottom_up
-    # FREEZE_AT 2 = the released frozen_stages=1: stem + res2 fully frozen (Detectron2 FrozenBN, no grads)
+    # FREEZE_AT 2 = the released frozen_stages=1: stem + res2 fully frozen (Detectron2 FrozenBN, no
+    # grads)
     for m in list(body.stem.modules()) + list(body.res2.modules()):
         assert not isinstance(m, FrozenStatsBatchNorm2d)
     assert isinstance(body.stem.conv1.norm, FrozenBatchNorm2d)
@@ -79,16 +88,26 @@ def test_builder_freezes_stem_and_res2_and_uses_it_elsewhere_including_fpn():
     assert isinstance(fpn.fpn_lateral3.norm, FrozenStatsBatchNorm2d)
     assert isinstance(fpn.fpn_output5.norm, FrozenStatsBatchNorm2d)
     assert fpn.fpn_lateral3.bias is None  # Detectron2's FPN drops the conv bias when a norm follows
-    # optimizer: the released recipe decays norm weights too; WEIGHT_DECAY_NORM must reach these layers
+    # optimizer: the released recipe decays norm weights too; WEIGHT_DECAY_NORM must reach these
+    # layers
     groups = get_segalias_param_groups(body, base_lr=0.01, weight_decay=1e-4, weight_decay_norm=0.5)
-    norm_params = {id(m.weight) for m in body.res3.modules() if isinstance(m, FrozenStatsBatchNorm2d)}
+    norm_params = {
+        id(m.weight) for m in body.res3.modules() if isinstance(m, FrozenStatsBatchNorm2d)
+    }
     wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert norm_params and all(wd_of[i] == 0.5 for i in norm_params)
 
 
 def test_detectron2_checkpointer_loads_statistics_into_it(tmp_path):
-    body = build_backbone(make_backbone_cfg(fpn=False, daf=False, freqmix=False,
-                                            MODEL__RESNETS__NORM="FrozenStatsBN", MODEL__BACKBONE__FREEZE_AT=2))
+    body = build_backbone(
+        make_backbone_cfg(
+            fpn=False,
+            daf=False,
+            freqmix=False,
+            MODEL__RESNETS__NORM="FrozenStatsBN",
+            MODEL__BACKBONE__FREEZE_AT=2,
+        )
+    )
     # model-zoo layout of a norm: FrozenBN keys, no num_batches_tracked
     rng = np.random.default_rng(1)
     model = {}
@@ -104,8 +123,12 @@ def test_detectron2_checkpointer_loads_statistics_into_it(tmp_path):
     bn = body.res4[2].conv2.norm
     assert type(bn) is FrozenStatsBatchNorm2d
     for leaf in ("weight", "bias", "running_mean", "running_var"):
-        assert np.array_equal(getattr(bn, leaf).detach().numpy(), model[f"res4.2.conv2.norm.{leaf}"]), leaf
-    assert np.array_equal(body.stem.conv1.norm.running_var.numpy(), model["stem.conv1.norm.running_var"])
+        assert np.array_equal(
+            getattr(bn, leaf).detach().numpy(), model[f"res4.2.conv2.norm.{leaf}"]
+        ), leaf
+    assert np.array_equal(
+        body.stem.conv1.norm.running_var.numpy(), model["stem.conv1.norm.running_var"]
+    )
 
 
 def test_head_norm_name_is_a_clear_error():

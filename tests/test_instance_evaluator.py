@@ -1,4 +1,6 @@
-"""InstanceBoundaryEvaluator: AP parity with pycocotools, Boundary AP, semantic projection errors."""
+"""InstanceBoundaryEvaluator: AP parity with pycocotools, Boundary AP, semantic projection
+errors."""
+
 import contextlib
 import copy
 import io
@@ -9,15 +11,18 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode, Boxes, Instances
-
 from segalias_d2.evaluation import BoundaryErrorCounter, InstanceBoundaryEvaluator, boundary_iou
 from segalias_d2.evaluation.coco_evaluation import BoundaryCOCOeval
-from segalias_d2.evaluation.instance_evaluation import annotations_to_label_map, instances_to_label_map
+from segalias_d2.evaluation.instance_evaluation import (
+    annotations_to_label_map,
+    instances_to_label_map,
+    segmentation_to_mask,
+)
 
 H, W = 60, 80
 DATASET_IDS = [3, 7]  # non-contiguous dataset ids -> contiguous 0, 1
@@ -50,15 +55,33 @@ def _build_coco_json():
                 segm = _rect_poly(x0, y0, x1, y1)
                 area = float((x1 - x0) * (y1 - y0))
                 bbox = [x0, y0, x1 - x0, y1 - y0]
-            anns.append({"id": aid, "image_id": img_id, "category_id": cat, "segmentation": segm,
-                         "area": area, "bbox": bbox, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "segmentation": segm,
+                    "area": area,
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }
+            )
             aid += 1
     # one crowd region on image 13
     m = np.zeros((H, W), np.uint8)
     m[45:58, 60:78] = 1
     rle = mask_util.encode(np.asfortranarray(m))
-    anns.append({"id": aid, "image_id": 13, "category_id": 3, "iscrowd": 1, "area": float(m.sum()),
-                 "bbox": [60, 45, 18, 13], "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")}})
+    anns.append(
+        {
+            "id": aid,
+            "image_id": 13,
+            "category_id": 3,
+            "iscrowd": 1,
+            "area": float(m.sum()),
+            "bbox": [60, 45, 18, 13],
+            "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")},
+        }
+    )
     cats = [{"id": i, "name": n} for i, n in zip(DATASET_IDS, CLASSES)]
     return {"images": images, "annotations": anns, "categories": cats}
 
@@ -70,9 +93,24 @@ def _dicts_from_json(js):
         anns = []
         for a in js["annotations"]:
             if a["image_id"] == im["id"]:
-                anns.append({"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": d2c[a["category_id"]],
-                             "segmentation": a["segmentation"], "iscrowd": a["iscrowd"]})
-        out.append({"file_name": im["file_name"], "image_id": im["id"], "height": H, "width": W, "annotations": anns})
+                anns.append(
+                    {
+                        "bbox": a["bbox"],
+                        "bbox_mode": BoxMode.XYWH_ABS,
+                        "category_id": d2c[a["category_id"]],
+                        "segmentation": a["segmentation"],
+                        "iscrowd": a["iscrowd"],
+                    }
+                )
+        out.append(
+            {
+                "file_name": im["file_name"],
+                "image_id": im["id"],
+                "height": H,
+                "width": W,
+                "annotations": anns,
+            }
+        )
     return out
 
 
@@ -99,7 +137,6 @@ def _make_predictions(dicts, seed=1):
         scores.append(0.55)
         inst = Instances((H, W))
         mt = torch.as_tensor(np.stack(masks))
-        ys, xs = [], []
         boxes = []
         for m in masks:
             yy, xx = np.nonzero(m)
@@ -121,8 +158,15 @@ def _to_coco_results(dicts, outs):
             rle = mask_util.encode(np.asfortranarray(m))
             rle["counts"] = rle["counts"].decode("ascii")
             x0, y0, x1, y1 = inst.pred_boxes.tensor[k].tolist()
-            res.append({"image_id": d["image_id"], "category_id": DATASET_IDS[int(inst.pred_classes[k])],
-                        "score": float(inst.scores[k]), "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": rle})
+            res.append(
+                {
+                    "image_id": d["image_id"],
+                    "category_id": DATASET_IDS[int(inst.pred_classes[k])],
+                    "score": float(inst.scores[k]),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "segmentation": rle,
+                }
+            )
     return res
 
 
@@ -149,8 +193,11 @@ def inst_dataset(request, tmp_path):
     dicts = _dicts_from_json(js)
     name = f"_segalias_test_inst_{request.param}_{os.getpid()}"
     DatasetCatalog.register(name, lambda: dicts)
-    meta = dict(thing_classes=CLASSES, thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
-                evaluator_type="coco")
+    meta = dict(
+        thing_classes=CLASSES,
+        thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
+        evaluator_type="coco",
+    )
     if request.param == "json_file":
         meta["json_file"] = str(jp)
     MetadataCatalog.get(name).set(**meta)
@@ -162,7 +209,9 @@ def inst_dataset(request, tmp_path):
 def test_ap_equals_pycocotools(inst_dataset, tmp_path):
     name, dicts, jp = inst_dataset
     outs = _make_predictions(dicts)
-    ev = InstanceBoundaryEvaluator(name, distributed=False, output_dir=str(tmp_path / "o"), score_thresh=0.5)
+    ev = InstanceBoundaryEvaluator(
+        name, distributed=False, output_dir=str(tmp_path / "o"), score_thresh=0.5
+    )
     ev.reset()
     for d, o in zip(dicts, outs):
         ev.process([{"image_id": d["image_id"], "file_name": d["file_name"]}], [o])
@@ -186,14 +235,15 @@ def test_boundary_ap_perfect_predictions(inst_dataset):
     ev.reset()
     for d in dicts:
         anns = [a for a in d["annotations"] if not a["iscrowd"]]
-        from segalias_d2.evaluation.instance_evaluation import segmentation_to_mask
 
         masks = np.stack([segmentation_to_mask(a["segmentation"], H, W) for a in anns])
         inst = Instances((H, W))
         inst.pred_masks = torch.as_tensor(masks)
         # smaller objects score higher, so both projections resolve overlaps the same way
         areas = masks.reshape(len(anns), -1).sum(1)
-        inst.scores = torch.tensor(0.6 + 0.3 * (areas.max() - areas) / max(1, np.ptp(areas)), dtype=torch.float32)
+        inst.scores = torch.tensor(
+            0.6 + 0.3 * (areas.max() - areas) / max(1, np.ptp(areas)), dtype=torch.float32
+        )
         inst.pred_classes = torch.tensor([a["category_id"] for a in anns])
         ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     res = ev.evaluate()
@@ -211,9 +261,21 @@ def test_boundary_cocoeval_iou_is_min_of_mask_and_boundary_iou(tmp_path):
     d[12:42, 13:53] = 1
     rle_g = mask_util.encode(np.asfortranarray(g))
     rle_g["counts"] = rle_g["counts"].decode("ascii")
-    js = {"images": [{"id": 1, "width": W, "height": H}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle_g, "area": float(g.sum()),
-                           "bbox": [10, 10, 40, 30], "iscrowd": 0}]}
+    js = {
+        "images": [{"id": 1, "width": W, "height": H}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": rle_g,
+                "area": float(g.sum()),
+                "bbox": [10, 10, 40, 30],
+                "iscrowd": 0,
+            }
+        ],
+    }
     jp = tmp_path / "g.json"
     jp.write_text(json.dumps(js))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -238,7 +300,9 @@ def test_semantic_projection_order():
     b[:, 2:] = True
     c = np.zeros((4, 6), bool)
     c[0, :] = True
-    lab = instances_to_label_map([a, b, c], [0, 1, 0], [0.9, 0.6, 0.3], 4, 6, score_thresh=0.5, background=2)
+    lab = instances_to_label_map(
+        [a, b, c], [0, 1, 0], [0.9, 0.6, 0.3], 4, 6, score_thresh=0.5, background=2
+    )
     expect = np.array([[0, 0, 0, 0, 1, 1]] * 4)  # a (0.9) over b (0.6); c below threshold
     assert np.array_equal(lab, expect)
     lab2 = instances_to_label_map([a, b], [0, 1], [0.6, 0.9], 4, 6, score_thresh=0.5, background=2)
@@ -268,8 +332,15 @@ def test_boundary_errors_equal_counter_on_projections(inst_dataset):
     for d, o in zip(dicts, outs):
         ev.process([{"image_id": d["image_id"]}], [o])
         inst = o["instances"]
-        pm = instances_to_label_map(inst.pred_masks.numpy(), inst.pred_classes.numpy(), inst.scores.numpy(),
-                                    H, W, 0.5, background=2)
+        pm = instances_to_label_map(
+            inst.pred_masks.numpy(),
+            inst.pred_classes.numpy(),
+            inst.scores.numpy(),
+            H,
+            W,
+            0.5,
+            background=2,
+        )
         gm = annotations_to_label_map(d["annotations"], H, W, background=2)
         ref.update(pm, gm)
     res = ev.evaluate()["boundary_errors"]

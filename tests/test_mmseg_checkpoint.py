@@ -1,10 +1,13 @@
 """Released MMSeg checkpoints -> our UPerNet model (tools/convert_pretrained.py --format mmseg).
 
-A synthetic checkpoint with the released key layout (542 keys: NyResNet 460, UPerHead 74, FCNHead 8; upernet_recipes.md
-section 4) and random float64 weights is converted; the converted model's outputs (backbone stages, decode and
-auxiliary logits, the whole model's inference) must equal the direct transcription of the released forward pass in
-tests/reference_mmseg_upernet.py on the same weights to 1e-6."""
+A synthetic checkpoint with the released key layout (542 keys: NyResNet 460, UPerHead 74, FCNHead 8;
+upernet_recipes.md section 4) and random float64 weights is converted; the converted model's outputs
+(backbone stages, decode and auxiliary logits, the whole model's inference) must equal the direct
+transcription of the released forward pass in tests/reference_mmseg_upernet.py on the same weights
+to 1e-6."""
+
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -12,29 +15,55 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from reference_mmseg_upernet import (
+    reference_backbone,
+    reference_encode_decode,
+    reference_fcn_head,
+    reference_uper_head,
+    released_key_shapes,
+    synthetic_mmseg_state_dict,
+)
 
-from reference_mmseg_upernet import (reference_backbone, reference_encode_decode, reference_fcn_head,
-                                     reference_uper_head, released_key_shapes, synthetic_mmseg_state_dict)
 from segalias_d2.checkpoint import main as convert_main
-from segalias_d2.checkpoint.mmseg import (MMSegConversionError, convert_mmseg_checkpoint, infer_mmseg_architecture,
-                                          read_mmseg_checkpoint)
+from segalias_d2.checkpoint.convert import convert_file
+from segalias_d2.checkpoint.mmseg import (
+    MMSegConversionError,
+    convert_mmseg_checkpoint,
+    infer_mmseg_architecture,
+    read_mmseg_checkpoint,
+)
 from segalias_d2.checkpoint.mmseg_config import mmseg_model_config
 from segalias_d2.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AA_CFG = os.path.join(REPO, "configs/Cityscapes-SemanticSegmentation/upernet_R_50_V1c_DAF_FreqMix_c128_768_80k_bs8.yaml")
-BASE_CFG = os.path.join(REPO, "configs/Cityscapes-SemanticSegmentation/upernet_R_50_V1c_c128_768_80k_bs8.yaml")
-META_CONFIG = ("model = dict(type='EncoderDecoder', backbone=dict(type='NyResNet', depth=50, blur_type='flc', "
-               "freq_thres=0.25 * 1.4), decode_head=dict(type='UPerHead', channels=128, num_classes=19, "
-               "loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0)]), auxiliary_head=dict(type='FCNHead', "
-               "channels=256, num_classes=19, loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)))")
+AA_CFG = os.path.join(
+    REPO,
+    "configs/Cityscapes-SemanticSegmentation/upernet_R_50_V1c_DAF_FreqMix_c128_768_80k_bs8.yaml",
+)
+BASE_CFG = os.path.join(
+    REPO, "configs/Cityscapes-SemanticSegmentation/upernet_R_50_V1c_c128_768_80k_bs8.yaml"
+)
+META_CONFIG = (
+    "model = dict(type='EncoderDecoder', backbone=dict(type='NyResNet', depth=50, blur_type='flc', "
+    "freq_thres=0.25 * 1.4), decode_head=dict(type='UPerHead', channels=128, num_classes=19, "
+    "loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0)]), "
+    "auxiliary_head=dict(type='FCNHead', "
+    "channels=256, num_classes=19, loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)))"
+)
 TOL = 1e-6
 
 
 def _mmcv_file(sd, meta_config=META_CONFIG):
-    return {"meta": {"exp_name": "upernet_r50-d32_cityscapes_hard_pixel_c128_768.py", "mmseg_version": "0.25.0+abcdef0",
-                     "config": meta_config, "iter": 80000},
-            "state_dict": sd, "optimizer": {"state": {}, "param_groups": []}}
+    return {
+        "meta": {
+            "exp_name": "upernet_r50-d32_cityscapes_hard_pixel_c128_768.py",
+            "mmseg_version": "0.25.0+abcdef0",
+            "config": meta_config,
+            "iter": 80000,
+        },
+        "state_dict": sd,
+        "optimizer": {"state": {}, "param_groups": []},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +89,36 @@ def _model(cfg_path, weights):
 
 def _close(ours, ref, what):
     err = (ours - ref).abs().max().item()
-    assert err <= TOL, f"{what}: max |ours - released| = {err:.3g} (scale {ref.abs().max().item():.3g})"
+    assert err <= TOL, (
+        f"{what}: max |ours - released| = {err:.3g} (scale {ref.abs().max().item():.3g})"
+    )
 
 
 def test_synthetic_checkpoint_has_the_released_layout(released_sd):
     keys = list(released_sd)
-    assert (len(keys), sum(k.startswith("backbone.") for k in keys), sum(k.startswith("decode_head.") for k in keys),
-            sum(k.startswith("auxiliary_head.") for k in keys)) == (542, 460, 74, 8)
+    assert (
+        len(keys),
+        sum(k.startswith("backbone.") for k in keys),
+        sum(k.startswith("decode_head.") for k in keys),
+        sum(k.startswith("auxiliary_head.") for k in keys),
+    ) == (542, 460, 74, 8)
 
     def params(prefix, sub=""):
-        return sum(v.numel() for k, v in released_sd.items() if k.startswith(prefix) and sub in k
-                   and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        return sum(
+            v.numel()
+            for k, v in released_sd.items()
+            if k.startswith(prefix)
+            and sub in k
+            and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
+
     # upernet_recipes.md section 1.6
-    assert (params("backbone."), params("backbone.", ".att."), params("decode_head."), params("auxiliary_head.")) == \
-        (23_910_714, 383_450, 5_264_787, 2_364_691)
+    assert (
+        params("backbone."),
+        params("backbone.", ".att."),
+        params("decode_head."),
+        params("auxiliary_head."),
+    ) == (23_910_714, 383_450, 5_264_787, 2_364_691)
     assert released_sd["decode_head.bottleneck.conv.weight"].shape == (128, 2560, 3, 3)
     assert released_sd["decode_head.fpn_bottleneck.conv.weight"].shape == (128, 512, 3, 3)
 
@@ -104,19 +149,31 @@ def test_converted_model_equals_the_released_forward_in_float64(converted_file, 
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             _close(feats[name], ref[i], name)
         _close(model.sem_seg_head.layers(feats), reference_uper_head(ref, sd), "decode head logits")
-        _close(model.sem_seg_head.aux(feats["res4"]), reference_fcn_head(ref[2], sd), "auxiliary head logits")
-        _close(model.sem_seg_head(feats)[0], reference_encode_decode(x, sd), "logits at the input size")
-        # the whole model at inference (normalisation, sliding window clipped to the image, post-processing)
-        image = torch.rand(3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 255
+        _close(
+            model.sem_seg_head.aux(feats["res4"]),
+            reference_fcn_head(ref[2], sd),
+            "auxiliary head logits",
+        )
+        _close(
+            model.sem_seg_head(feats)[0], reference_encode_decode(x, sd), "logits at the input size"
+        )
+        # the whole model at inference (normalisation, sliding window clipped to the image,
+        # post-processing)
+        image = (
+            torch.rand(3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+            * 255
+        )
         out = model([{"image": image, "height": 64, "width": 96}])[0]["sem_seg"]
-        # mean/std as float32 constants (mmcv's imnormalize and Detectron2's pixel_mean buffers are float32)
+        # mean/std as float32 constants (mmcv's imnormalize and Detectron2's pixel_mean buffers are
+        # float32)
         mean = torch.tensor([123.675, 116.28, 103.53], dtype=torch.float32).double()[:, None, None]
         std = torch.tensor([58.395, 57.12, 57.375], dtype=torch.float32).double()[:, None, None]
         _close(out, reference_encode_decode(((image - mean) / std)[None], sd)[0], "model inference")
 
 
 def test_a_swapped_bn_pair_is_detected(released_sd):
-    """The parity check can fail: two same-shape BN statistics exchanged change the output far beyond 1e-6."""
+    """The parity check can fail: two same-shape BN statistics exchanged change the output far
+    beyond 1e-6."""
     sd = dict(released_sd)
     a, b = "backbone.layer3.1.bn1.running_var", "backbone.layer3.1.bn2.running_var"
     sd[a], sd[b] = released_sd[b], released_sd[a]
@@ -132,7 +189,8 @@ def test_a_swapped_bn_pair_is_detected(released_sd):
 
 
 def test_baseline_checkpoint_with_identity_blur_converts_into_the_baseline_recipe():
-    """README baseline ("blur1"): ResNetV1cWithBlur blur_k=1 -> all-ones AdaD filters, no FreqMix, no DAF."""
+    """README baseline ("blur1"): ResNetV1cWithBlur blur_k=1 -> all-ones AdaD filters, no FreqMix,
+    no DAF."""
     sd = synthetic_mmseg_state_dict(seed=4, freqmix=False)
     for i, c in ((1, 256), (2, 512), (3, 1024)):
         sd[f"backbone.AdaD.{i}.filt"] = torch.ones(c, 1, 1, 1, dtype=torch.float64)
@@ -147,7 +205,11 @@ def test_baseline_checkpoint_with_identity_blur_converts_into_the_baseline_recip
     x = torch.randn(1, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         feats = model.backbone(x)
-        _close(model.sem_seg_head.layers(feats), reference_uper_head(reference_backbone(x, sd, None), sd), "baseline")
+        _close(
+            model.sem_seg_head.layers(feats),
+            reference_uper_head(reference_backbone(x, sd, None), sd),
+            "baseline",
+        )
 
 
 def test_inferred_config_follows_the_checkpoint_se_ratio_and_meta():
@@ -160,25 +222,59 @@ def test_inferred_config_follows_the_checkpoint_se_ratio_and_meta():
     _, report, cfg = convert_mmseg_checkpoint(_mmcv_file(sd))
     assert report.ok
     assert (cfg.MODEL.SEGALIAS.FREQMIX.REDUCTION, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES) == (4, 21)
-    assert (cfg.MODEL.SEGALIAS.DAF.ENABLED, cfg.MODEL.SEGALIAS.DAF.CUTOFF, cfg.MODEL.SEGALIAS.FREQMIX.GATE) == \
-        (True, 0.35, "released")
+    assert (
+        cfg.MODEL.SEGALIAS.DAF.ENABLED,
+        cfg.MODEL.SEGALIAS.DAF.CUTOFF,
+        cfg.MODEL.SEGALIAS.FREQMIX.GATE,
+    ) == (True, 0.35, "released")
     arch = infer_mmseg_architecture(sd)
-    assert mmseg_model_config(arch, {"blur_type": "flc", "freq_thres": 0.3}).MODEL.SEGALIAS.DAF.CUTOFF == 0.3
+    assert (
+        mmseg_model_config(arch, {"blur_type": "flc", "freq_thres": 0.3}).MODEL.SEGALIAS.DAF.CUTOFF
+        == 0.3
+    )
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda sd, cfg: cfg.MODEL.SEGALIAS.FREQMIX.__setattr__("GATE", "per_image"),
-     r"FREQMIX.GATE = 'per_image' \(checkpoint needs 'released'\)"),
-    (lambda sd, cfg: cfg.MODEL.SEGALIAS.DAF.__setattr__("CUTOFF", 0.25), r"DAF.CUTOFF = 0.25 \(checkpoint needs 0.35\)"),
-    (lambda sd, cfg: sd.update({"backbone.layer1.0.att.freq_weight_conv.bias": torch.zeros(2)}), "in layer1"),
-    (lambda sd, cfg: [sd.pop(k) for k in list(sd) if k.startswith("backbone.layer3.2.att.")],
-     r"blocks \[0, 1, 3, 4, 5\] of layer3"),
-    (lambda sd, cfg: sd.update({"backbone.AdaD.1.conv.weight": torch.zeros(72, 256, 3, 3)}), "adablur"),
-    (lambda sd, cfg: sd.update({"backbone.AdaD.1.filt": torch.full((256, 1, 3, 3), 1 / 9)}), "blur_k > 1"),
-    (lambda sd, cfg: sd.update({"backbone.layer2.0.att.channel_att.1.weight": torch.zeros(128, 128, 1, 1)}),
-     "older FreqMix variant"),
-    (lambda sd, cfg: sd.update({"neck.conv.weight": torch.zeros(1)}), "unexpected key 'neck.conv.weight'"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (
+            lambda sd, cfg: cfg.MODEL.SEGALIAS.FREQMIX.__setattr__("GATE", "per_image"),
+            r"FREQMIX.GATE = 'per_image' \(checkpoint needs 'released'\)",
+        ),
+        (
+            lambda sd, cfg: cfg.MODEL.SEGALIAS.DAF.__setattr__("CUTOFF", 0.25),
+            r"DAF.CUTOFF = 0.25 \(checkpoint needs 0.35\)",
+        ),
+        (
+            lambda sd, cfg: sd.update(
+                {"backbone.layer1.0.att.freq_weight_conv.bias": torch.zeros(2)}
+            ),
+            "in layer1",
+        ),
+        (
+            lambda sd, cfg: [sd.pop(k) for k in list(sd) if k.startswith("backbone.layer3.2.att.")],
+            r"blocks \[0, 1, 3, 4, 5\] of layer3",
+        ),
+        (
+            lambda sd, cfg: sd.update({"backbone.AdaD.1.conv.weight": torch.zeros(72, 256, 3, 3)}),
+            "adablur",
+        ),
+        (
+            lambda sd, cfg: sd.update({"backbone.AdaD.1.filt": torch.full((256, 1, 3, 3), 1 / 9)}),
+            "blur_k > 1",
+        ),
+        (
+            lambda sd, cfg: sd.update(
+                {"backbone.layer2.0.att.channel_att.1.weight": torch.zeros(128, 128, 1, 1)}
+            ),
+            "older FreqMix variant",
+        ),
+        (
+            lambda sd, cfg: sd.update({"neck.conv.weight": torch.zeros(1)}),
+            "unexpected key 'neck.conv.weight'",
+        ),
+    ],
+)
 def test_checkpoint_or_config_mismatches_are_clear_errors(released_sd, edit, match):
     sd, cfg = dict(released_sd), load_config(AA_CFG)
     edit(sd, cfg)
@@ -186,7 +282,9 @@ def test_checkpoint_or_config_mismatches_are_clear_errors(released_sd, edit, mat
         convert_mmseg_checkpoint(_mmcv_file(sd), cfg)
 
 
-def test_unused_and_unfilled_keys_are_reported_and_nothing_is_written(released_sd, tmp_path, capsys):
+def test_unused_and_unfilled_keys_are_reported_and_nothing_is_written(
+    released_sd, tmp_path, capsys
+):
     sd = dict(released_sd)
     sd["decode_head.conv_seg.extra"] = torch.zeros(1, dtype=torch.float64)
     del sd["decode_head.fpn_convs.1.bn.running_var"]
@@ -209,7 +307,9 @@ def test_meta_with_numpy_scalars_needs_unsafe_load(released_sd, tmp_path):
     except Exception:  # noqa: BLE001  (this torch refuses NumPy scalars in safe mode)
         with pytest.raises(MMSegConversionError, match="--unsafe-load"):
             read_mmseg_checkpoint(path)
-    assert read_mmseg_checkpoint(path, unsafe_load=True)["meta"]["hook_msgs"]["best_score"] == pytest.approx(0.797)
+    assert read_mmseg_checkpoint(path, unsafe_load=True)["meta"]["hook_msgs"][
+        "best_score"
+    ] == pytest.approx(0.797)
 
 
 def test_key_shapes_helper_matches_the_note_for_other_class_counts():
@@ -219,14 +319,16 @@ def test_key_shapes_helper_matches_the_note_for_other_class_counts():
 
 
 def test_imagenet_v1c_weights_fill_the_recipe_backbone(tmp_path):
-    """The recipes' MODEL.WEIGHTS: resnet50_v1c-2cccc1ad.pth (mmcv names, fc.* included) converted with
-    --format mmcv_v1c --prefix backbone. fills every backbone tensor but FreqMix (new, as released)."""
-    import pickle
+    """The recipes' MODEL.WEIGHTS: resnet50_v1c-2cccc1ad.pth (mmcv names, fc.* included) converted
+    with
+    --format mmcv_v1c --prefix backbone. fills every backbone tensor but FreqMix (new, as
+    released)."""
 
-    from segalias_d2.checkpoint.convert import convert_file
-
-    sd = {k[len("backbone."):]: v.float() for k, v in synthetic_mmseg_state_dict(seed=7, freqmix=False).items()
-          if k.startswith("backbone.")}
+    sd = {
+        k[len("backbone.") :]: v.float()
+        for k, v in synthetic_mmseg_state_dict(seed=7, freqmix=False).items()
+        if k.startswith("backbone.")
+    }
     sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
     src, dst = str(tmp_path / "resnet50_v1c.pth"), str(tmp_path / "resnet50_v1c_backbone.pkl")
     torch.save({"state_dict": sd}, src)
@@ -236,9 +338,13 @@ def test_imagenet_v1c_weights_fill_the_recipe_backbone(tmp_path):
     model = build_model(load_config(AA_CFG, ["MODEL.DEVICE", "cpu"]))
     DetectionCheckpointer(model).load(dst)
     state = model.state_dict()
-    backbone = {k for k in state if k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+    backbone = {
+        k for k in state if k.startswith("backbone.") and not k.endswith("num_batches_tracked")
+    }
     assert set(converted) == {k for k in backbone if ".freqmix." not in k}
     for k, v in converted.items():
         assert torch.equal(state[k], torch.as_tensor(v)), k
     assert torch.equal(state["backbone.stem.conv1.weight"], sd["stem.0.weight"])
-    assert torch.equal(state["backbone.res4.0.conv2.norm.running_var"], sd["layer3.0.bn2.running_var"])
+    assert torch.equal(
+        state["backbone.res4.0.conv2.norm.running_var"], sd["layer3.0.bn2.running_var"]
+    )

@@ -1,7 +1,9 @@
-"""The data path against values the test writes itself (issue 17): exposure ratio through the mapper (16-bit PNG,
-and a real Sony ARW pair whose EXIF exposure times differ by a known factor), channel order of a pure-red image for
-INPUT.FORMAT RGB / BGR, the train / test resize interpolation keys on a checkerboard, and DecodeCache eviction
+"""The data path against values the test writes itself (issue 17): exposure ratio through the mapper
+(16-bit PNG, and a real Sony ARW pair whose EXIF exposure times differ by a known factor), channel
+order of a pure-red image for INPUT.FORMAT RGB / BGR, the train / test resize interpolation keys on
+a checkerboard, and DecodeCache eviction
 (LRU order, max items, disk cache, through the mapper)."""
+
 import os
 import struct
 
@@ -21,7 +23,9 @@ def _cfg(fmt="RGB", min_test=0, **segalias):
     cfg = get_cfg()
     add_segalias_config(cfg)
     cfg.INPUT.FORMAT = fmt
-    cfg.INPUT.MIN_SIZE_TEST = min_test  # 0: no test-time resize (Detectron2's ResizeShortestEdge no-op)
+    cfg.INPUT.MIN_SIZE_TEST = (
+        min_test  # 0: no test-time resize (Detectron2's ResizeShortestEdge no-op)
+    )
     cfg.INPUT.RANDOM_FLIP = "none"
     for key, value in segalias.items():
         cfg.INPUT.SEGALIAS[key] = value
@@ -38,13 +42,17 @@ def _hwc(t):
     return t.permute(1, 2, 0).numpy().astype(np.float64)
 
 
-# ------------------------------------------------------------------------------------------ exposure ratio
+# ------------------------------------------------------------------------------------------
+# exposure ratio
 @pytest.fixture
 def dark_png16(tmp_path):
-    """A dark 16-bit raw-RGB PNG with known DN values: 0..2000 ramps, one channel with saturating values."""
+    """A dark 16-bit raw-RGB PNG with known DN values: 0..2000 ramps, one channel with saturating
+    values."""
     h, w = 6, 10
     yy, xx = np.mgrid[0:h, 0:w]
-    rgb16 = np.stack([100 * xx + 7 * yy, 30 * xx + 200 * yy, 9000 + 1000 * xx], axis=-1).astype(np.uint16)
+    rgb16 = np.stack([100 * xx + 7 * yy, 30 * xx + 200 * yy, 9000 + 1000 * xx], axis=-1).astype(
+        np.uint16
+    )
     return _png16(tmp_path / "dark.png", rgb16), rgb16
 
 
@@ -71,15 +79,21 @@ def test_16bit_png_reader_applies_the_ratio_then_clips(dark_png16):
     unclipped = raw_io.read_lowlight_image(path, "raw_rgb", exposure_ratio=6.0, clip=False)
     np.testing.assert_allclose(unclipped, rgb16 / 65535.0 * 6.0, rtol=1e-6, atol=0)
     assert unclipped.max() > 1.0
-    levels = raw_io.read_lowlight_image(path, "raw_rgb", black_level=100, white_level=20100, exposure_ratio=3.0)
-    np.testing.assert_allclose(levels, np.clip((rgb16 - 100.0) / 20000.0 * 3.0, 0, 1), rtol=0, atol=1e-6)
+    levels = raw_io.read_lowlight_image(
+        path, "raw_rgb", black_level=100, white_level=20100, exposure_ratio=3.0
+    )
+    np.testing.assert_allclose(
+        levels, np.clip((rgb16 - 100.0) / 20000.0 * 3.0, 0, 1), rtol=0, atol=1e-6
+    )
 
 
 def test_16bit_png_levels_per_channel_and_one_sided(dark_png16):
     path, rgb16 = dark_png16
     x = rgb16.astype(np.float64)
     # four black levels in LIS order [R, G1, B, G2] on a 3-channel image: [R, mean(G1, G2), B]
-    got = raw_io.read_lowlight_image(path, "raw_rgb", black_level=[100, 200, 300, 600], white_level=20000, clip=False)
+    got = raw_io.read_lowlight_image(
+        path, "raw_rgb", black_level=[100, 200, 300, 600], white_level=20000, clip=False
+    )
     black = np.array([100.0, 400.0, 300.0])
     np.testing.assert_allclose(got, (x - black) / (20000.0 - black), rtol=1e-5, atol=1e-6)
     only_white = raw_io.read_lowlight_image(path, "raw_rgb", white_level=10000, clip=False)
@@ -93,19 +107,29 @@ def test_float_npy_is_taken_as_unit_range_and_the_lis_partner_name(tmp_path):
     arr = np.linspace(0.0, 0.9, 6 * 10 * 3, dtype=np.float32).reshape(6, 10, 3)
     np.save(tmp_path / "4.npy", arr)
     got = raw_io.read_lowlight_image(str(tmp_path / "4.npy"), "raw_rgb", exposure_ratio=2.0)
-    np.testing.assert_allclose(got, np.clip(arr * 2.0, 0, 1), rtol=0, atol=1e-7)  # float data: scale 1, not 255
+    np.testing.assert_allclose(
+        got, np.clip(arr * 2.0, 0, 1), rtol=0, atol=1e-7
+    )  # float data: scale 1, not 255
     assert raw_io.lis_pair_file_name("/d/LIS/RAW-dark/4.ARW") == "/d/LIS/RAW-dark/3.ARW"
-    assert raw_io.lis_pair_file_name("/d/LIS/RAW-dark/4.ARW", pair_root="/d/LIS/RAW-normal") == "/d/LIS/RAW-normal/3.ARW"
+    assert (
+        raw_io.lis_pair_file_name("/d/LIS/RAW-dark/4.ARW", pair_root="/d/LIS/RAW-normal")
+        == "/d/LIS/RAW-normal/3.ARW"
+    )
 
 
 def _exif_exposure_time_offset(data):
-    """Byte offset of the EXIF ExposureTime rational (tag 0x829A) of a little-endian TIFF-based RAW."""
+    """Byte offset of the EXIF ExposureTime rational (tag 0x829A) of a little-endian TIFF-based
+    RAW."""
     assert data[:4] == b"II*\x00"
 
     def entries(offset):
         n = struct.unpack_from("<H", data, offset)[0]
-        return {struct.unpack_from("<H", data, offset + 2 + 12 * i)[0]: struct.unpack_from("<HII", data, offset + 4 + 12 * i)
-                for i in range(n)}
+        return {
+            struct.unpack_from("<H", data, offset + 2 + 12 * i)[0]: struct.unpack_from(
+                "<HII", data, offset + 4 + 12 * i
+            )
+            for i in range(n)
+        }
 
     exif = entries(struct.unpack_from("<I", data, 4)[0])[0x8769][2]  # IFD0 -> EXIF IFD pointer
     kind, count, offset = entries(exif)[0x829A]
@@ -114,7 +138,8 @@ def _exif_exposure_time_offset(data):
 
 
 def test_real_raw_pair_with_exif_ratio_8_through_the_mapper(sony_arw, tmp_path):
-    """LIS layout: dark 2.ARW (the real capture, 1/640 s) and normal 1.ARW (the same mosaic, EXIF 1/80 s)."""
+    """LIS layout: dark 2.ARW (the real capture, 1/640 s) and normal 1.ARW (the same mosaic, EXIF
+    1/80 s)."""
     import rawpy
 
     data = bytearray(open(sony_arw, "rb").read())
@@ -127,32 +152,57 @@ def test_real_raw_pair_with_exif_ratio_8_through_the_mapper(sony_arw, tmp_path):
     normal.write_bytes(bytes(data))
     assert raw_io.exposure_ratio_from_pair(str(dark), str(normal)) == pytest.approx(8.0, rel=1e-6)
 
-    record = {"file_name": str(dark), "pair_file_name": str(normal), "image_id": 2, "height": 3464, "width": 5184,
-              "image_format": "raw", "raw_output": "packed", "exposure_ratio": "exif"}
+    record = {
+        "file_name": str(dark),
+        "pair_file_name": str(normal),
+        "image_id": 2,
+        "height": 3464,
+        "width": 5184,
+        "image_format": "raw",
+        "raw_output": "packed",
+        "exposure_ratio": "exif",
+    }
     out = LowLightDatasetMapper(_cfg(), is_train=False)(record)
     assert (out["height"], out["width"]) == (3464, 5184)
     got = out["image"]
     assert tuple(got.shape) == (4, 1732, 2592)
-    with rawpy.imread(sony_arw) as raw:  # independent packing: [R, G1, B, G2] from the pattern, black 512, white 16383
+    with rawpy.imread(
+        sony_arw
+    ) as raw:  # independent packing: [R, G1, B, G2] from the pattern, black 512, white 16383
         mosaic = raw.raw_image_visible.astype(np.float64)
         assert np.array(raw.raw_pattern).tolist() == [[0, 1], [3, 2]]
     planes = [mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 1::2], mosaic[1::2, 0::2]]
-    for c, plane in enumerate(planes):  # every 3rd row and column of each plane (the full 18 Mpx compare is slow)
+    for c, plane in enumerate(
+        planes
+    ):  # every 3rd row and column of each plane (the full 18 Mpx compare is slow)
         plane = plane[::3, ::3]
         expected = np.clip(np.clip((plane - 512.0) / (16383.0 - 512.0), 0, 1) * 8.0, 0, 1) * 255.0
-        np.testing.assert_allclose(got[c, ::3, ::3].numpy(), expected, rtol=0, atol=2e-3, err_msg=f"plane {c}")
-    assert float(got[1].mean()) == pytest.approx(8 * 255 * 0.0198, rel=0.05)  # the dark frame, 8x brighter
+        np.testing.assert_allclose(
+            got[c, ::3, ::3].numpy(), expected, rtol=0, atol=2e-3, err_msg=f"plane {c}"
+        )
+    assert float(got[1].mean()) == pytest.approx(
+        8 * 255 * 0.0198, rel=0.05
+    )  # the dark frame, 8x brighter
 
 
-# ---------------------------------------------------------------------------------------------- channel order
+# ----------------------------------------------------------------------------------------------
+# channel order
 @pytest.mark.parametrize("fmt,red_channel", [("RGB", 0), ("BGR", 2)])
 @pytest.mark.parametrize("image_format", ["srgb", "raw_rgb"])
-def test_pure_red_image_lands_in_the_channel_of_input_format(tmp_path, fmt, red_channel, image_format):
+def test_pure_red_image_lands_in_the_channel_of_input_format(
+    tmp_path, fmt, red_channel, image_format
+):
     red = np.zeros((4, 5, 3), np.uint8)
     red[..., 0] = 200  # R of RGB
     path = str(tmp_path / "red.png")
     assert cv2.imwrite(path, red[:, :, ::-1])  # stored as BGR by OpenCV: a red PNG
-    record = {"file_name": path, "image_id": 0, "height": 4, "width": 5, "image_format": image_format}
+    record = {
+        "file_name": path,
+        "image_id": 0,
+        "height": 4,
+        "width": 5,
+        "image_format": image_format,
+    }
     cfg = _cfg(fmt)
     cfg.INPUT.MIN_SIZE_TRAIN = (4,)  # training keeps the size too
     for is_train in (False, True):
@@ -162,7 +212,8 @@ def test_pure_red_image_lands_in_the_channel_of_input_format(tmp_path, fmt, red_
         torch.testing.assert_close(img, expected, rtol=0, atol=1e-4)
 
 
-# ----------------------------------------------------------------------------------- resize interpolation keys
+# ----------------------------------------------------------------------------------- resize
+# interpolation keys
 def _checkerboard(tmp_path):
     yy, xx = np.mgrid[0:8, 0:10]
     board = (((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)  # 2-px squares of 0 / 255
@@ -178,7 +229,9 @@ def _nearest_by_hand(src, out_h, out_w):
 
 
 def _bilinear_by_hand(src, out_h, out_w):
-    """Half-pixel-centre bilinear (upsampling), written out: x_src = (x + 0.5) * in / out - 0.5, edges clamped."""
+    """Half-pixel-centre bilinear (upsampling), written out: x_src = (x + 0.5) * in / out - 0.5,
+    edges clamped."""
+
     def axis(n_out, n_in):
         x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         lo = np.floor(x).astype(int)
@@ -192,8 +245,12 @@ def _bilinear_by_hand(src, out_h, out_w):
     return top * (1 - fy)[:, None] + bottom * fy[:, None]
 
 
-@pytest.mark.parametrize("train_interp,test_interp", [("nearest", "bilinear"), ("bilinear", "nearest")])
-def test_resize_interp_keys_choose_the_train_and_test_interpolation(tmp_path, train_interp, test_interp):
+@pytest.mark.parametrize(
+    "train_interp,test_interp", [("nearest", "bilinear"), ("bilinear", "nearest")]
+)
+def test_resize_interp_keys_choose_the_train_and_test_interpolation(
+    tmp_path, train_interp, test_interp
+):
     path, board = _checkerboard(tmp_path)  # 8x10 -> shortest edge 12: 12x15 (scale 1.5)
     record = {"file_name": path, "image_id": 0, "height": 8, "width": 10, "image_format": "srgb"}
     cfg = _cfg(min_test=12, RESIZE_INTERP=train_interp, RESIZE_INTERP_TEST=test_interp)
@@ -204,7 +261,9 @@ def test_resize_interp_keys_choose_the_train_and_test_interpolation(tmp_path, tr
         assert tuple(img.shape) == (3, 12, 15)
         expected = by_hand[interp](board, 12, 15)
         for c in range(3):
-            np.testing.assert_allclose(img[c].numpy(), expected, rtol=0, atol=1e-3, err_msg=f"{interp} train={is_train}")
+            np.testing.assert_allclose(
+                img[c].numpy(), expected, rtol=0, atol=1e-3, err_msg=f"{interp} train={is_train}"
+            )
         levels = set(np.unique(np.round(img.numpy(), 3)).tolist())
         if interp == "nearest":
             assert levels == {0.0, 255.0}
@@ -212,7 +271,8 @@ def test_resize_interp_keys_choose_the_train_and_test_interpolation(tmp_path, tr
             assert len(levels) > 2  # bilinear makes intermediate values at the square edges
 
 
-# ------------------------------------------------------------------------------------------------ DecodeCache
+# ------------------------------------------------------------------------------------------------
+# DecodeCache
 def _files(tmp_path, names):
     paths = {}
     for n in names:
@@ -230,6 +290,7 @@ class _Decoder:
         def decode():
             self.calls.append(name)
             return np.full((2, 3, 1), float(ord(name[0])), np.float32)
+
         return decode
 
 
@@ -263,7 +324,9 @@ def test_decode_cache_without_memory_items_and_with_a_disk_cache(tmp_path):
     a = first.get(paths["a"], {"f": 1}, dec("a"))
     first.get(paths["b"], {"f": 1}, dec("b"))
     files = sorted(os.listdir(disk))
-    assert len(files) == 2 and all(f.endswith(".npy") and len(f) == 40 + 4 for f in files)  # sha1 names, no .tmp
+    assert len(files) == 2 and all(
+        f.endswith(".npy") and len(f) == 40 + 4 for f in files
+    )  # sha1 names, no .tmp
     fresh = DecodeCache(max_items=1, cache_dir=disk)  # another process: read from disk, no decode
     np.testing.assert_array_equal(fresh.get(paths["a"], {"f": 1}, dec("a")), a)
     assert dec.calls == ["a", "b"] and (fresh.hits, fresh.misses) == (1, 0)
@@ -273,20 +336,33 @@ def test_decode_cache_without_memory_items_and_with_a_disk_cache(tmp_path):
     with open(os.path.join(disk, key + ".npy"), "wb") as f:
         f.write(b"\x93NUMPY broken")  # a damaged entry is decoded again and rewritten
     again = DecodeCache(max_items=0, cache_dir=disk)
-    assert float(again.get(paths["b"], {"f": 1}, dec("b"))[0, 0, 0]) == ord("b") and dec.calls[-1] == "b"
+    assert (
+        float(again.get(paths["b"], {"f": 1}, dec("b"))[0, 0, 0]) == ord("b")
+        and dec.calls[-1] == "b"
+    )
     assert float(np.load(os.path.join(disk, key + ".npy"))[0, 0, 0]) == ord("b")
 
 
-def test_mapper_decode_cache_decodes_each_file_once_and_outputs_stay_equal(tmp_path, monkeypatch, dark_png16):
+def test_mapper_decode_cache_decodes_each_file_once_and_outputs_stay_equal(
+    tmp_path, monkeypatch, dark_png16
+):
     path, rgb16 = dark_png16
     calls = []
     real = dataset_mapper.read_lowlight_image
-    monkeypatch.setattr(dataset_mapper, "read_lowlight_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        dataset_mapper, "read_lowlight_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
     cfg = _cfg()
     cfg.DATALOADER.SEGALIAS.DECODE_CACHE.ENABLED = True
     cfg.DATALOADER.SEGALIAS.DECODE_CACHE.MAX_ITEMS = 4
-    record = {"file_name": path, "image_id": 0, "height": 6, "width": 10, "image_format": "raw_rgb",
-              "exposure_ratio": 3.0}
+    record = {
+        "file_name": path,
+        "image_id": 0,
+        "height": 6,
+        "width": 10,
+        "image_format": "raw_rgb",
+        "exposure_ratio": 3.0,
+    }
     mapper = LowLightDatasetMapper(cfg, is_train=False)
     outs = [mapper(dict(record))["image"] for _ in range(3)]
     assert calls == [path]  # decoded once
@@ -295,4 +371,6 @@ def test_mapper_decode_cache_decodes_each_file_once_and_outputs_stay_equal(tmp_p
     expected = np.clip(rgb16 / 65535.0 * 3.0, 0, 1) * 255.0
     for img in outs:  # the cached array was not modified in place by the first mapping
         np.testing.assert_allclose(_hwc(img), expected, rtol=0, atol=1e-3)
-    np.testing.assert_allclose(_hwc(other), np.clip(rgb16 / 65535.0 * 5.0, 0, 1) * 255.0, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        _hwc(other), np.clip(rgb16 / 65535.0 * 5.0, 0, 1) * 255.0, rtol=0, atol=1e-3
+    )

@@ -1,11 +1,15 @@
-"""Exact resume with OUR Trainer, in process (issue 17): segalias_d2.engine.Trainer with its own train loader
-(LowLightDatasetMapper, random flip and multi-size resize, TrainingSampler or RepeatFactorTrainingSampler, the
-skip-ahead sampler on resume), SeedEveryIterationHook, segalias optimizer / scheduler and checkpointing, around a tiny
-model that records what it is fed. Interrupted after an iteration that was not checkpointed, then resumed, the run must
-see the same images, flips and sizes as an uninterrupted one from the checkpoint on, start from the checkpoint's
-momentum buffers, and end with the same weights, momentum and LR schedule. The uninterrupted data order is checked
-against Detectron2's samplers built from hand-computed repeat factors.
-(tests/test_train_net.py runs the same resume through tools/train_net.py on Mask R-CNN; this one takes seconds.)"""
+"""Exact resume with OUR Trainer, in process (issue 17): segalias_d2.engine.Trainer with its own
+train loader
+(LowLightDatasetMapper, random flip and multi-size resize, TrainingSampler or
+RepeatFactorTrainingSampler, the skip-ahead sampler on resume), SeedEveryIterationHook, segalias
+optimizer / scheduler and checkpointing, around a tiny model that records what it is fed.
+Interrupted after an iteration that was not checkpointed, then resumed, the run must see the same
+images, flips and sizes as an uninterrupted one from the checkpoint on, start from the checkpoint's
+momentum buffers, and end with the same weights, momentum and LR schedule. The uninterrupted data
+order is checked against Detectron2's samplers built from hand-computed repeat factors.
+(tests/test_train_net.py runs the same resume through tools/train_net.py on Mask R-CNN; this one
+takes seconds.)"""
+
 import itertools
 import math
 import os
@@ -23,15 +27,16 @@ from PIL import Image
 from segalias_d2.config import add_segalias_config
 from segalias_d2.engine import Trainer
 
-# image i holds classes CLASSES_PER_IMAGE[i]: class 0 everywhere, class 1 in 2 of 6 images, class 2 in 1 of 6
+# image i holds classes CLASSES_PER_IMAGE[i]: class 0 everywhere, class 1 in 2 of 6 images, class 2
+# in 1 of 6
 CLASSES_PER_IMAGE = [[0], [0, 1], [0], [0, 2], [0, 1], [0]]
 REPEAT_THRESHOLD = 0.5
 SEED = 11
 
 
 def _hand_repeat_factors():
-    """LVIS repeat factors written out: r(c) = max(1, sqrt(t / f(c))), f(c) = fraction of images with c;
-    r(image) = max over its classes."""
+    """LVIS repeat factors written out: r(c) = max(1, sqrt(t / f(c))), f(c) = fraction of images
+    with c; r(image) = max over its classes."""
     n = len(CLASSES_PER_IMAGE)
     freq = {c: sum(c in cs for cs in CLASSES_PER_IMAGE) / n for c in (0, 1, 2)}
     per_class = {c: max(1.0, math.sqrt(REPEAT_THRESHOLD / f)) for c, f in freq.items()}
@@ -39,8 +44,9 @@ def _hand_repeat_factors():
 
 
 class _RecordingModel(torch.nn.Module):
-    """Loss from a flip- and size-sensitive summary of each image plus one torch RNG draw (like RPN/ROI sampling);
-    ``trace`` lists, per call, (file names, image sizes, left-minus-right brightness) of the batch."""
+    """Loss from a flip- and size-sensitive summary of each image plus one torch RNG draw (like
+    RPN/ROI sampling); ``trace`` lists, per call, (file names, image sizes, left-minus-right
+    brightness) of the batch."""
 
     def __init__(self):
         super().__init__()
@@ -53,8 +59,17 @@ class _RecordingModel(torch.nn.Module):
         for b in batched_inputs:
             img = b["image"].float() / 255.0
             w = img.shape[-1]
-            lr = float(img[..., : w // 2].mean() - img[..., w - w // 2:].mean())
-            feats.append(torch.stack([img.mean(), img[0].mean(), torch.tensor(lr), torch.tensor(img.shape[-2] / 32.0)]))
+            lr = float(img[..., : w // 2].mean() - img[..., w - w // 2 :].mean())
+            feats.append(
+                torch.stack(
+                    [
+                        img.mean(),
+                        img[0].mean(),
+                        torch.tensor(lr),
+                        torch.tensor(img.shape[-2] / 32.0),
+                    ]
+                )
+            )
             rows.append((os.path.basename(b["file_name"]), tuple(img.shape[-2:]), round(lr, 6)))
         self.trace.append(rows)
         x = torch.stack(feats)
@@ -93,9 +108,18 @@ def tiny_dataset(tmp_path):
         img[:, :16] //= 3  # a dark left half: the flip shows in the trace
         path = tmp_path / f"im{i}.png"
         Image.fromarray(img).save(path)
-        annos = [{"bbox": [2.0 + 3 * k, 2.0, 12.0 + 3 * k, 14.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": c,
-                  "iscrowd": 0} for k, c in enumerate(classes)]
-        records.append({"file_name": str(path), "image_id": i, "height": 24, "width": 32, "annotations": annos})
+        annos = [
+            {
+                "bbox": [2.0 + 3 * k, 2.0, 12.0 + 3 * k, 14.0],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": c,
+                "iscrowd": 0,
+            }
+            for k, c in enumerate(classes)
+        ]
+        records.append(
+            {"file_name": str(path), "image_id": i, "height": 24, "width": 32, "annotations": annos}
+        )
     name = f"_segalias_resume_{os.getpid()}_{tmp_path.name}"
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"])
@@ -157,7 +181,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tiny_dataset, 
     assert [name for batch in trace for name, _, _ in batch] == order
     flips = {lr > 0 for batch in trace for _, _, lr in batch}
     sizes = {hw for batch in trace for _, hw, _ in batch}
-    assert flips == {True, False} and len(sizes) > 1  # the augmentations are random, so the replay is a test
+    assert (
+        flips == {True, False} and len(sizes) > 1
+    )  # the augmentations are random, so the replay is a test
 
     out = tmp_path / "interrupted"
     first = _TinyTrainer(_cfg(tiny_dataset, out, sampler))
@@ -173,12 +199,21 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tiny_dataset, 
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 3
     at_resume = _momentum(resumed)
-    trainer_state = saved.get("trainer", {})  # where the Detectron2 build keeps it (cf. tests/test_train_net.py)
-    saved_optimizer = trainer_state.get("_trainer", trainer_state).get("optimizer") or saved["optimizer"]
+    trainer_state = saved.get(
+        "trainer", {}
+    )  # where the Detectron2 build keeps it (cf. tests/test_train_net.py)
+    saved_optimizer = (
+        trainer_state.get("_trainer", trainer_state).get("optimizer") or saved["optimizer"]
+    )
     assert at_resume and at_resume.keys() == saved_optimizer["state"].keys()
-    for k, buf in at_resume.items():  # the momentum of the checkpoint, not a fresh (empty) optimizer
+    for (
+        k,
+        buf,
+    ) in at_resume.items():  # the momentum of the checkpoint, not a fresh (empty) optimizer
         assert buf.abs().sum() > 0
-        torch.testing.assert_close(buf, saved_optimizer["state"][k]["momentum_buffer"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            buf, saved_optimizer["state"][k]["momentum_buffer"], rtol=0, atol=0
+        )
     resumed.train()
 
     assert resumed.model.trace == trace[3:]  # same images, sizes and flips from the checkpoint on

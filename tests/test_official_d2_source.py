@@ -1,5 +1,7 @@
-"""dev/official_d2.py takes official Detectron2 sources as a folder, a source archive or a git URL, and keys its
-wheel cache on a checksum of what it was given (the CI lane builds and tests the real tarball end to end)."""
+"""dev/official_d2.py takes official Detectron2 sources as a folder, a source archive or a git URL,
+and keys its wheel cache on a checksum of what it was given (the CI lane builds and tests the real
+tarball end to end)."""
+
 import io
 import subprocess
 import sys
@@ -23,8 +25,11 @@ def _fake_tree(root: Path) -> Path:
 
 
 def _git_archive_like(path: Path, top: str, commit=None):
-    """A .tar.gz laid out like ``git archive --prefix=top/`` (which records the commit in a pax header)."""
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, pax_headers={"comment": commit} if commit else {}) as t:
+    """A .tar.gz laid out like ``git archive --prefix=top/`` (which records the commit in a pax
+    header)."""
+    with tarfile.open(
+        path, "w:gz", format=tarfile.PAX_FORMAT, pax_headers={"comment": commit} if commit else {}
+    ) as t:
         for name, text in ((f"{top}/setup.py", "# setup\n"), (f"{top}/detectron2/__init__.py", "")):
             info = tarfile.TarInfo(name)
             info.size = len(text)
@@ -33,7 +38,9 @@ def _git_archive_like(path: Path, top: str, commit=None):
 
 
 def test_archive_gives_its_sha256_and_the_commit_git_archive_recorded(tmp_path):
-    archive = _git_archive_like(tmp_path / "detectron2-02b5c4e.tar.gz", "detectron2-02b5c4e", COMMIT)
+    archive = _git_archive_like(
+        tmp_path / "detectron2-02b5c4e.tar.gz", "detectron2-02b5c4e", COMMIT
+    )
     tree, checksum, commit = official_d2.prepare_source(str(archive), tmp_path / "work")
     assert (tree / "setup.py").is_file() and tree.name == "detectron2-02b5c4e"
     assert checksum == "sha256-" + official_d2.sha256_of(archive) and commit == COMMIT
@@ -58,14 +65,18 @@ def test_git_url_with_a_revision_is_cloned_at_that_commit(tmp_path):
     src = _fake_tree(tmp_path / "repo")
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(src), *args], check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(src), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "first")
     first = git("rev-parse", "HEAD")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "second")
-    tree, checksum, commit = official_d2.prepare_source(f"git+file://{src}@{first}", tmp_path / "work")
+    tree, checksum, commit = official_d2.prepare_source(
+        f"git+file://{src}@{first}", tmp_path / "work"
+    )
     assert commit == first and checksum == f"git-{first}" and not (tree / "setup.py").exists()
     head = official_d2.prepare_source(f"file://{src}", tmp_path / "work2")[2]
     assert head == git("rev-parse", "HEAD") != first

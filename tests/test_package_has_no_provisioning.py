@@ -1,11 +1,13 @@
-"""The runtime package holds only runtime code: no module of segalias_d2 imports pip or a network client.
+"""The runtime package holds only runtime code: no module of segalias_d2 imports pip or a network
+client.
 
-Provisioning (the Detectron2 backport build, pinned downloads, the demo builder) lives in dev/ and datasets/.
-Two independent checks: the source of every package module (imports inside functions included), and a
-fresh interpreter that imports every submodule with an import hook recording what our modules import.
-Third-party libraries may load network modules themselves (torch.hub, iopath); only our imports count,
-except pip, which nothing imported by the package may load.
+Provisioning (the Detectron2 backport build, pinned downloads, the demo builder) lives in dev/ and
+datasets/. Two independent checks: the source of every package module (imports inside functions
+included), and a fresh interpreter that imports every submodule with an import hook recording what
+our modules import. Third-party libraries may load network modules themselves (torch.hub, iopath);
+only our imports count, except pip, which nothing imported by the package may load.
 """
+
 import ast
 import json
 import os
@@ -17,7 +19,17 @@ import segalias_d2
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(segalias_d2.__file__))
 #: modules that download, talk to a server or run pip
-FORBIDDEN = ("pip", "urllib.request", "http", "socket", "ssl", "ftplib", "requests", "urllib3", "httpx")
+FORBIDDEN = (
+    "pip",
+    "urllib.request",
+    "http",
+    "socket",
+    "ssl",
+    "ftplib",
+    "requests",
+    "urllib3",
+    "httpx",
+)
 
 
 def _forbidden(name):
@@ -31,8 +43,13 @@ def _imported_names(tree):
         elif isinstance(node, ast.ImportFrom) and not node.level:
             yield node.module
             yield from (f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", ""))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             yield str(node.args[0].value)
 
 
@@ -44,7 +61,11 @@ def test_no_package_source_imports_pip_or_a_network_module():
                 path = os.path.join(dirpath, name)
                 with open(path) as f:
                     tree = ast.parse(f.read(), path)
-                found += [(os.path.relpath(path, PACKAGE_DIR), n) for n in _imported_names(tree) if _forbidden(n)]
+                found += [
+                    (os.path.relpath(path, PACKAGE_DIR), n)
+                    for n in _imported_names(tree)
+                    if _forbidden(n)
+                ]
     assert found == []
 
 
@@ -77,8 +98,13 @@ print(json.dumps({"modules": names, "hits": hits, "pip_loaded": sorted(m for m i
 
 
 def test_importing_every_submodule_loads_no_pip_and_no_network_module_of_ours():
-    out = subprocess.run([sys.executable, "-c", _PROBE % (FORBIDDEN,)], capture_output=True, text=True,
-                         cwd=os.path.dirname(PACKAGE_DIR), env=dict(os.environ, MPLBACKEND="Agg"))
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE % (FORBIDDEN,)],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(PACKAGE_DIR),
+        env=dict(os.environ, MPLBACKEND="Agg"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     expected = {name for _, name, _ in pkgutil.walk_packages(segalias_d2.__path__, "segalias_d2.")}

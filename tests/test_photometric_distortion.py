@@ -1,16 +1,22 @@
-"""MMSeg 0.25 PhotoMetricDistortion as a Detectron2 augmentation (data/augmentation.py), against hand-computed
-pixels and against a transcription of MMSeg's __call__ (upernet_recipes.md section 2.1: on the BGR uint8 image, each
-step with p = 0.5, float32 then clip + astype(uint8) after each step; brightness + U(-32, 32); contrast x U(0.5, 1.5)
-first or last by a coin; saturation x U(0.5, 1.5) on OpenCV's S; hue + randint(-18, 18) mod 180 on OpenCV's H);
-and MMSeg's ResizeToMultiple for the ADE20K test."""
+"""MMSeg 0.25 PhotoMetricDistortion as a Detectron2 augmentation (data/augmentation.py), against
+hand-computed pixels and against a transcription of MMSeg's __call__ (upernet_recipes.md section
+2.1: on the BGR uint8 image, each step with p = 0.5, float32 then clip + astype(uint8) after each
+step; brightness + U(-32, 32); contrast x U(0.5, 1.5) first or last by a coin; saturation x U(0.5,
+1.5) on OpenCV's S; hue + randint(-18, 18) mod 180 on OpenCV's H); and MMSeg's ResizeToMultiple for
+the ADE20K test."""
+
 import cv2
 import numpy as np
 import pytest
 from detectron2.data import transforms as T
 
 from segalias_d2.config import load_config
-from segalias_d2.data.augmentation import (PhotometricDistortion, PhotometricDistortionTransform, ResizeToMultiple,
-                                           build_sem_seg_train_aug)
+from segalias_d2.data.augmentation import (
+    PhotometricDistortion,
+    PhotometricDistortionTransform,
+    ResizeToMultiple,
+    build_sem_seg_train_aug,
+)
 
 
 def _px(*rgb):
@@ -26,8 +32,11 @@ def test_brightness_and_contrast_truncate_and_clip_after_each_step_by_hand():
     first = PhotometricDistortionTransform(brightness=10.7, contrast=1.5).apply_image(img)
     # 110*1.5 = 165, 255*1.5 -> 255, 13*1.5 = 19.5 -> 19; 20*1.5 = 30, 15, 138*1.5 = 207
     assert first.tolist() == [[[165, 255, 19], [30, 15, 207]]]
-    last = PhotometricDistortionTransform(brightness=-20.3, contrast=1.5, contrast_last=True).apply_image(img)
-    # 100-20.3 = 79.7 -> 79 -> 118.5 -> 118; 229.7 -> 229 -> 343.5 -> 255; -17.3 -> 0 -> 0; 10-20.3 -> 0; 0 -> 0;
+    last = PhotometricDistortionTransform(
+        brightness=-20.3, contrast=1.5, contrast_last=True
+    ).apply_image(img)
+    # 100-20.3 = 79.7 -> 79 -> 118.5 -> 118; 229.7 -> 229 -> 343.5 -> 255; -17.3 -> 0 -> 0; 10-20.3
+    # -> 0; 0 -> 0;
     # 107.7 -> 107 -> 160.5 -> 160
     assert last.tolist() == [[[118, 255, 0], [0, 0, 160]]]
 
@@ -35,12 +44,17 @@ def test_brightness_and_contrast_truncate_and_clip_after_each_step_by_hand():
 def test_saturation_and_hue_on_opencv_hsv_by_hand():
     red, blue, grey = (255, 0, 0), (0, 0, 255), (90, 90, 90)
     # red: HSV (0, 255, 255); S x 0.5 = 127.5 -> 127; back: V = 255, min = 255 (1 - 127/255) = 128
-    assert PhotometricDistortionTransform(saturation=0.5).apply_image(_px(red, grey)).tolist() == \
-        [[[255, 128, 128], [90, 90, 90]]]  # grey has S = 0: unchanged
-    # hue +10: H 0 -> 10 (20 deg): G = 255 * 20/60 = 85; hue -10: H -> 170 (340 deg, wraps mod 180): B = 85;
-    # blue H 120 + 10 = 130 (260 deg): R = 255 * 20/60 = 85
-    assert PhotometricDistortionTransform(hue=10).apply_image(_px(red, blue)).tolist() == [[[255, 85, 0], [85, 0, 255]]]
-    assert PhotometricDistortionTransform(hue=-10).apply_image(_px(red)).tolist() == [[[255, 0, 85]]]
+    assert PhotometricDistortionTransform(saturation=0.5).apply_image(_px(red, grey)).tolist() == [
+        [[255, 128, 128], [90, 90, 90]]
+    ]  # grey has S = 0: unchanged
+    # hue +10: H 0 -> 10 (20 deg): G = 255 * 20/60 = 85; hue -10: H -> 170 (340 deg, wraps mod 180):
+    # B = 85; blue H 120 + 10 = 130 (260 deg): R = 255 * 20/60 = 85
+    assert PhotometricDistortionTransform(hue=10).apply_image(_px(red, blue)).tolist() == [
+        [[255, 85, 0], [85, 0, 255]]
+    ]
+    assert PhotometricDistortionTransform(hue=-10).apply_image(_px(red)).tolist() == [
+        [[255, 0, 85]]
+    ]
 
 
 def test_float_images_are_8_bit_levels_and_segmentation_is_untouched():
@@ -56,7 +70,9 @@ def test_float_images_are_8_bit_levels_and_segmentation_is_untouched():
 
 
 def _mmseg_photometric_bgr(img, rnd, delta=32, lo=0.5, hi=1.5, hue_delta=18):
-    """Transcription of MMSeg 0.25 PhotoMetricDistortion.__call__ (numpy.random as ``rnd``, BGR uint8)."""
+    """Transcription of MMSeg 0.25 PhotoMetricDistortion.__call__ (numpy.random as ``rnd``, BGR
+    uint8)."""
+
     def convert(x, alpha=1, beta=0):
         return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
@@ -82,7 +98,8 @@ def _mmseg_photometric_bgr(img, rnd, delta=32, lo=0.5, hi=1.5, hue_delta=18):
 
 
 def test_augmentation_equals_mmseg_transcription_with_the_same_numpy_draws():
-    """Same seed -> same draws in MMSeg's order; our RGB image gives MMSeg's BGR result, channel-flipped."""
+    """Same seed -> same draws in MMSeg's order; our RGB image gives MMSeg's BGR result,
+    channel-flipped."""
     img_rgb = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     aug = PhotometricDistortion()
     for seed in range(40):

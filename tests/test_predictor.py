@@ -1,50 +1,78 @@
-"""LowLightPredictor prepares inputs with the test-time mapper path and predicts what the evaluator scores:
-model inputs equal the test loader's (RAW-dark 16-bit PNGs, packed half-resolution PNGs, sRGB, with an
-exposure ratio and either resize interpolation), outputs equal the evaluator's model outputs (instances, and
-sliding-window semantic logits), and the array contract is checked."""
+"""LowLightPredictor prepares inputs with the test-time mapper path and predicts what the evaluator
+scores: model inputs equal the test loader's (RAW-dark 16-bit PNGs, packed half-resolution PNGs,
+sRGB, with an exposure ratio and either resize interpolation), outputs equal the evaluator's model
+outputs (instances, and sliding-window semantic logits), and the array contract is checked."""
+
 import numpy as np
 import pytest
 import torch
-
+from detectron2.data import DatasetCatalog
 from predict_helpers import config, trained_run
+
+from segalias_d2.data import read_lowlight_image
+from segalias_d2.engine import LowLightPredictor, Trainer
 
 
 def _loader_inputs(cfg, name):
-    from segalias_d2.engine import Trainer
 
     return [batch[0] for batch in Trainer.build_test_loader(cfg, name)]
 
 
-@pytest.mark.parametrize("dataset, extra", [
-    ("lis_demo_raw_dark_test", ["INPUT.SEGALIAS.EXPOSURE_RATIO", "1.7", "INPUT.SEGALIAS.RESIZE_INTERP_TEST", "nearest"]),
-    ("lis_demo_srgb_dark_test", ["INPUT.SEGALIAS.RESIZE_INTERP_TEST", "bilinear", "INPUT.FORMAT", "RGB"]),
-    ("lis_demo_raw_dark_packed_test", ["MODEL.PIXEL_MEAN", "[100.0, 100.0, 100.0, 100.0]",
-                                       "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0, 1.0]"]),
-], ids=["raw_rgb16-ratio-nearest", "srgb-bilinear-RGB", "packed-half-res"])
+@pytest.mark.parametrize(
+    "dataset, extra",
+    [
+        (
+            "lis_demo_raw_dark_test",
+            [
+                "INPUT.SEGALIAS.EXPOSURE_RATIO",
+                "1.7",
+                "INPUT.SEGALIAS.RESIZE_INTERP_TEST",
+                "nearest",
+            ],
+        ),
+        (
+            "lis_demo_srgb_dark_test",
+            ["INPUT.SEGALIAS.RESIZE_INTERP_TEST", "bilinear", "INPUT.FORMAT", "RGB"],
+        ),
+        (
+            "lis_demo_raw_dark_packed_test",
+            [
+                "MODEL.PIXEL_MEAN",
+                "[100.0, 100.0, 100.0, 100.0]",
+                "MODEL.PIXEL_STD",
+                "[1.0, 1.0, 1.0, 1.0]",
+            ],
+        ),
+    ],
+    ids=["raw_rgb16-ratio-nearest", "srgb-bilinear-RGB", "packed-half-res"],
+)
 def test_prepared_input_equals_the_test_loaders(demo_datasets, dataset, extra):
-    from detectron2.data import DatasetCatalog
-
-    from segalias_d2.engine import LowLightPredictor
 
     cfg = config("instance", ["DATASETS.TEST", f"('{dataset}',)"] + extra)
     predictor = LowLightPredictor(cfg, model=torch.nn.Identity())  # preparation only
     records = DatasetCatalog.get(dataset)
     for rec, expected in zip(records, _loader_inputs(cfg, dataset)):
-        size = {"height": rec["height"], "width": rec["width"]} if dataset.endswith("packed_test") else {}
+        size = (
+            {"height": rec["height"], "width": rec["width"]}
+            if dataset.endswith("packed_test")
+            else {}
+        )
         got, decoded = predictor.prepare(rec["file_name"], **size)
         assert torch.equal(got["image"], expected["image"]), rec["file_name"]
         assert (got["height"], got["width"]) == (expected["height"], expected["width"])
-        if dataset.endswith("packed_test"):  # half-resolution Bayer planes, outputs in the annotation frame
+        if dataset.endswith(
+            "packed_test"
+        ):  # half-resolution Bayer planes, outputs in the annotation frame
             assert decoded.shape == (rec["height"] // 2, rec["width"] // 2, 4)
-    if "INPUT.SEGALIAS.EXPOSURE_RATIO" in extra:  # the amplification really is applied: r = 1 gives another input
+    if (
+        "INPUT.SEGALIAS.EXPOSURE_RATIO" in extra
+    ):  # the amplification really is applied: r = 1 gives another input
         default, _ = predictor.prepare(records[0]["file_name"])
         plain, _ = predictor.prepare(records[0]["file_name"], exposure_ratio=1.0)
         assert not torch.equal(plain["image"], default["image"])
 
 
 def test_instances_equal_the_evaluators(demo_datasets):
-    from segalias_d2.data import read_lowlight_image
-    from segalias_d2.engine import LowLightPredictor
 
     cfg, model, records, expected, _, _ = trained_run("instance")
     predictor = LowLightPredictor(cfg, model=model)
@@ -52,7 +80,9 @@ def test_instances_equal_the_evaluators(demo_datasets):
     n_detections = 0
     for i, (rec, want) in enumerate(zip(records, expected)):
         want = want["instances"]
-        images = [rec["file_name"]] + ([read_lowlight_image(rec["file_name"], "raw_rgb")] if i == 0 else [])
+        images = [rec["file_name"]] + (
+            [read_lowlight_image(rec["file_name"], "raw_rgb")] if i == 0 else []
+        )
         for image in images:  # the path, and (once) the decoded array
             got = predictor(image)["instances"].to("cpu")
             assert got.image_size == want.image_size == (rec["height"], rec["width"])
@@ -65,7 +95,6 @@ def test_instances_equal_the_evaluators(demo_datasets):
 
 
 def test_sliding_window_sem_seg_equals_the_evaluators(demo_datasets):
-    from segalias_d2.engine import LowLightPredictor
 
     cfg, model, records, expected, _, _ = trained_run("semantic")
     assert model.sliding_window and cfg.TEST.SEGALIAS.SLIDING_WINDOW.ENABLED
@@ -85,7 +114,6 @@ def test_sliding_window_sem_seg_equals_the_evaluators(demo_datasets):
 
 
 def test_array_contract(demo_datasets):
-    from segalias_d2.engine import LowLightPredictor
 
     cfg = config("instance")
     predictor = LowLightPredictor(cfg, model=torch.nn.Identity())

@@ -1,12 +1,24 @@
-"""RAW reading: real Sony ARW (pinned), 16-bit PNGs, packed PNGs, black/white levels, decode cache."""
-import os
+"""RAW reading: real Sony ARW (pinned), 16-bit PNGs, packed PNGs, black/white levels, decode
+cache."""
 
+import json
+import os
+import struct
+
+import cv2
 import numpy as np
 import pytest
-
-from segalias_d2.data import raw_io
-from pinned_sources import PINS, SONY_ARW  # datasets/pinned_sources.py; fixture sony_arw: tests/conftest.py
 from common import segalias_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from pinned_sources import (  # datasets/pinned_sources.py; fixture sony_arw: tests/conftest.py
+    PINS,
+    SONY_ARW,
+)
+
+from segalias_d2.data import LIS_CLASSES, raw_io, register_lowlight_dataset
+from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
+from segalias_d2.data.decode_cache import DecodeCache
+from segalias_d2.data.raw_layout import first_missing_block, tiff_data_blocks
 
 LIBRAW_CFFI = PINS["libraw-cffi"]
 ARW_MEMBER = SONY_ARW.member
@@ -62,7 +74,6 @@ def test_sony_arw_exposure_ratio_and_time(sony_arw):
 
 
 def test_16bit_png_keeps_precision(tmp_path):
-    import cv2
 
     rng = np.random.default_rng(0)
     rgb16 = rng.integers(0, 65536, size=(20, 30, 3), dtype=np.uint16)
@@ -77,7 +88,6 @@ def test_16bit_png_keeps_precision(tmp_path):
 
 
 def test_8bit_srgb_and_packed_png(tmp_path):
-    import cv2
 
     img = np.zeros((8, 10, 3), np.uint8)
     img[..., 0] = 255  # red in RGB
@@ -107,7 +117,6 @@ def test_packed_to_raw_rgb_and_pattern_lookup():
 
 
 def test_decode_cache(tmp_path):
-    from segalias_d2.data.decode_cache import DecodeCache
 
     f = tmp_path / "a.bin"
     f.write_bytes(b"x")
@@ -132,27 +141,38 @@ def test_decode_cache(tmp_path):
 
 
 def test_camera_raw_dataset_with_exif_ratio_through_mapper(sony_arw, tmp_path):
-    import json
-
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
-    from segalias_d2.data.dataset_mapper import LowLightDatasetMapper
 
     (tmp_path / "raw").mkdir()
     for n in (1, 2):  # LIS numbering: normal 1, dark 2 (here the same capture, so the ratio is 1)
         os.symlink(sony_arw, tmp_path / "raw" / f"{n}.ARW")
-    ann = {"images": [{"id": 1, "file_name": "2.ARW", "height": 3464, "width": 5184}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0, "area": 4e6,
-                            "bbox": [1000, 1000, 2000, 2000]}],
-           "categories": [{"id": i, "name": n} for i, n in enumerate(LIS_CLASSES)]}
+    ann = {
+        "images": [{"id": 1, "file_name": "2.ARW", "height": 3464, "width": 5184}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 5,
+                "iscrowd": 0,
+                "area": 4e6,
+                "bbox": [1000, 1000, 2000, 2000],
+            }
+        ],
+        "categories": [{"id": i, "name": n} for i, n in enumerate(LIS_CLASSES)],
+    }
     (tmp_path / "a.json").write_text(json.dumps(ann))
     name = "test_raw_exif_ratio"
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    register_lowlight_dataset(name, str(tmp_path / "a.json"), str(tmp_path / "raw"), image_format="raw",
-                              thing_classes=LIS_CLASSES, exposure_ratio="exif", raw_output="packed")
+    register_lowlight_dataset(
+        name,
+        str(tmp_path / "a.json"),
+        str(tmp_path / "raw"),
+        image_format="raw",
+        thing_classes=LIS_CLASSES,
+        exposure_ratio="exif",
+        raw_output="packed",
+    )
     rec = DatasetCatalog.get(name)[0]
     assert rec["pair_file_name"].endswith(os.path.join("raw", "1.ARW"))
     cfg = segalias_cfg(INPUT__MIN_SIZE_TRAIN=(173,), INPUT__RANDOM_FLIP="none", INPUT__FORMAT="RGB")
@@ -183,31 +203,38 @@ def test_truncated_sony_arw_is_rejected_naming_what_is_missing(sony_arw, tmp_pat
     assert "declares 18068224 bytes at offset 581632" in msg and f"the file has {cut} bytes" in msg
     assert f"({size - cut} missing)" in msg
     with pytest.raises(raw_io.RawDecodeError, match=f"cut_{keep}.ARW"):
-        raw_io.read_lowlight_image(str(bad), "raw_rgb")  # the dataset path goes through the same check
+        raw_io.read_lowlight_image(
+            str(bad), "raw_rgb"
+        )  # the dataset path goes through the same check
 
 
 def test_libraw_alone_does_not_notice_a_truncated_arw(sony_arw, tmp_path):
-    """Why the header check exists: LibRaw decodes a 1 MB cut without an error and without zero rows."""
+    """Why the header check exists: LibRaw decodes a 1 MB cut without an error and without zero
+    rows."""
     import rawpy
 
     bad = tmp_path / "cut.ARW"
     bad.write_bytes(open(sony_arw, "rb").read()[: 1 << 20])
     with rawpy.imread(str(bad)) as raw:
         mosaic = raw.raw_image_visible
-        assert mosaic.shape == (3464, 5184) and mosaic[-1].any()  # the old zero-last-row test misses it
-    from segalias_d2.data.raw_layout import first_missing_block, tiff_data_blocks
+        assert (
+            mosaic.shape == (3464, 5184) and mosaic[-1].any()
+        )  # the old zero-last-row test misses it
 
-    assert first_missing_block(tiff_data_blocks(sony_arw), 18649856) == (None, 0)  # intact: nothing missing
+    assert first_missing_block(tiff_data_blocks(sony_arw), 18649856) == (
+        None,
+        0,
+    )  # intact: nothing missing
     # (the intact file decoding through read_camera_raw is test_sony_arw_packs_like_rawpy)
 
 
 def _hand_made_tiff():
-    """Big-endian TIFF: IFD0 (SubIFDs, JPEG preview) -> SubIFD with 2 tiles, layout written out by hand.
+    """Big-endian TIFF: IFD0 (SubIFDs, JPEG preview) -> SubIFD with 2 tiles, layout written out by
+    hand.
 
     0 header | 8 IFD0 (4 entries, 54 B) | 62 SubIFD (5 entries, 66 B) | 128 tile offsets (2 LONG) |
     136 tile byte counts | 144 JPEG (100 B) | 244 tile 1 (300 B) | 544 tile 2 (300 B) | 844 = end
     """
-    import struct
 
     def ifd(entries):
         out = struct.pack(">H", len(entries))
@@ -218,37 +245,71 @@ def _hand_made_tiff():
 
     head = b"MM" + struct.pack(">HI", 42, 8)
     ifd0 = ifd([(0xFE, 4, 1, 1), (0x14A, 4, 1, 62), (0x201, 4, 1, 144), (0x202, 4, 1, 100)])
-    sub = ifd([(0xFE, 4, 1, 0), (0x100, 3, 1, 64), (0x101, 3, 1, 32), (0x144, 4, 2, 128), (0x145, 4, 2, 136)])
-    body = struct.pack(">2I", 244, 544) + struct.pack(">2I", 300, 300) + b"\xff" * 100 + b"\x01" * 600
+    sub = ifd(
+        [
+            (0xFE, 4, 1, 0),
+            (0x100, 3, 1, 64),
+            (0x101, 3, 1, 32),
+            (0x144, 4, 2, 128),
+            (0x145, 4, 2, 136),
+        ]
+    )
+    body = (
+        struct.pack(">2I", 244, 544) + struct.pack(">2I", 300, 300) + b"\xff" * 100 + b"\x01" * 600
+    )
     data = head + ifd0 + sub + body
     assert (len(head + ifd0), len(head + ifd0 + sub), len(data)) == (62, 128, 844)
     return data
 
 
 def test_tiff_layout_of_a_hand_made_file(tmp_path):
-    from segalias_d2.data.raw_layout import tiff_data_blocks
 
     p = tmp_path / "x.dng"
     p.write_bytes(_hand_made_tiff())
     got = sorted((b.offset, b.length, b.is_raw) for b in tiff_data_blocks(str(p)))
-    assert got == [(8, 54, False), (62, 66, False), (128, 8, False), (136, 8, False), (144, 100, False),
-                   (244, 300, True), (544, 300, True)]
+    assert got == [
+        (8, 54, False),
+        (62, 66, False),
+        (128, 8, False),
+        (136, 8, False),
+        (144, 100, False),
+        (244, 300, True),
+        (544, 300, True),
+    ]
     not_tiff = tmp_path / "y.cr3"
     not_tiff.write_bytes(b"\x00\x00\x00\x18ftypcrx " + bytes(100))
     assert tiff_data_blocks(str(not_tiff)) is None
 
 
-@pytest.mark.parametrize("cut,expected", [
-    (843, r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 .*\(1 missing\)"),
-    (400, r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 .*has 400 bytes"),
-    (200, r"tile 2 of 2 .*; 2 more declared block"),  # tiles and the JPEG preview are cut
-    # the tile tables are cut: which image is the raw one is unknown, the last-ending block is named
-    (130, r"truncated: JPEG data 1 of 1 in IFD0 declares 100 bytes at offset 144 .*; 2 more declared block"),
-    (40, r"IFD0 \(image file directory, 4 entries\) declares 54 bytes at offset 8"),
-])
+@pytest.mark.parametrize(
+    "cut,expected",
+    [
+        (
+            843,
+            r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 "
+            r".*\(1 missing\)",
+        ),
+        (
+            400,
+            r"raw data \(tile 2 of 2 in IFD0/SubIFD0, 64x32\) declares 300 bytes at offset 544 "
+            r".*has 400 bytes",
+        ),
+        (200, r"tile 2 of 2 .*; 2 more declared block"),  # tiles and the JPEG preview are cut
+        # the tile tables are cut: which image is the raw one is unknown, the last-ending block is
+        # named
+        (
+            130,
+            r"truncated: JPEG data 1 of 1 in IFD0 declares 100 bytes at offset 144 .*; 2 more "
+            r"declared block",
+        ),
+        (40, r"IFD0 \(image file directory, 4 entries\) declares 54 bytes at offset 8"),
+    ],
+)
 def test_truncated_hand_made_tiff(tmp_path, cut, expected):
     p = tmp_path / "x.dng"
     p.write_bytes(_hand_made_tiff()[:cut])
     with pytest.raises(raw_io.RawDecodeError, match=expected) as e:
         raw_io.read_camera_raw(str(p))
-    assert "x.dng" in str(e.value) and e.value.__cause__ is None  # found from the header, before LibRaw
+    assert (
+        "x.dng" in str(e.value) and e.value.__cause__ is None
+    )  # found from the header, before LibRaw

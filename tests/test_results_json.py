@@ -1,16 +1,21 @@
 """Result files are strict JSON: a metric that was not measured is null, never a bare NaN."""
+
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from segalias_d2.engine import write_results_json
-from segalias_d2.evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator, dump_json, to_strict_json
+from segalias_d2.evaluation import (
+    BoundaryErrorSemSegEvaluator,
+    BoundaryIoUEvaluator,
+    dump_json,
+    to_strict_json,
+)
 
 
 def _strict_load(text):
@@ -21,11 +26,19 @@ def _strict_load(text):
 
 
 def test_to_strict_json_replaces_not_measured_values():
-    obj = {"a": float("nan"), "b": [1.5, float("inf"), (np.float32("nan"), np.int64(3))],
-           "c": {"d": np.array([0.25, np.nan]), "e": None, "f": "x", "g": True}}
-    assert to_strict_json(obj) == {"a": None, "b": [1.5, None, [None, 3]],
-                                   "c": {"d": [0.25, None], "e": None, "f": "x", "g": True}}
-    assert type(to_strict_json(np.int64(3))) is int and type(to_strict_json(np.float32(0.5))) is float
+    obj = {
+        "a": float("nan"),
+        "b": [1.5, float("inf"), (np.float32("nan"), np.int64(3))],
+        "c": {"d": np.array([0.25, np.nan]), "e": None, "f": "x", "g": True},
+    }
+    assert to_strict_json(obj) == {
+        "a": None,
+        "b": [1.5, None, [None, 3]],
+        "c": {"d": [0.25, None], "e": None, "f": "x", "g": True},
+    }
+    assert (
+        type(to_strict_json(np.int64(3))) is int and type(to_strict_json(np.float32(0.5))) is float
+    )
     assert math.isnan(obj["a"])  # the input is not changed
 
 
@@ -42,15 +55,34 @@ def test_sem_seg_result_files_write_null_for_an_absent_class(tmp_path):
     gt = np.zeros((20, 30), np.uint8)
     gt[:, 15:] = 1  # class 2 is absent from the ground truth: its accuracies are not defined
     Image.fromarray(gt).save(tmp_path / "gt.png")
-    rec = {"file_name": "im.png", "sem_seg_file_name": str(tmp_path / "gt.png"), "height": 20, "width": 30}
+    rec = {
+        "file_name": "im.png",
+        "sem_seg_file_name": str(tmp_path / "gt.png"),
+        "height": 20,
+        "width": 30,
+    }
     DatasetCatalog.register(name, lambda: [rec])
-    MetadataCatalog.get(name).set(stuff_classes=["a", "b", "c"], ignore_label=255, evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(
+        stuff_classes=["a", "b", "c"], ignore_label=255, evaluator_type="sem_seg"
+    )
     try:
-        scores = torch.nn.functional.one_hot(torch.as_tensor(gt, dtype=torch.long), 3).permute(2, 0, 1).float()
-        for ev, fname, key in ((BoundaryErrorSemSegEvaluator(name, False, str(tmp_path)), "boundary_errors_sem_seg.json",
-                                "Acc-c"),
-                               (BoundaryIoUEvaluator(name, False, str(tmp_path)), "boundary_iou_sem_seg.json",
-                                "BoundaryIoU-c")):
+        scores = (
+            torch.nn.functional.one_hot(torch.as_tensor(gt, dtype=torch.long), 3)
+            .permute(2, 0, 1)
+            .float()
+        )
+        for ev, fname, key in (
+            (
+                BoundaryErrorSemSegEvaluator(name, False, str(tmp_path)),
+                "boundary_errors_sem_seg.json",
+                "Acc-c",
+            ),
+            (
+                BoundaryIoUEvaluator(name, False, str(tmp_path)),
+                "boundary_iou_sem_seg.json",
+                "BoundaryIoU-c",
+            ),
+        ):
             ev.reset()
             ev.process([rec], [{"sem_seg": scores}])
             res = next(iter(ev.evaluate().values()))

@@ -1,4 +1,5 @@
 """BoundaryErrorSemSegEvaluator / BoundaryIoUEvaluator on a tiny synthetic registered dataset."""
+
 import json
 import math
 import os
@@ -6,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
+from common import segalias_cfg
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
+from PIL import Image
 
 import segalias_d2
 from segalias_d2.evaluation import (
@@ -21,7 +22,6 @@ from segalias_d2.evaluation import (
     BoundaryIoUEvaluator,
     build_segalias_evaluator,
 )
-from common import segalias_cfg
 
 CLASSES = ["road", "car", "sky"]
 
@@ -52,7 +52,15 @@ def semseg_dataset(tmp_path):
         pred[h - 5 :, :5] = 2  # a false response
         p = tmp_path / f"gt_{i}.png"
         Image.fromarray(gt).save(p)
-        records.append({"file_name": f"img_{i}.jpg", "sem_seg_file_name": str(p), "height": h, "width": w, "image_id": i})
+        records.append(
+            {
+                "file_name": f"img_{i}.jpg",
+                "sem_seg_file_name": str(p),
+                "height": h,
+                "width": w,
+                "image_id": i,
+            }
+        )
         preds.append(pred)
         gts.append(gt)
     DatasetCatalog.register(name, lambda: records)
@@ -85,7 +93,9 @@ def test_evaluator_matches_counter_in_percent(semseg_dataset, tmp_path):
         assert (math.isnan(v) and math.isnan(r[k])) or r[k] == pytest.approx(100 * v), k
     for k in ["mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr", "IoU-road", "BIoU-car", "DErr-sky"]:
         assert k in r
-    assert all("-" not in k for k in ["mIoU", "BIoU", "BAcc", "BaAcc", "FErr_a", "MErr_a", "DErr_a"])
+    assert all(
+        "-" not in k for k in ["mIoU", "BIoU", "BAcc", "BaAcc", "FErr_a", "MErr_a", "DErr_a"]
+    )
     js = json.loads((out / "boundary_errors_sem_seg.json").read_text())
     assert js["band_width"] == 7 and js["num_images"] == 4
     assert js["metrics"]["BIoU"] == pytest.approx(r["BIoU"])
@@ -95,7 +105,9 @@ def test_evaluator_matches_counter_in_percent(semseg_dataset, tmp_path):
 
 def test_distributed_two_processes_equal_single_pass(semseg_dataset, monkeypatch):
     name, records, preds, gts = semseg_dataset
-    single = _run(BoundaryErrorSemSegEvaluator(name, distributed=False), records, preds)["boundary_errors"]
+    single = _run(BoundaryErrorSemSegEvaluator(name, distributed=False), records, preds)[
+        "boundary_errors"
+    ]
     a = BoundaryErrorSemSegEvaluator(name, distributed=True)
     b = BoundaryErrorSemSegEvaluator(name, distributed=True)
     for ev, idx in ((a, [0, 2]), (b, [1, 3])):

@@ -1,13 +1,14 @@
-"""build_segalias_optimizer: Detectron2 SGD rules plus the FreqMix / semantic-head LR multipliers."""
+"""build_segalias_optimizer: Detectron2 SGD rules plus the FreqMix / semantic-head LR
+multipliers."""
+
 import pytest
 import torch
-from torch import nn
-
+from common import segalias_cfg
 from detectron2.modeling import build_backbone
+from torch import nn
 
 from segalias_d2.modeling.fourier_filters import FreqMix
 from segalias_d2.solver import build_segalias_optimizer
-from common import segalias_cfg
 
 
 class Toy(nn.Module):
@@ -31,7 +32,12 @@ def make_cfg(**solver):
     cfg = segalias_cfg()
     s = cfg.SOLVER
     s.BASE_LR, s.MOMENTUM, s.NESTEROV = 0.01, 0.9, True
-    s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS = 5e-4, 0.0, 1.0, None
+    s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS = (
+        5e-4,
+        0.0,
+        1.0,
+        None,
+    )
     for k, v in solver.items():
         (s.SEGALIAS if k in s.SEGALIAS else s)[k] = v  # our keys live under SOLVER.SEGALIAS
     return cfg
@@ -80,14 +86,22 @@ def test_default_multipliers():
 
 def test_head_multiplier_bias_factor_and_bias_decay():
     model = Toy()
-    cfg = make_cfg(HEAD_LR_MULTIPLIER=2.0, FREQMIX_LR_MULTIPLIER=3.0, BIAS_LR_FACTOR=2.0, WEIGHT_DECAY_BIAS=1e-5,
-                   WEIGHT_DECAY_NORM=1e-4)
+    cfg = make_cfg(
+        HEAD_LR_MULTIPLIER=2.0,
+        FREQMIX_LR_MULTIPLIER=3.0,
+        BIAS_LR_FACTOR=2.0,
+        WEIGHT_DECAY_BIAS=1e-5,
+        WEIGHT_DECAY_NORM=1e-4,
+    )
     opt = build_segalias_optimizer(cfg, model)
     got = param_settings(opt)
     assert got == expected(model, 0.01, 5e-4, 1e-4, 2.0, 1e-5, 3.0, 2.0)
     assert got[id(model.sem_seg_head.predictor.weight)][0] == pytest.approx(0.02)
     assert got[id(model.sem_seg_head.predictor.bias)][0] == pytest.approx(0.04)
-    assert got[id(model.backbone.block.freqmix.spatial.bias)] == (pytest.approx(0.06), pytest.approx(1e-5))
+    assert got[id(model.backbone.block.freqmix.spatial.bias)] == (
+        pytest.approx(0.06),
+        pytest.approx(1e-5),
+    )
 
 
 def test_ddp_prefix_is_handled():
@@ -125,7 +139,9 @@ def test_real_backbone_freqmix_group_size():
     model = nn.Module()
     model.backbone = build_backbone(cfg)
     opt = build_segalias_optimizer(cfg, model)
-    n_fast = sum(p.numel() for g in opt.param_groups if g["lr"] == pytest.approx(0.02) for p in g["params"])
+    n_fast = sum(
+        p.numel() for g in opt.param_groups if g["lr"] == pytest.approx(0.02) for p in g["params"]
+    )
     assert n_fast == 383450
 
 

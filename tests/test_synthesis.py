@@ -1,8 +1,11 @@
 """Low-light synthesis: invertibility, noise statistics, channel order, reproducibility."""
+
 import numpy as np
 import pytest
+from detectron2.data import transforms as T
 
 from segalias_d2.data import synthesis as S
+from segalias_d2.data.synthesis_aug import RandomLowLightSynthesis
 
 
 def _moderate_image(seed=0, h=48, w=64):
@@ -21,8 +24,12 @@ def test_unprocess_then_forward_isp_is_identity():
 
 def test_noise_off_clean_equals_noisy_and_mosaic_consistency():
     yy, xx = np.mgrid[0:48, 0:64]
-    img = np.stack([0.3 + 0.3 * xx / 64, 0.4 + 0.2 * yy / 48, 0.5 - 0.2 * xx / 64], axis=-1)  # smooth
-    res = S.synthesize_lowlight(img, np.random.default_rng(0), noise=False, output="packed", return_dark=True)
+    img = np.stack(
+        [0.3 + 0.3 * xx / 64, 0.4 + 0.2 * yy / 48, 0.5 - 0.2 * xx / 64], axis=-1
+    )  # smooth
+    res = S.synthesize_lowlight(
+        img, np.random.default_rng(0), noise=False, output="packed", return_dark=True
+    )
     np.testing.assert_array_equal(res["noisy"], res["clean"])
     assert res["params"] is None
     cam = res["cam_rgb"]
@@ -74,7 +81,9 @@ def test_channel_order_is_rgb():
     red[..., 0] = 0.8
     red[..., 1:] = 0.05
     for output, chans in (("raw_rgb", [0, 1, 2]), ("packed", [0, 1, 2])):
-        out = S.synthesize_lowlight(red, np.random.default_rng(0), noise=False, output=output)["noisy"]
+        out = S.synthesize_lowlight(red, np.random.default_rng(0), noise=False, output=output)[
+            "noisy"
+        ]
         m = out.reshape(-1, out.shape[-1]).mean(0)[chans]
         assert np.argmax(m) == 0, (output, m)
 
@@ -94,9 +103,6 @@ def test_reproducible_and_shapes():
 
 
 def test_detectron2_transform():
-    from detectron2.data import transforms as T
-
-    from segalias_d2.data.synthesis_aug import RandomLowLightSynthesis
 
     img = (np.random.default_rng(0).uniform(0, 1, (40, 60, 3)) * 255).astype(np.uint8)
     inp = T.AugInput(img)

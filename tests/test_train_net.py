@@ -1,6 +1,7 @@
 """tools/train_net.py as users run it: every config builds, instant schedules train and evaluate,
 --eval-only reproduces the end-of-training metrics, --resume equals an uninterrupted run, a
 2-process CPU (GLOO) run gathers evaluation from both processes, and setup errors are one line."""
+
 import glob
 import json
 import os
@@ -18,20 +19,33 @@ TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 INSTANCE_CFG = os.path.join(REPO, "configs/quick_schedules/mask_rcnn_R_50_AAFPN_instant_test.yaml")
 SEMANTIC_CFG = os.path.join(REPO, "configs/quick_schedules/semantic_R_50_AAFPN_instant_test.yaml")
 # tiny and fast; score threshold 0 so that even a barely trained model makes predictions to score
-FAST = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+FAST = [
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+]
 
 
 @pytest.fixture(scope="module")
 def demo_env(demo_datasets):  # demo_datasets: tests/conftest.py
     paths = demo_datasets
-    env = dict(os.environ, DETECTRON2_DATASETS=paths["root"], PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    env = dict(
+        os.environ, DETECTRON2_DATASETS=paths["root"], PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2"
+    )
     return env
 
 
 def _run(args, env, check=True):
-    out = subprocess.run([sys.executable, TRAIN_NET] + args, capture_output=True, text=True, env=env, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, TRAIN_NET] + args, capture_output=True, text=True, env=env, cwd=REPO
+    )
     if check and out.returncode != 0:
-        raise AssertionError(f"train_net.py {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+        raise AssertionError(
+            f"train_net.py {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+        )
     return out
 
 
@@ -41,10 +55,14 @@ def _results(out_dir):
 
 
 def _all_configs():
-    return sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+    return sorted(
+        p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    )
 
 
-@pytest.mark.parametrize("config", _all_configs(), ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
+@pytest.mark.parametrize(
+    "config", _all_configs(), ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs"))
+)
 def test_every_config_loads_and_builds_on_cpu(config):
     cfg = load_config(config)
     assert cfg.VERSION == 2
@@ -66,8 +84,19 @@ def test_instance_instant_schedule_trains_evaluates_and_eval_only_reproduces(dem
     for key in ("BIoU", "BAcc", "FErr", "MErr", "DErr", "mIoU"):
         assert key in trained["boundary_errors"]
     evaluated = str(tmp_path / "eval")
-    _run(["--config-file", INSTANCE_CFG, "--eval-only", "OUTPUT_DIR", evaluated,
-          "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")] + FAST, demo_env)
+    _run(
+        [
+            "--config-file",
+            INSTANCE_CFG,
+            "--eval-only",
+            "OUTPUT_DIR",
+            evaluated,
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+        ]
+        + FAST,
+        demo_env,
+    )
     assert _results(evaluated)["lis_demo_raw_dark_test"] == trained
 
 
@@ -108,20 +137,48 @@ def test_interrupt_and_resume_equals_uninterrupted(demo_env, tmp_path):
     assert optim_a["param_groups"] == optim_b["param_groups"]
     assert optim_a["state"].keys() == optim_b["state"].keys() and optim_a["state"]
     for k in optim_a["state"]:
-        assert torch.equal(optim_a["state"][k]["momentum_buffer"], optim_b["state"][k]["momentum_buffer"])
+        assert torch.equal(
+            optim_a["state"][k]["momentum_buffer"], optim_b["state"][k]["momentum_buffer"]
+        )
 
 
 def test_two_process_cpu_gloo_run_gathers_evaluation(demo_env, tmp_path):
     out = str(tmp_path / "ddp")
-    proc = _run(["--config-file", INSTANCE_CFG, "--num-gpus", "2", "OUTPUT_DIR", out,
-                 "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"], demo_env)
+    proc = _run(
+        [
+            "--config-file",
+            INSTANCE_CFG,
+            "--num-gpus",
+            "2",
+            "OUTPUT_DIR",
+            out,
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+        ],
+        demo_env,
+    )
     log = proc.stdout + proc.stderr
     assert "on 2 devices" in log  # inference_on_dataset ran on both ranks
-    with open(os.path.join(out, "inference", "lis_demo_raw_dark_test", "coco_instances_results.json")) as f:
+    with open(
+        os.path.join(out, "inference", "lis_demo_raw_dark_test", "coco_instances_results.json")
+    ) as f:
         predictions = json.load(f)
     from detectron2.data import DatasetCatalog
 
-    with open(glob.glob(os.path.join(demo_env["DETECTRON2_DATASETS"], "lis_demo", "annotations", "lis_coco_png_test+1.json"))[0]) as f:
+    with open(
+        glob.glob(
+            os.path.join(
+                demo_env["DETECTRON2_DATASETS"],
+                "lis_demo",
+                "annotations",
+                "lis_coco_png_test+1.json",
+            )
+        )[0]
+    ) as f:
         test_ids = {im["id"] for im in json.load(f)["images"]}
     assert len(test_ids) >= 2  # so that both ranks had images to predict
     assert {p["image_id"] for p in predictions} == test_ids  # gathered from both processes
@@ -133,8 +190,15 @@ def test_two_process_cpu_gloo_run_gathers_evaluation(demo_env, tmp_path):
     "extra, message",
     [
         (["MODEL.NO_SUCH_KEY", "1"], "command-line override: Non-existent key: MODEL.NO_SUCH_KEY"),
-        (["MODEL.WEIGHTS", "/nonexistent/weights.pth"], "MODEL.WEIGHTS file not found: /nonexistent/weights.pth"),
-        (["DATASETS.TRAIN", "('lis_demo_raw_drak_train',)"], "unknown dataset 'lis_demo_raw_drak_train' in DATASETS.TRAIN; did you mean lis_demo_raw_dark_train"),
+        (
+            ["MODEL.WEIGHTS", "/nonexistent/weights.pth"],
+            "MODEL.WEIGHTS file not found: /nonexistent/weights.pth",
+        ),
+        (
+            ["DATASETS.TRAIN", "('lis_demo_raw_drak_train',)"],
+            "unknown dataset 'lis_demo_raw_drak_train' in DATASETS.TRAIN; did you mean "
+            "lis_demo_raw_dark_train",
+        ),
     ],
     ids=["config-key", "weights", "dataset"],
 )
@@ -143,7 +207,9 @@ def test_setup_errors_are_one_clear_line_before_any_work(demo_env, tmp_path, ext
     proc = _run(["--config-file", INSTANCE_CFG, "OUTPUT_DIR", out] + extra, demo_env, check=False)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("train_net.py: error: ") and message in lines[0], proc.stderr
+    assert (
+        len(lines) == 1 and lines[0].startswith("train_net.py: error: ") and message in lines[0]
+    ), proc.stderr
     assert "Traceback" not in proc.stderr and not os.path.exists(out)  # nothing started
 
 

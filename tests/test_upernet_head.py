@@ -1,6 +1,8 @@
-"""UPerNetHead pieces against hand computations: MMSeg's cross-entropy normalisation (avg_non_ignore=False: sum over
-pixels / all pixels, ignored included) on logits resized to the label size, the auxiliary FCN head (weight 0.4,
-training only), the inference output size, MMSeg's initialisation, and config errors."""
+"""UPerNetHead pieces against hand computations: MMSeg's cross-entropy normalisation
+(avg_non_ignore=False: sum over pixels / all pixels, ignored included) on logits resized to the
+label size, the auxiliary FCN head (weight 0.4, training only), the inference output size, MMSeg's
+initialisation, and config errors."""
+
 import math
 
 import pytest
@@ -9,7 +11,10 @@ from detectron2.layers import ShapeSpec
 
 from segalias_d2.modeling.heads.upernet import UPerNetHead, sem_seg_cross_entropy
 
-SHAPES = {f"res{i}": ShapeSpec(channels=c, stride=s) for i, c, s in ((2, 8, 4), (3, 16, 8), (4, 24, 16), (5, 32, 32))}
+SHAPES = {
+    f"res{i}": ShapeSpec(channels=c, stride=s)
+    for i, c, s in ((2, 8, 4), (3, 16, 8), (4, 24, 16), (5, 32, 32))
+}
 FEATURES = ["res2", "res3", "res4", "res5"]
 
 
@@ -21,7 +26,10 @@ def _head(**kw):
 
 def _features(n=2, size=64):
     g = torch.Generator().manual_seed(0)
-    return {k: torch.randn(n, v.channels, size // v.stride, size // v.stride, generator=g) for k, v in SHAPES.items()}
+    return {
+        k: torch.randn(n, v.channels, size // v.stride, size // v.stride, generator=g)
+        for k, v in SHAPES.items()
+    }
 
 
 def test_cross_entropy_is_normalised_over_all_pixels_ignored_included():
@@ -29,8 +37,11 @@ def test_cross_entropy_is_normalised_over_all_pixels_ignored_included():
     targets = torch.full((2, 6, 6), 255, dtype=torch.long)
     targets[0, :3] = 1  # 18 of 72 pixels valid
     assert sem_seg_cross_entropy(logits, targets).item() == pytest.approx(math.log(4) * 18 / 72)
-    assert sem_seg_cross_entropy(logits, targets, normalization="valid_pixels").item() == pytest.approx(math.log(4))
-    # logits are resized (bilinear) to the label size first: a 1x1 logit map is constant over the label
+    assert sem_seg_cross_entropy(
+        logits, targets, normalization="valid_pixels"
+    ).item() == pytest.approx(math.log(4))
+    # logits are resized (bilinear) to the label size first: a 1x1 logit map is constant over the
+    # label
     one = torch.tensor([[[[2.0]], [[0.0]]]])
     t = torch.tensor([[[0, 1], [1, 255]]])
     lse = math.log(math.exp(2) + 1)
@@ -69,20 +80,32 @@ def test_mmseg_initialisation_and_layout():
     head = _head(channels=16)
     d = head.decoder
     assert [c.weight.shape[1] for c in d.ppm.convs] == [32] * 4
-    assert d.ppm_bottleneck.weight.shape == (16, 32 + 4 * 16, 3, 3) and d.fpn_bottleneck.weight.shape == (16, 64, 3, 3)
+    assert d.ppm_bottleneck.weight.shape == (
+        16,
+        32 + 4 * 16,
+        3,
+        3,
+    ) and d.fpn_bottleneck.weight.shape == (16, 64, 3, 3)
     assert d.ppm_bottleneck.bias is None and d.predictor.bias is not None
-    assert torch.all(d.predictor.bias == 0) and d.predictor.weight.std().item() == pytest.approx(0.01, rel=0.3)
+    assert torch.all(d.predictor.bias == 0) and d.predictor.weight.std().item() == pytest.approx(
+        0.01, rel=0.3
+    )
     w = d.fpn_bottleneck.weight  # Kaiming normal, fan_out = 16 * 9, ReLU gain
     assert w.std().item() == pytest.approx(math.sqrt(2 / (16 * 9)), rel=0.1)
-    assert torch.all(d.fpn_bottleneck.norm.weight == 1) and torch.all(d.fpn_bottleneck.norm.bias == 0)
+    assert torch.all(d.fpn_bottleneck.norm.weight == 1) and torch.all(
+        d.fpn_bottleneck.norm.bias == 0
+    )
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(in_features=["res2", "res3", "res4"]), "four input features"),
-    (dict(in_features=["res3", "res2", "res4", "res5"]), "increasing strides"),
-    (dict(aux_in_feature="res6"), "not produced by the backbone"),
-    (dict(loss_normalization="mean"), "LOSS_NORMALIZATION"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(in_features=["res2", "res3", "res4"]), "four input features"),
+        (dict(in_features=["res3", "res2", "res4", "res5"]), "increasing strides"),
+        (dict(aux_in_feature="res6"), "not produced by the backbone"),
+        (dict(loss_normalization="mean"), "LOSS_NORMALIZATION"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         _head(**kw)

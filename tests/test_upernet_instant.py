@@ -1,6 +1,7 @@
-"""UPerNet through tools/train_net.py on the Cityscapes-layout demo: the instant schedule trains (losses of both
-heads), evaluates with the boundary-error evaluator under sliding-window inference, and --eval-only on its
-model_final.pth reproduces those metrics exactly."""
+"""UPerNet through tools/train_net.py on the Cityscapes-layout demo: the instant schedule trains
+(losses of both heads), evaluates with the boundary-error evaluator under sliding-window inference,
+and --eval-only on its model_final.pth reproduces those metrics exactly."""
+
 import json
 import os
 import subprocess
@@ -14,9 +15,13 @@ UPERNET_CFG = os.path.join(REPO, "configs/quick_schedules/upernet_R_50_AA_instan
 
 
 def _run(args, env):
-    out = subprocess.run([sys.executable, TRAIN_NET] + args, capture_output=True, text=True, env=env, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, TRAIN_NET] + args, capture_output=True, text=True, env=env, cwd=REPO
+    )
     if out.returncode != 0:
-        raise AssertionError(f"train_net.py {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+        raise AssertionError(
+            f"train_net.py {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+        )
     return out.stdout + out.stderr
 
 
@@ -27,7 +32,12 @@ def _results(out_dir):
 
 @pytest.fixture(scope="module")
 def env(demo_datasets):  # tests/conftest.py
-    return dict(os.environ, DETECTRON2_DATASETS=demo_datasets["root"], PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    return dict(
+        os.environ,
+        DETECTRON2_DATASETS=demo_datasets["root"],
+        PYTHONWARNINGS="ignore",
+        OMP_NUM_THREADS="2",
+    )
 
 
 def test_upernet_instant_schedule_trains_evaluates_and_eval_only_reproduces(env, tmp_path):
@@ -38,6 +48,16 @@ def test_upernet_instant_schedule_trains_evaluates_and_eval_only_reproduces(env,
     for key in ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr"):
         assert 0.0 <= trained[key] <= 100.0
     evaluated = str(tmp_path / "eval")
-    _run(["--config-file", UPERNET_CFG, "--eval-only", "OUTPUT_DIR", evaluated,
-          "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")], env)
+    _run(
+        [
+            "--config-file",
+            UPERNET_CFG,
+            "--eval-only",
+            "OUTPUT_DIR",
+            evaluated,
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+        ],
+        env,
+    )
     assert _results(evaluated)["boundary_errors"] == trained

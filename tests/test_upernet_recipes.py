@@ -1,6 +1,8 @@
-"""The three UPerNet paper recipes (Cityscapes, VOC 2012 + aug, ADE20K; baseline and DAF+FreqMix): what each config
-sets against the released MMSeg configs (upernet_recipes.md sections 1-2), and one CPU training iteration of each
-through the Trainer's own loader, model and optimizer (tiny input-size override, Cityscapes-layout demo data)."""
+"""The three UPerNet paper recipes (Cityscapes, VOC 2012 + aug, ADE20K; baseline and DAF+FreqMix):
+what each config sets against the released MMSeg configs (upernet_recipes.md sections 1-2), and one
+CPU training iteration of each through the Trainer's own loader, model and optimizer (tiny
+input-size override, Cityscapes-layout demo data)."""
+
 import math
 import os
 
@@ -8,7 +10,11 @@ import pytest
 import torch
 from detectron2.data import transforms as T
 
-from segalias_d2.data.augmentation import PhotometricDistortion, ResizeToMultiple, build_lowlight_augmentation
+from segalias_d2.data.augmentation import (
+    PhotometricDistortion,
+    ResizeToMultiple,
+    build_lowlight_augmentation,
+)
 from segalias_d2.engine import Trainer, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,13 +26,23 @@ RECIPES = {
 # released: classes, crop, iterations, warm-up, images per iteration, train sets, test mode
 RELEASED = {
     "cityscapes": (19, 768, 80000, 200, 8, ("segalias_cityscapes_sem_seg_train",), True),
-    "voc": (21, 512, 40000, 0, 16, ("segalias_voc2012_sem_seg_train", "segalias_voc2012_sem_seg_aug"), False),
+    "voc": (
+        21,
+        512,
+        40000,
+        0,
+        16,
+        ("segalias_voc2012_sem_seg_train", "segalias_voc2012_sem_seg_aug"),
+        False,
+    ),
     "ade20k": (150, 512, 80000, 0, 16, ("segalias_ade20k_sem_seg_train",), False),
 }
 
 
 def _path(dataset, variant):
-    return os.path.join(REPO, "configs", RECIPES[dataset].format("DAF_FreqMix_" if variant == "aa" else ""))
+    return os.path.join(
+        REPO, "configs", RECIPES[dataset].format("DAF_FreqMix_" if variant == "aa" else "")
+    )
 
 
 @pytest.mark.parametrize("variant", ["baseline", "aa"])
@@ -35,41 +51,90 @@ def test_recipe_keys_follow_the_released_config(dataset, variant):
     cfg = load_config(_path(dataset, variant))
     m, s, inp = cfg.MODEL, cfg.SOLVER, cfg.INPUT
     classes, crop, iters, warm, batch, train, slide = RELEASED[dataset]
-    assert (m.SEM_SEG_HEAD.NAME, m.SEM_SEG_HEAD.NUM_CLASSES, m.SEM_SEG_HEAD.CONVS_DIM) == ("UPerNetHead", classes, 128)
+    assert (m.SEM_SEG_HEAD.NAME, m.SEM_SEG_HEAD.NUM_CLASSES, m.SEM_SEG_HEAD.CONVS_DIM) == (
+        "UPerNetHead",
+        classes,
+        128,
+    )
     up = m.SEGALIAS.UPERNET
-    assert (list(up.POOL_SCALES), up.DROPOUT, up.ALIGN_CORNERS, up.LOSS_NORMALIZATION) == \
-        ([1, 2, 3, 6], 0.1, False, "all_pixels")
-    assert (up.AUX.ENABLED, up.AUX.IN_FEATURE, up.AUX.CHANNELS, up.AUX.NUM_CONVS, up.AUX.LOSS_WEIGHT) == \
-        (True, "res4", 256, 1, 0.4)
-    assert (m.SEGALIAS.STEM_TYPE, m.RESNETS.NORM, m.RESNETS.STRIDE_IN_1X1, m.BACKBONE.FREEZE_AT) == ("deep", "BN", False, 0)
+    assert (list(up.POOL_SCALES), up.DROPOUT, up.ALIGN_CORNERS, up.LOSS_NORMALIZATION) == (
+        [1, 2, 3, 6],
+        0.1,
+        False,
+        "all_pixels",
+    )
+    assert (
+        up.AUX.ENABLED,
+        up.AUX.IN_FEATURE,
+        up.AUX.CHANNELS,
+        up.AUX.NUM_CONVS,
+        up.AUX.LOSS_WEIGHT,
+    ) == (True, "res4", 256, 1, 0.4)
+    assert (
+        m.SEGALIAS.STEM_TYPE,
+        m.RESNETS.NORM,
+        m.RESNETS.STRIDE_IN_1X1,
+        m.BACKBONE.FREEZE_AT,
+    ) == ("deep", "BN", False, 0)
     on = variant == "aa"
     assert (m.SEGALIAS.DAF.ENABLED, m.SEGALIAS.FREQMIX.ENABLED) == (on, on)
     if on:
-        assert (m.SEGALIAS.DAF.CUTOFF, m.SEGALIAS.FREQMIX.CUTOFF, m.SEGALIAS.FREQMIX.REDUCTION,
-                m.SEGALIAS.FREQMIX.GATE) == (0.35, 0.35, 16, "released")
-    assert (tuple(inp.CROP.SIZE), inp.SEGALIAS.CROP_SINGLE_CATEGORY_MAX_AREA, inp.SEGALIAS.PHOTOMETRIC_DISTORTION.ENABLED,
-            inp.FORMAT) == ((crop, crop), 0.75, True, "RGB")
-    assert (s.MAX_ITER, s.WARMUP_ITERS, s.IMS_PER_BATCH, s.BASE_LR, s.LR_SCHEDULER_NAME) == \
-        (iters, warm, batch, 0.01, "WarmupPolyLR")
-    assert (s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.SEGALIAS.HEAD_LR_MULTIPLIER, s.SEGALIAS.FREQMIX_LR_MULTIPLIER) == \
-        (5e-4, 5e-4, 2.0, 2.0)
+        assert (
+            m.SEGALIAS.DAF.CUTOFF,
+            m.SEGALIAS.FREQMIX.CUTOFF,
+            m.SEGALIAS.FREQMIX.REDUCTION,
+            m.SEGALIAS.FREQMIX.GATE,
+        ) == (0.35, 0.35, 16, "released")
+    assert (
+        tuple(inp.CROP.SIZE),
+        inp.SEGALIAS.CROP_SINGLE_CATEGORY_MAX_AREA,
+        inp.SEGALIAS.PHOTOMETRIC_DISTORTION.ENABLED,
+        inp.FORMAT,
+    ) == ((crop, crop), 0.75, True, "RGB")
+    assert (s.MAX_ITER, s.WARMUP_ITERS, s.IMS_PER_BATCH, s.BASE_LR, s.LR_SCHEDULER_NAME) == (
+        iters,
+        warm,
+        batch,
+        0.01,
+        "WarmupPolyLR",
+    )
+    assert (
+        s.WEIGHT_DECAY,
+        s.WEIGHT_DECAY_NORM,
+        s.SEGALIAS.HEAD_LR_MULTIPLIER,
+        s.SEGALIAS.FREQMIX_LR_MULTIPLIER,
+    ) == (5e-4, 5e-4, 2.0, 2.0)
     assert tuple(cfg.DATASETS.TRAIN) == train
-    assert cfg.DATALOADER.ASPECT_RATIO_GROUPING is False  # square crops: MMSeg mixes orientations in a batch
+    assert (
+        cfg.DATALOADER.ASPECT_RATIO_GROUPING is False
+    )  # square crops: MMSeg mixes orientations in a batch
     assert cfg.TEST.SEGALIAS.SLIDING_WINDOW.ENABLED == slide
     test_augs = build_lowlight_augmentation(cfg, is_train=False)
-    assert [type(a) for a in test_augs] == [T.ResizeShortestEdge] + ([ResizeToMultiple] if dataset == "ade20k" else [])
+    assert [type(a) for a in test_augs] == [T.ResizeShortestEdge] + (
+        [ResizeToMultiple] if dataset == "ade20k" else []
+    )
     if slide:  # 1024x2048 -> 1025x2049 (keep ratio into (2049, 1025)), 768/512 windows: 2 x 4
-        assert (inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, list(cfg.TEST.SEGALIAS.SLIDING_WINDOW.STRIDE)) == (1025, 2049, [512, 512])
+        assert (
+            inp.MIN_SIZE_TEST,
+            inp.MAX_SIZE_TEST,
+            list(cfg.TEST.SEGALIAS.SLIDING_WINDOW.STRIDE),
+        ) == (1025, 2049, [512, 512])
         assert test_augs[0].get_transform(torch.zeros(1024, 2048, 3).numpy()).new_h == 1025
     else:
-        assert (inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, tuple(inp.MIN_SIZE_TRAIN), inp.MIN_SIZE_TRAIN_SAMPLING) == \
-            (512, 2048, (256, 1024), "range")
+        assert (
+            inp.MIN_SIZE_TEST,
+            inp.MAX_SIZE_TEST,
+            tuple(inp.MIN_SIZE_TRAIN),
+            inp.MIN_SIZE_TRAIN_SAMPLING,
+        ) == (512, 2048, (256, 1024), "range")
 
 
 def _tiny(cfg, demo_root):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    cfg.DATASETS.TRAIN = ("cityscapes_demo_sem_seg_train",)  # trainIds 0..18 (+255): valid for 19/21/150 classes
+    cfg.DATASETS.TRAIN = (
+        "cityscapes_demo_sem_seg_train",
+    )  # trainIds 0..18 (+255): valid for 19/21/150 classes
     cfg.INPUT.CROP.SIZE = (64, 64)
     rs = cfg.INPUT.SEGALIAS.RESIZE_SCALE
     rs.TARGET_HEIGHT, rs.TARGET_WIDTH = 96, 192
@@ -90,10 +155,15 @@ def test_recipe_runs_one_training_iteration_on_cpu(dataset, demo_datasets, monke
     optimizer = Trainer.build_optimizer(cfg, model)
     scheduler = Trainer.build_lr_scheduler(cfg, optimizer)
     mapper_augs = Trainer.build_mapper(cfg, True).augmentations.augs
-    assert isinstance(mapper_augs[-1], PhotometricDistortion)  # MMSeg order: resize, crop, flip, photometric
+    assert isinstance(
+        mapper_augs[-1], PhotometricDistortion
+    )  # MMSeg order: resize, crop, flip, photometric
     batch = next(iter(Trainer.build_train_loader(cfg)))
-    assert all(tuple(b["image"].shape[-2:]) == (64, 64) and b["sem_seg"].shape == (64, 64) for b in batch)
-    # LR of each group at iteration 0: BASE_LR x multiplier x warm-up factor (Cityscapes: 0.1 at it 0)
+    assert all(
+        tuple(b["image"].shape[-2:]) == (64, 64) and b["sem_seg"].shape == (64, 64) for b in batch
+    )
+    # LR of each group at iteration 0: BASE_LR x multiplier x warm-up factor (Cityscapes: 0.1 at it
+    # 0)
     warm = cfg.SOLVER.WARMUP_FACTOR if cfg.SOLVER.WARMUP_ITERS > 0 else 1.0
     names = {id(p): n for n, p in model.named_parameters()}
     for group in optimizer.param_groups:
@@ -111,5 +181,11 @@ def test_recipe_runs_one_training_iteration_on_cpu(dataset, demo_datasets, monke
     optimizer.step()
     scheduler.step()
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
-    for prefix in ("backbone.stem.", "backbone.res5.", ".freqmix.", "sem_seg_head.decoder.", "sem_seg_head.aux."):
+    for prefix in (
+        "backbone.stem.",
+        "backbone.res5.",
+        ".freqmix.",
+        "sem_seg_head.decoder.",
+        "sem_seg_head.aux.",
+    ):
         assert any(prefix in "." + n for n in changed), f"no parameter under {prefix} was updated"

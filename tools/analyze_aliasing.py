@@ -12,6 +12,7 @@ Example:
 Writes aliasing_per_image.csv (image, stage, AS, AS in the GT boundary band / interior, mIoU,
 BIoU, FErr, MErr, DErr of that image), aliasing_summary.json (Pearson correlations) and PNG plots.
 """
+
 import argparse
 import csv
 import logging
@@ -23,7 +24,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
@@ -52,13 +52,30 @@ ERROR_KEYS = ["mIoU", "BIoU", "FErr", "MErr", "DErr"]
 def get_parser():
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument("--dataset", required=True, help="registered Detectron2 dataset name")
-    parser.add_argument("--output", default="", help="output folder (default: OUTPUT_DIR/aliasing_analysis)")
-    parser.add_argument("--images", default="all", help="comma-separated indices, file basenames or image ids, or 'all'")
-    parser.add_argument("--max-images", type=int, default=0, help="cap on the number of images (0 = no cap)")
-    parser.add_argument("--stages", default="res3,res4,res5", help="comma-separated stages whose inputs are analysed")
-    parser.add_argument("--nyquist", type=_nyquist, default=0.25,
-                        help="Nyquist frequency of the aliasing score in cycles/px of the feature grid, in (0, 0.5] "
-                             "(default: 0.25 = the stride-2 subsampling that follows)")
+    parser.add_argument(
+        "--output", default="", help="output folder (default: OUTPUT_DIR/aliasing_analysis)"
+    )
+    parser.add_argument(
+        "--images",
+        default="all",
+        help="comma-separated indices, file basenames or image ids, or 'all'",
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=0, help="cap on the number of images (0 = no cap)"
+    )
+    parser.add_argument(
+        "--stages",
+        default="res3,res4,res5",
+        help="comma-separated stages whose inputs are analysed",
+    )
+    parser.add_argument(
+        "--nyquist",
+        type=_nyquist,
+        default=0.25,
+        help="Nyquist frequency of the aliasing score in cycles/px of the feature grid, in (0, "
+        "0.5] "
+        "(default: 0.25 = the stride-2 subsampling that follows)",
+    )
     return parser
 
 
@@ -89,7 +106,9 @@ def main(args):
         records = records[: args.max_images]
     args.stages = [x for x in args.stages.split(",") if x]
     nyq = args.nyquist
-    logger.info(f"{RECONSTRUCTION_NOTE}; Nyquist {nyq} cycles/px; {len(records)} images of {args.dataset}")
+    logger.info(
+        f"{RECONSTRUCTION_NOTE}; Nyquist {nyq} cycles/px; {len(records)} images of {args.dataset}"
+    )
 
     model = build_model_from_cfg(cfg)
     rows = []
@@ -97,7 +116,9 @@ def main(args):
         for i, (record, inp, out) in enumerate(run_model(cfg, records, model=model)):
             pred = kind.pred_map_from_output(record, out)
             gt = kind.gt_map(record)
-            counter = BoundaryErrorCounter(kind.num_classes, kind.ignore_label, ev.BOUNDARY_BAND_WIDTH)
+            counter = BoundaryErrorCounter(
+                kind.num_classes, kind.ignore_label, ev.BOUNDARY_BAND_WIDTH
+            )
             counter.update(pred, gt, name=str(record.get("file_name")))
             errs = {k: 100.0 * v for k, v in counter.metrics().items() if k in ERROR_KEYS}
             band = boundary_band(gt, ev.BOUNDARY_BAND_WIDTH) & (gt != kind.ignore_label)
@@ -108,15 +129,17 @@ def main(args):
                 s = rec.input_strides[stage] or 1
                 feat = feat[:, : math.ceil(h_in / s), : math.ceil(w_in / s)]  # drop batch padding
                 hi, tot = aliasing_energy_maps(feat, nyq)
-                rows.append({
-                    "image": prediction_key(kind, record),
-                    "stage": stage,
-                    "input_stride": s,
-                    "AS": aliasing_score(feat, nyq),
-                    "AS_gt_band": regional_aliasing_score(hi, tot, band),
-                    "AS_interior": regional_aliasing_score(hi, tot, interior),
-                    **errs,
-                })
+                rows.append(
+                    {
+                        "image": prediction_key(kind, record),
+                        "stage": stage,
+                        "input_stride": s,
+                        "AS": aliasing_score(feat, nyq),
+                        "AS_gt_band": regional_aliasing_score(hi, tot, band),
+                        "AS_interior": regional_aliasing_score(hi, tot, interior),
+                        **errs,
+                    }
+                )
             rec.clear()
             logger.info(f"[{i + 1}/{len(records)}] {record.get('file_name')}")
 
@@ -129,17 +152,30 @@ def main(args):
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
-    summary = {"note": RECONSTRUCTION_NOTE, "nyquist": nyq, "band_width": ev.BOUNDARY_BAND_WIDTH,
-               "num_images": len(records), "stages": {}}
-    fig, axes = plt.subplots(len(args.stages), 3, figsize=(12, 3.2 * len(args.stages)), squeeze=False)
+    summary = {
+        "note": RECONSTRUCTION_NOTE,
+        "nyquist": nyq,
+        "band_width": ev.BOUNDARY_BAND_WIDTH,
+        "num_images": len(records),
+        "stages": {},
+    }
+    fig, axes = plt.subplots(
+        len(args.stages), 3, figsize=(12, 3.2 * len(args.stages)), squeeze=False
+    )
     for si, stage in enumerate(args.stages):
         sr = [r for r in rows if r["stage"] == stage]
         a = [r["AS"] for r in sr]
         summary["stages"][stage] = {
             "mean_AS": float(np.nanmean(a)) if sr else float("nan"),
-            "mean_AS_gt_band": float(np.nanmean([r["AS_gt_band"] for r in sr])) if sr else float("nan"),
-            "mean_AS_interior": float(np.nanmean([r["AS_interior"] for r in sr])) if sr else float("nan"),
-            **{f"pearson_AS_{k}": _pearson(a, [r[k] for r in sr]) for k in ("FErr", "MErr", "DErr")},
+            "mean_AS_gt_band": float(np.nanmean([r["AS_gt_band"] for r in sr]))
+            if sr
+            else float("nan"),
+            "mean_AS_interior": float(np.nanmean([r["AS_interior"] for r in sr]))
+            if sr
+            else float("nan"),
+            **{
+                f"pearson_AS_{k}": _pearson(a, [r[k] for r in sr]) for k in ("FErr", "MErr", "DErr")
+            },
         }
         for ki, k in enumerate(("FErr", "MErr", "DErr")):
             ax = axes[si, ki]
@@ -154,8 +190,18 @@ def main(args):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     x = np.arange(len(args.stages))
-    ax.bar(x - 0.2, [summary["stages"][s]["mean_AS_gt_band"] for s in args.stages], 0.4, label="GT boundary band")
-    ax.bar(x + 0.2, [summary["stages"][s]["mean_AS_interior"] for s in args.stages], 0.4, label="interior")
+    ax.bar(
+        x - 0.2,
+        [summary["stages"][s]["mean_AS_gt_band"] for s in args.stages],
+        0.4,
+        label="GT boundary band",
+    )
+    ax.bar(
+        x + 0.2,
+        [summary["stages"][s]["mean_AS_interior"] for s in args.stages],
+        0.4,
+        label="interior",
+    )
     ax.set_xticks(x)
     ax.set_xticklabels(args.stages)
     ax.set_ylabel("aliasing score (reconstruction)")

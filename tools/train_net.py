@@ -1,17 +1,21 @@
 #!/usr/bin/env python
 """Train or evaluate segalias_d2 models.
 
-    python tools/train_net.py --config-file configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_1x_raw_dark.yaml
-    python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
-    python tools/train_net.py --config-file CONFIG --resume            # continue from OUTPUT_DIR/last_checkpoint
-    python tools/train_net.py --config-file CONFIG --num-gpus 8        # one machine, 8 GPUs (NCCL)
-    --allow-partial-weights   load MODEL.WEIGHTS that fill too little of the model (deliberate partial load)
+    python tools/train_net.py --config-file
+    configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_1x_raw_dark.yaml python tools/train_net.py
+    --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth python tools/train_net.py
+    --config-file CONFIG --resume            # continue from OUTPUT_DIR/last_checkpoint python
+    tools/train_net.py --config-file CONFIG --num-gpus 8        # one machine, 8 GPUs (NCCL)
+    --allow-partial-weights   load MODEL.WEIGHTS that fill too little of the model (deliberate
+    partial load)
     --force-output-dir        write into an OUTPUT_DIR whose lock names another live run
     python tools/train_net.py --config-file CONFIG --num-gpus 8 --num-machines 2 --machine-rank 0 \\
-        --dist-url tcp://HOST:PORT                                      # multi-machine (run on each)
+        --dist-url tcp://HOST:PORT                                      # multi-machine (run on
+        each)
 
 Without GPUs, ``--num-gpus N`` runs N CPU processes with the GLOO backend.
 """
+
 import os
 import sys
 
@@ -60,8 +64,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, match_policy=weights_match_policy(cfg, True)
-                                  ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SafeDetectionCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, match_policy=weights_match_policy(cfg, True)
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -73,11 +78,17 @@ def main(args):
 
 def argument_parser():
     parser = default_argument_parser()
-    parser.add_argument("--allow-partial-weights", action="store_true",
-                        help="load MODEL.WEIGHTS even when they fill too little of the model (sets "
-                             "MODEL.SEGALIAS.ALLOW_PARTIAL_WEIGHTS True)")
-    parser.add_argument("--force-output-dir", action="store_true",
-                        help="write into OUTPUT_DIR even when its lock file names another live run")
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="load MODEL.WEIGHTS even when they fill too little of the model (sets "
+        "MODEL.SEGALIAS.ALLOW_PARTIAL_WEIGHTS True)",
+    )
+    parser.add_argument(
+        "--force-output-dir",
+        action="store_true",
+        help="write into OUTPUT_DIR even when its lock file names another live run",
+    )
     return parser
 
 

@@ -1,5 +1,6 @@
-"""Pretrained-weight conversion (torchvision, mmcv ResNet-V1c, Detectron2/MSRA .pkl, COCO Mask R-CNN -> LIS) and
-loading."""
+"""Pretrained-weight conversion (torchvision, mmcv ResNet-V1c, Detectron2/MSRA .pkl, COCO Mask R-CNN
+-> LIS) and loading."""
+
 from .convert import (  # noqa: F401
     FORMATS,
     LoadReport,
@@ -7,10 +8,11 @@ from .convert import (  # noqa: F401
     convert_file,
     convert_state_dict,
     load_backbone_weights,
+    main,  # noqa: F401
     read_checkpoint_file,
     save_d2_checkpoint,
 )
-from .convert import main  # noqa: F401
+from .detector import class_rows, coco_thing_classes, convert_coco_detector, convert_detector_file  # noqa: F401
 from .safe_checkpointer import (  # noqa: F401
     CheckpointReadError,
     SafeDetectionCheckpointer,
@@ -18,4 +20,3 @@ from .safe_checkpointer import (  # noqa: F401
     WeightsMismatchError,
     atomic_open,
 )
-from .detector import class_rows, coco_thing_classes, convert_coco_detector, convert_detector_file  # noqa: F401

@@ -1,28 +1,36 @@
-"""Convert ImageNet ResNet checkpoints to Detectron2 format for the segalias backbones, and load them
+"""Convert ImageNet ResNet checkpoints to Detectron2 format for the segalias backbones, and load
+them
 (whole COCO detectors: :mod:`.detector`).
 
 Supported sources (``fmt``):
 
-* ``torchvision``: ``torchvision.models.resnet{50,101,152}`` state dicts (RGB, stride in the 3x3 conv:
-  use ``MODEL.RESNETS.STRIDE_IN_1X1 = False``, ``STEM_TYPE: basic``, ``INPUT.FORMAT: RGB`` and the ImageNet
-  mean/std in 0-255 units).
-* ``mmcv_v1c``: mmcv/mmseg ResNet-V1c (deep stem), e.g. ``resnet50_v1c-2cccc1ad.pth`` (RGB, ``STEM_TYPE: deep``,
-  ``STRIDE_IN_1X1: False``). A full mmseg checkpoint (``backbone.*`` keys) also works; non-backbone keys and
-  keys without a Detectron2 counterpart (e.g. the paper's FreqMix ``att`` modules) are dropped and listed.
-* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1: True``),
-  renamed by Detectron2's own ``convert_basic_c2_names``, or Detectron2 names (``{"model": ...}``); only ResNet-body
-  keys are kept. ``DetectionCheckpointer`` loads such files into a 3-channel model by itself; the format is for
-  the packed-Bayer stem (``bayer_pattern``) and for files with exact names.
-* ``d2_coco_detector`` (CLI / :mod:`.detector`): a whole COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo
+* ``torchvision``: ``torchvision.models.resnet{50,101,152}`` state dicts (RGB, stride in the 3x3
+conv:
+  use ``MODEL.RESNETS.STRIDE_IN_1X1 = False``, ``STEM_TYPE: basic``, ``INPUT.FORMAT: RGB`` and the
+  ImageNet mean/std in 0-255 units).
+* ``mmcv_v1c``: mmcv/mmseg ResNet-V1c (deep stem), e.g. ``resnet50_v1c-2cccc1ad.pth`` (RGB,
+``STEM_TYPE: deep``,
+  ``STRIDE_IN_1X1: False``). A full mmseg checkpoint (``backbone.*`` keys) also works; non-backbone
+  keys and keys without a Detectron2 counterpart (e.g. the paper's FreqMix ``att`` modules) are
+  dropped and listed.
+* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1:
+True``),
+  renamed by Detectron2's own ``convert_basic_c2_names``, or Detectron2 names (``{"model": ...}``);
+  only ResNet-body keys are kept. ``DetectionCheckpointer`` loads such files into a 3-channel model
+  by itself; the format is for the packed-Bayer stem (``bayer_pattern``) and for files with exact
+  names.
+* ``d2_coco_detector`` (CLI / :mod:`.detector`): a whole COCO-80 Detectron2 Mask R-CNN R50-FPN
+(model zoo
   ``mask_rcnn_R_50_FPN_3x``) with its class layers reduced to the 8 LIS classes by true class.
 
-Output names are relative to the ResNet body (``stem.conv1.weight``, ``res2.0.conv1.norm.weight``, ...) with
-a prefix prepended when saving: ``backbone.bottom_up.`` (default) for FPN models built with
-``build_segalias_resnet_fpn_backbone``, ``backbone.`` for ``build_segalias_resnet_backbone`` models, ``""``
-for a bare backbone module. Files are written as Detectron2 checkpoints: ``.pkl`` = pickle of
-``{"model": {name: numpy array}, "__author__": ..., "matching_heuristics": False}``; ``.pth`` = the same dict
-saved with ``torch.save`` (tensors).
+Output names are relative to the ResNet body (``stem.conv1.weight``, ``res2.0.conv1.norm.weight``,
+...) with a prefix prepended when saving: ``backbone.bottom_up.`` (default) for FPN models built
+with ``build_segalias_resnet_fpn_backbone``, ``backbone.`` for ``build_segalias_resnet_backbone``
+models, ``""`` for a bare backbone module. Files are written as Detectron2 checkpoints: ``.pkl`` =
+pickle of ``{"model": {name: numpy array}, "__author__": ..., "matching_heuristics": False}``;
+``.pth`` = the same dict saved with ``torch.save`` (tensors).
 """
+
 import argparse
 import logging
 import os
@@ -62,11 +70,17 @@ logger = logging.getLogger(__name__)
 FORMATS = ("torchvision", "mmcv_v1c", "d2_pkl")
 DEFAULT_PREFIX = "backbone.bottom_up."
 
-_BN = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
+_BN = {
+    "weight": "weight",
+    "bias": "bias",
+    "running_mean": "running_mean",
+    "running_var": "running_var",
+}
 
 
 def _bn_leaf(leaf):
-    """torchvision/mmcv BN leaf -> d2 norm leaf; None for num_batches_tracked (not used by d2 norms)."""
+    """torchvision/mmcv BN leaf -> d2 norm leaf; None for num_batches_tracked (not used by d2
+    norms)."""
     return _BN.get(leaf)
 
 
@@ -109,7 +123,7 @@ def _apply(state_dict, fn):
 def _strip(key, prefixes):
     for p in prefixes:
         if key.startswith(p):
-            return key[len(p):]
+            return key[len(p) :]
     return key
 
 
@@ -152,7 +166,8 @@ def convert_mmcv_v1c(state_dict):
     return _apply(state_dict, fn)
 
 
-# a ResNet-body parameter in Detectron2 names; anything else converted from Caffe2 names (fc1000, heads) is dropped
+# a ResNet-body parameter in Detectron2 names; anything else converted from Caffe2 names (fc1000,
+# heads) is dropped
 _BODY_KEY = re.compile(
     r"^(stem\.conv1|res[2-5]\.\d+\.(conv[123]|shortcut))\.(weight|bias|norm\.(weight|bias|running_mean|running_var))$"
 )
@@ -160,7 +175,8 @@ _BODY_KEY = re.compile(
 
 def _convert_c2_names(state_dict):
     """Caffe2/MSRA blob names (``R-50.pkl``) -> Detectron2 ResNet names, with Detectron2's own table
-    (``convert_basic_c2_names``, what ``DetectionCheckpointer`` applies to such files); non-body keys dropped."""
+    (``convert_basic_c2_names``, what ``DetectionCheckpointer`` applies to such files); non-body
+    keys dropped."""
     keys = list(state_dict)
     renamed = dict(zip(keys, convert_basic_c2_names(keys)))
     seen = {}
@@ -177,14 +193,22 @@ def _convert_d2_name(k):
         return None
     # only keys of the ResNet body: drop e.g. "roi_heads.res5.*" (C4 heads) and FPN/head keys
     head = k[: m.start(1)]
-    if head not in ("", "backbone.", "backbone.bottom_up.", "bottom_up.", "module.", "module.backbone.",
-                    "module.backbone.bottom_up."):
+    if head not in (
+        "",
+        "backbone.",
+        "backbone.bottom_up.",
+        "bottom_up.",
+        "module.",
+        "module.backbone.",
+        "module.backbone.bottom_up.",
+    ):
         return None
     return m.group(1)
 
 
 def convert_d2_pkl(obj):
-    """Detectron2 / MSRA ``.pkl`` content (Caffe2 blob names or Detectron2 names) -> Detectron2 ResNet names."""
+    """Detectron2 / MSRA ``.pkl`` content (Caffe2 blob names or Detectron2 names) -> Detectron2
+    ResNet names."""
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         sd = obj["model"]
     elif isinstance(obj, dict) and "blobs" in obj:
@@ -196,13 +220,18 @@ def convert_d2_pkl(obj):
     return _convert_c2_names(sd) if c2 else _apply(sd, _convert_d2_name)
 
 
-_CONVERTERS = {"torchvision": convert_torchvision_resnet, "mmcv_v1c": convert_mmcv_v1c, "d2_pkl": convert_d2_pkl}
+_CONVERTERS = {
+    "torchvision": convert_torchvision_resnet,
+    "mmcv_v1c": convert_mmcv_v1c,
+    "d2_pkl": convert_d2_pkl,
+}
 # channel order each source stem expects
 SOURCE_CHANNEL_ORDER = {"torchvision": "RGB", "mmcv_v1c": "RGB", "d2_pkl": "BGR"}
 
 
 def convert_state_dict(obj, fmt):
-    """Convert a loaded checkpoint object. Returns (OrderedDict of torch tensors, list of dropped keys)."""
+    """Convert a loaded checkpoint object. Returns (OrderedDict of torch tensors, list of dropped
+    keys)."""
     if fmt not in _CONVERTERS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if fmt == "d2_pkl":
@@ -211,34 +240,42 @@ def convert_state_dict(obj, fmt):
         sd, dropped = _CONVERTERS[fmt](_unwrap(obj))
     sd = OrderedDict((k, _to_tensor(v)) for k, v in sd.items())
     if not sd:
-        raise ValueError(f"no ResNet weights recognised in the checkpoint for format {fmt!r} "
-                         f"(first keys: {list(_unwrap(obj))[:5]})")
+        raise ValueError(
+            f"no ResNet weights recognised in the checkpoint for format {fmt!r} "
+            f"(first keys: {list(_unwrap(obj))[:5]})"
+        )
     return sd, dropped
 
 
 def adapt_stem_to_packed_bayer(state_dict, pattern="RGGB", source_order="RGB"):
     """Make an RGB/BGR stem accept 4-channel packed Bayer input (channels in ``pattern`` order).
 
-    A packed Bayer pixel (R, G1, G2, B) corresponds to the colour pixel (R, (G1+G2)/2, B), so the first conv's
-    R/B slices are copied and the G slice is split in half over the two green channels. ``state_dict`` uses
-    Detectron2 body names (``stem.conv1.weight``), without prefix.
+    A packed Bayer pixel (R, G1, G2, B) corresponds to the colour pixel (R, (G1+G2)/2, B), so the
+    first conv's R/B slices are copied and the G slice is split in half over the two green channels.
+    ``state_dict`` uses Detectron2 body names (``stem.conv1.weight``), without prefix.
     """
     pattern = pattern.upper()
     if sorted(pattern) != sorted("RGGB"):
-        raise ValueError(f"bayer pattern must be a permutation of RGGB (e.g. RGGB, BGGR, GRBG), got {pattern!r}")
+        raise ValueError(
+            f"bayer pattern must be a permutation of RGGB (e.g. RGGB, BGGR, GRBG), got {pattern!r}"
+        )
     if source_order not in ("RGB", "BGR"):
         raise ValueError(f"source_order must be 'RGB' or 'BGR', got {source_order!r}")
     key = "stem.conv1.weight"
     w = state_dict[key]
     if w.shape[1] != 3:
-        raise ValueError(f"{key} has {w.shape[1]} input channels; expected 3 to adapt to packed Bayer")
+        raise ValueError(
+            f"{key} has {w.shape[1]} input channels; expected 3 to adapt to packed Bayer"
+        )
     out = OrderedDict(state_dict)
     idx = {c: source_order.index(c) for c in "RGB"}
     out[key] = torch.stack([w[:, idx[c]] * (0.5 if c == "G" else 1.0) for c in pattern], dim=1)
     return out
 
 
-def save_d2_checkpoint(state_dict, dst, prefix=DEFAULT_PREFIX, author="segalias_d2 convert_pretrained"):
+def save_d2_checkpoint(
+    state_dict, dst, prefix=DEFAULT_PREFIX, author="segalias_d2 convert_pretrained"
+):
     """Write a Detectron2 checkpoint with exact names (``matching_heuristics: False``)."""
     model = OrderedDict((prefix + k, v) for k, v in state_dict.items())
     if str(dst).endswith(".pkl"):
@@ -255,10 +292,13 @@ def save_d2_checkpoint(state_dict, dst, prefix=DEFAULT_PREFIX, author="segalias_
 
 
 def convert_file(src, dst, fmt, prefix=DEFAULT_PREFIX, bayer_pattern=None):
-    """Convert ``src`` (format ``fmt``) into a Detectron2 checkpoint at ``dst``. Returns the converted dict."""
+    """Convert ``src`` (format ``fmt``) into a Detectron2 checkpoint at ``dst``. Returns the
+    converted dict."""
     sd, dropped = convert_state_dict(read_checkpoint_file(src), fmt)
     if dropped:
-        logger.info("Dropped %d key(s) without a ResNet-body counterpart: %s", len(dropped), _short(dropped))
+        logger.info(
+            "Dropped %d key(s) without a ResNet-body counterpart: %s", len(dropped), _short(dropped)
+        )
     if bayer_pattern:
         sd = adapt_stem_to_packed_bayer(sd, bayer_pattern, SOURCE_CHANNEL_ORDER[fmt])
     d = os.path.dirname(os.path.abspath(dst))
@@ -269,44 +309,78 @@ def convert_file(src, dst, fmt, prefix=DEFAULT_PREFIX, bayer_pattern=None):
 
 
 def main(argv=None):
-    """CLI: ``python tools/convert_pretrained.py SRC DST --format {torchvision,mmcv_v1c,d2_pkl,d2_coco_detector,mmseg}``."""
+    """CLI: ``python tools/convert_pretrained.py SRC DST --format
+    {torchvision,mmcv_v1c,d2_pkl,d2_coco_detector,mmseg}``."""
     parser = argparse.ArgumentParser(
-        description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 checkpoint for the "
+        description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 "
+        "checkpoint for the "
         "segalias models.",
-        epilog="Prefix: 'backbone.bottom_up.' for build_segalias_resnet_fpn_backbone models (default), "
+        epilog="Prefix: 'backbone.bottom_up.' for build_segalias_resnet_fpn_backbone models "
+        "(default), "
         "'backbone.' for build_segalias_resnet_backbone models, '' for a bare backbone module.",
     )
     parser.add_argument("src", help="source checkpoint (.pth/.pt/.pkl)")
     parser.add_argument("dst", help="output file: .pkl (numpy, Detectron2 style) or .pth")
-    parser.add_argument("--format", required=True, choices=FORMATS + ("d2_coco_detector", "mmseg"), dest="fmt",
-                        help="torchvision: torchvision resnet; mmcv_v1c: mmcv ResNet-V1c (deep stem); "
-                        "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names); d2_coco_detector: a whole "
-                        "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes; mmseg: a "
-                        "released Seg-Aliasing MMSeg UPerNet checkpoint -> the whole model (checkpoint/mmseg.py)")
-    parser.add_argument("--config-file", default="", help="mmseg: the config the weights are for (checked)")
-    parser.add_argument("--unsafe-load", action="store_true", help="mmseg: weights_only=False (trusted files only)")
-    parser.add_argument("--class-layers", default="reinit", choices=("slice", "reinit"),
-                        help="d2_coco_detector only: 'reinit' = drop the class layers, they start new (default: the released "
-                        "MMDetection load_from); 'slice' = variant, pick the COCO rows of the LIS classes by true class")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX!r})")
-    parser.add_argument("--bayer-pattern", default=None, metavar="RGGB",
-                        help="adapt the stem to 4-channel packed Bayer input in this channel order")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS + ("d2_coco_detector", "mmseg"),
+        dest="fmt",
+        help="torchvision: torchvision resnet; mmcv_v1c: mmcv ResNet-V1c (deep stem); "
+        "d2_pkl: Detectron2/MSRA .pkl (Caffe2 or Detectron2 names); d2_coco_detector: a whole "
+        "COCO-80 Detectron2 Mask R-CNN R50-FPN (model zoo .pkl) -> the 8 LIS classes; mmseg: a "
+        "released Seg-Aliasing MMSeg UPerNet checkpoint -> the whole model (checkpoint/mmseg.py)",
+    )
+    parser.add_argument(
+        "--config-file", default="", help="mmseg: the config the weights are for (checked)"
+    )
+    parser.add_argument(
+        "--unsafe-load", action="store_true", help="mmseg: weights_only=False (trusted files only)"
+    )
+    parser.add_argument(
+        "--class-layers",
+        default="reinit",
+        choices=("slice", "reinit"),
+        help="d2_coco_detector only: 'reinit' = drop the class layers, they start new (default: "
+        "the released "
+        "MMDetection load_from); 'slice' = variant, pick the COCO rows of the LIS classes by true "
+        "class",
+    )
+    parser.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX!r})"
+    )
+    parser.add_argument(
+        "--bayer-pattern",
+        default=None,
+        metavar="RGGB",
+        help="adapt the stem to 4-channel packed Bayer input in this channel order",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.fmt == "mmseg":
-        from .mmseg import cli_convert_mmseg
+        from .mmseg import cli_convert_mmseg  # noqa: PLC0415  (import cycle)
 
         if args.prefix != DEFAULT_PREFIX or args.bayer_pattern:
-            parser.error("--prefix/--bayer-pattern apply to backbone formats, not to mmseg (whole-model names)")
+            parser.error(
+                "--prefix/--bayer-pattern apply to backbone formats, not to mmseg (whole-model "
+                "names)"
+            )
         return cli_convert_mmseg(args.src, args.dst, args.config_file, args.unsafe_load)
     if args.fmt == "d2_coco_detector":
-        from .detector import convert_detector_file  # here: detector.py imports this module
+        from .detector import convert_detector_file  # here: detector.py imports this module  # noqa: PLC0415  (import cycle)
 
         if args.prefix != DEFAULT_PREFIX or args.bayer_pattern:
-            parser.error("--prefix/--bayer-pattern apply to backbone formats, not to d2_coco_detector")
+            parser.error(
+                "--prefix/--bayer-pattern apply to backbone formats, not to d2_coco_detector"
+            )
         sd = convert_detector_file(args.src, args.dst, class_layers=args.class_layers)
-        print(f"Converted {len(sd)} tensors (d2_coco_detector, class layers: {args.class_layers}) -> {args.dst}")
+        print(
+            f"Converted {len(sd)} tensors (d2_coco_detector, class layers: {args.class_layers}) -> "
+            f"{args.dst}"
+        )
         return 0
-    sd = convert_file(args.src, args.dst, args.fmt, prefix=args.prefix, bayer_pattern=args.bayer_pattern)
+    sd = convert_file(
+        args.src, args.dst, args.fmt, prefix=args.prefix, bayer_pattern=args.bayer_pattern
+    )
     print(f"Converted {len(sd)} tensors ({args.fmt}) -> {args.dst} with prefix {args.prefix!r}")
     return 0

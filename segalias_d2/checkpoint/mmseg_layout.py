@@ -1,5 +1,6 @@
-"""The layout of a released Seg-Aliasing MMSeg 0.25 checkpoint: the architecture read from its weights and the
-renaming of its keys to our UPerNet model (checks 2-4 of :mod:`.mmseg`)."""
+"""The layout of a released Seg-Aliasing MMSeg 0.25 checkpoint: the architecture read from its
+weights and the renaming of its keys to our UPerNet model (checks 2-4 of :mod:`.mmseg`)."""
+
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -7,8 +8,13 @@ from typing import List, Optional
 
 import torch
 
-__all__ = ["MMSegConversionError", "MMSegArchitecture", "infer_mmseg_architecture", "rename_mmseg_key",
-           "convert_mmseg_state_dict"]
+__all__ = [
+    "MMSegConversionError",
+    "MMSegArchitecture",
+    "infer_mmseg_architecture",
+    "rename_mmseg_key",
+    "convert_mmseg_state_dict",
+]
 
 _DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 _BN_LEAVES = ("weight", "bias", "running_mean", "running_var")
@@ -19,7 +25,8 @@ _LEVEL_OF_CHANNELS = {256: "res2", 512: "res3", 1024: "res4", 2048: "res5"}
 
 
 class MMSegConversionError(ValueError):
-    """The checkpoint is not a convertible Seg-Aliasing MMSeg checkpoint, or does not match the config."""
+    """The checkpoint is not a convertible Seg-Aliasing MMSeg checkpoint, or does not match the
+    config."""
 
 
 @dataclass
@@ -37,10 +44,13 @@ class MMSegArchitecture:
     identity_blur: bool = False  # backbone.AdaD.{1,2,3}.filt of blur_k=1 (the README baseline)
 
 
-# ------------------------------------------------------------------------------------------------ architecture
+# ------------------------------------------------------------------------------------------------
+# architecture
 def _shape(sd, key):
     if key not in sd:
-        raise MMSegConversionError(f"key {key!r} missing: not an MMSeg UPerHead + FCNHead checkpoint of a ResNet-V1c")
+        raise MMSegConversionError(
+            f"key {key!r} missing: not an MMSeg UPerHead + FCNHead checkpoint of a ResNet-V1c"
+        )
     return tuple(sd[key].shape)
 
 
@@ -48,18 +58,36 @@ def infer_mmseg_architecture(sd):
     """Architecture of an unwrapped state dict; refuses structures this model cannot hold."""
     for k in sd:
         if not k.startswith(("backbone.", "decode_head.", "auxiliary_head.")):
-            raise MMSegConversionError(f"unexpected key {k!r}: an MMSeg EncoderDecoder has only backbone./decode_head./"
-                                       f"auxiliary_head. keys")
+            raise MMSegConversionError(
+                f"unexpected key {k!r}: an MMSeg EncoderDecoder has only backbone./decode_head./"
+                f"auxiliary_head. keys"
+            )
         if re.match(r"backbone\.fm\d", k) or ".att.channel_att." in k:
-            raise MMSegConversionError(f"key {k!r} belongs to an older FreqMix variant (ResNetFreqMix / FrequencyMix "
-                                       f"at 3058960), not the released NyResNet; not convertible")
+            raise MMSegConversionError(
+                f"key {k!r} belongs to an older FreqMix variant (ResNetFreqMix / FrequencyMix "
+                f"at 3058960), not the released NyResNet; not convertible"
+            )
         if k.startswith("auxiliary_head.conv_cat."):
-            raise MMSegConversionError(f"key {k!r}: FCNHead with concat_input=True is not supported")
-    if _shape(sd, "backbone.stem.0.weight")[:2] != (32, 3) or _shape(sd, "backbone.stem.6.weight")[0] != 64:
-        raise MMSegConversionError("backbone.stem.*: expected the ResNet-V1c deep stem 3->32->32->64")
+            raise MMSegConversionError(
+                f"key {k!r}: FCNHead with concat_input=True is not supported"
+            )
+    if (
+        _shape(sd, "backbone.stem.0.weight")[:2] != (32, 3)
+        or _shape(sd, "backbone.stem.6.weight")[0] != 64
+    ):
+        raise MMSegConversionError(
+            "backbone.stem.*: expected the ResNet-V1c deep stem 3->32->32->64"
+        )
     blocks = []
     for s in range(1, 5):
-        n = len({m.group(1) for k in sd for m in [re.match(rf"backbone\.layer{s}\.(\d+)\.conv1\.weight$", k)] if m})
+        n = len(
+            {
+                m.group(1)
+                for k in sd
+                for m in [re.match(rf"backbone\.layer{s}\.(\d+)\.conv1\.weight$", k)]
+                if m
+            }
+        )
         blocks.append(n)
     if tuple(blocks) not in _DEPTHS:
         raise MMSegConversionError(f"blocks per layer {blocks}: not a ResNet-50/101/152")
@@ -69,54 +97,80 @@ def infer_mmseg_architecture(sd):
         if m:
             att_blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     if 1 in att_blocks:
-        raise MMSegConversionError("FreqMix ('att') keys in layer1: the released NyResNet has none there")
+        raise MMSegConversionError(
+            "FreqMix ('att') keys in layer1: the released NyResNet has none there"
+        )
     for s, bs in att_blocks.items():
         if bs != set(range(blocks[s - 1])):
-            raise MMSegConversionError(f"FreqMix in blocks {sorted(bs)} of layer{s} only; expected every block")
+            raise MMSegConversionError(
+                f"FreqMix in blocks {sorted(bs)} of layer{s} only; expected every block"
+            )
     reductions = set()
     for s, bs in att_blocks.items():
         for b in bs:
             for band in _SE:
                 hidden, channels = _shape(sd, f"backbone.layer{s}.{b}.att.{band}.1.weight")[:2]
                 if channels % hidden:
-                    raise MMSegConversionError(f"backbone.layer{s}.{b}.att.{band}.1.weight: {channels} channels are not"
-                                               f" a multiple of the SE width {hidden}")
+                    raise MMSegConversionError(
+                        f"backbone.layer{s}.{b}.att.{band}.1.weight: {channels} channels are not"
+                        f" a multiple of the SE width {hidden}"
+                    )
                 reductions.add(channels // hidden)
     if len(reductions) > 1:
-        raise MMSegConversionError(f"FreqMix SE reductions differ between modules: {sorted(reductions)}")
+        raise MMSegConversionError(
+            f"FreqMix SE reductions differ between modules: {sorted(reductions)}"
+        )
     adad = [k for k in sd if k.startswith("backbone.AdaD.")]
     identity_blur = False
     if adad:
         if any(not re.match(r"backbone\.AdaD\.[123]\.filt$", k) for k in adad):
-            raise MMSegConversionError(f"keys {adad[:4]}: adaptive-blur (adablur) baselines are not convertible")
+            raise MMSegConversionError(
+                f"keys {adad[:4]}: adaptive-blur (adablur) baselines are not convertible"
+            )
         for k in adad:
             t = sd[k]
             if t.dim() != 4 or tuple(t.shape[1:]) != (1, 1, 1) or not torch.all(t == 1):
-                raise MMSegConversionError(f"{k} {tuple(t.shape)}: a BlurPool with kernel > 1 (blur_k > 1) is not "
-                                           f"convertible; only the identity blur_k=1 baseline is")
+                raise MMSegConversionError(
+                    f"{k} {tuple(t.shape)}: a BlurPool with kernel > 1 (blur_k > 1) is not "
+                    f"convertible; only the identity blur_k=1 baseline is"
+                )
         identity_blur = True
     k_dec, c = _shape(sd, "decode_head.conv_seg.weight")[:2]
-    pools = len({m.group(1) for k in sd for m in [re.match(r"decode_head\.psp_modules\.(\d+)\.", k)] if m})
-    arch = MMSegArchitecture(depth=_DEPTHS[tuple(blocks)], num_classes=k_dec, head_channels=c, num_pool_scales=pools,
-                             aux="auxiliary_head.conv_seg.weight" in sd,
-                             freqmix_stages=[f"res{s + 1}" for s in sorted(att_blocks)],
-                             freqmix_reduction=reductions.pop() if reductions else None, identity_blur=identity_blur)
+    pools = len(
+        {m.group(1) for k in sd for m in [re.match(r"decode_head\.psp_modules\.(\d+)\.", k)] if m}
+    )
+    arch = MMSegArchitecture(
+        depth=_DEPTHS[tuple(blocks)],
+        num_classes=k_dec,
+        head_channels=c,
+        num_pool_scales=pools,
+        aux="auxiliary_head.conv_seg.weight" in sd,
+        freqmix_stages=[f"res{s + 1}" for s in sorted(att_blocks)],
+        freqmix_reduction=reductions.pop() if reductions else None,
+        identity_blur=identity_blur,
+    )
     if arch.aux:
         k_aux, arch.aux_channels = _shape(sd, "auxiliary_head.conv_seg.weight")[:2]
         if k_aux != k_dec:
-            raise MMSegConversionError(f"auxiliary_head.conv_seg has {k_aux} classes, decode_head.conv_seg {k_dec}")
-        arch.aux_num_convs = len({m.group(1) for k in sd
-                                  for m in [re.match(r"auxiliary_head\.convs\.(\d+)\.", k)] if m})
+            raise MMSegConversionError(
+                f"auxiliary_head.conv_seg has {k_aux} classes, decode_head.conv_seg {k_dec}"
+            )
+        arch.aux_num_convs = len(
+            {m.group(1) for k in sd for m in [re.match(r"auxiliary_head\.convs\.(\d+)\.", k)] if m}
+        )
         in_ch = _shape(sd, "auxiliary_head.convs.0.conv.weight")[1]
         if in_ch not in _LEVEL_OF_CHANNELS:
-            raise MMSegConversionError(f"auxiliary_head.convs.0 takes {in_ch} channels; not a ResNet stage output")
+            raise MMSegConversionError(
+                f"auxiliary_head.convs.0 takes {in_ch} channels; not a ResNet stage output"
+            )
         arch.aux_in_feature = _LEVEL_OF_CHANNELS[in_ch]
     return arch
 
 
-# ------------------------------------------------------------------------------------------------------ renaming
+# ----------------------------------------------------------------------------------------- renaming
 def _conv_module(rest):
-    """ConvModule ``X.conv.weight`` -> ``X.weight``, ``X.bn.<leaf>`` -> ``X.norm.<leaf>`` (None if not one)."""
+    """ConvModule ``X.conv.weight`` -> ``X.weight``, ``X.bn.<leaf>`` -> ``X.norm.<leaf>`` (None if
+    not one)."""
     m = re.match(r"^(.+)\.conv\.weight$", rest)
     if m:
         return f"{m.group(1)}.weight"
@@ -138,10 +192,13 @@ def _rename_backbone(rest):
     if not m:
         return None
     base, tail = f"res{int(m.group(1)) + 1}.{m.group(2)}.", m.group(3)
-    for pattern, fmt in ((r"^conv(\d)\.weight$", "conv{0}.weight"), (r"^bn(\d)\.(\w+)$", "conv{0}.norm.{1}"),
-                         (r"^downsample\.0\.weight$", "shortcut.weight"),
-                         (r"^downsample\.1\.(\w+)$", "shortcut.norm.{0}"),
-                         (r"^att\.freq_weight_conv\.(weight|bias)$", "freqmix.spatial.{0}")):
+    for pattern, fmt in (
+        (r"^conv(\d)\.weight$", "conv{0}.weight"),
+        (r"^bn(\d)\.(\w+)$", "conv{0}.norm.{1}"),
+        (r"^downsample\.0\.weight$", "shortcut.weight"),
+        (r"^downsample\.1\.(\w+)$", "shortcut.norm.{0}"),
+        (r"^att\.freq_weight_conv\.(weight|bias)$", "freqmix.spatial.{0}"),
+    ):
         mm = re.match(pattern, tail)
         if mm:
             if "norm" in fmt and mm.groups()[-1] not in _BN_LEAVES:
@@ -181,17 +238,20 @@ def rename_mmseg_key(key):
     """Model key for an MMSeg key, or None if it has none (BN counters included)."""
     if key.endswith(".num_batches_tracked"):
         return None
-    for prefix, fn, target in (("backbone.", _rename_backbone, "backbone."),
-                               ("decode_head.", _rename_decode, "sem_seg_head.decoder."),
-                               ("auxiliary_head.", _rename_aux, "sem_seg_head.aux.")):
+    for prefix, fn, target in (
+        ("backbone.", _rename_backbone, "backbone."),
+        ("decode_head.", _rename_decode, "sem_seg_head.decoder."),
+        ("auxiliary_head.", _rename_aux, "sem_seg_head.aux."),
+    ):
         if key.startswith(prefix):
-            out = fn(key[len(prefix):])
+            out = fn(key[len(prefix) :])
             return None if out is None else target + out
     return None
 
 
 def convert_mmseg_state_dict(sd):
-    """(converted OrderedDict of model keys, renamed map, dropped BN counters, identity-blur keys, unused keys)."""
+    """(converted OrderedDict of model keys, renamed map, dropped BN counters, identity-blur keys,
+    unused keys)."""
     converted, renamed, counters, blur, unused = OrderedDict(), OrderedDict(), [], [], []
     for k, v in sd.items():
         if k.endswith(".num_batches_tracked"):

@@ -1,15 +1,17 @@
 """Run-time compatibility with the Detectron2 builds segalias_d2 supports, all in one place.
 
 Official Detectron2 (any recent commit, with or without compiled ops) and the pure-Python v0.6
-backport that ``dev/setup_env.sh`` builds when no official build is importable (its build-time source
-fixes live in ``dev/d2_backport/``, not here). Everything here is feature detection: segalias_d2 code
-never branches on ``detectron2.__version__``, which is "0.6" on both the v0.6 tag and current main.
+backport that ``dev/setup_env.sh`` builds when no official build is importable (its build-time
+source fixes live in ``dev/d2_backport/``, not here). Everything here is feature detection:
+segalias_d2 code never branches on ``detectron2.__version__``, which is "0.6" on both the v0.6 tag
+and current main.
 
 * :mod:`.build_info`: which Detectron2 it is (backport revision, or official version and commit),
   whether its compiled ops are present, what its deformable convolution computes on CPU;
 * :mod:`.engine`: trainer behaviours that differ (optimizer state on resume, DDP of CPU models,
   lazily created data-loader iterators).
 """
+
 from .build_info import (
     compiled_op_status,
     deform_conv_cpu_support,

@@ -2,6 +2,18 @@
 
 Importing this package registers the built-in datasets (LIS, Cityscapes, demo) lazily.
 """
+
+from . import builtin  # noqa: F401  (registers datasets)
+from .dataset_mapper import LowLightDatasetMapper  # noqa: F401
+from .lowlight import (  # noqa: F401
+    LIS_CLASSES,
+    LIS_ORIGINAL_JSON_CLASSES,
+    AnnotationError,
+    DatasetNotFoundError,
+    class_index_map,
+    register_lowlight_dataset,
+    remap_instances,
+)
 from .raw_io import (  # noqa: F401
     IMAGE_FORMATS,
     ImageReadError,
@@ -14,14 +26,3 @@ from .raw_io import (  # noqa: F401
     read_lowlight_image,
 )
 from .synthesis import synthesize_lowlight  # noqa: F401
-from .lowlight import (  # noqa: F401
-    LIS_CLASSES,
-    LIS_ORIGINAL_JSON_CLASSES,
-    AnnotationError,
-    DatasetNotFoundError,
-    class_index_map,
-    register_lowlight_dataset,
-    remap_instances,
-)
-from . import builtin  # noqa: F401  (registers datasets)
-from .dataset_mapper import LowLightDatasetMapper  # noqa: F401

@@ -20,19 +20,35 @@ Root: ``$DETECTRON2_DATASETS`` (default ``datasets``), read at import time (Dete
   ``cityscapes_demo_sem_seg_{train,val}`` (sRGB) and ``cityscapes_demo_sem_seg_dark_{train,val}``
   (synthetic low-light raw-RGB, 16-bit).
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .ade20k import register_ade20k_sem_seg
-from .cityscapes import CITYSCAPES_STUFF_CLASSES, CITYSCAPES_STUFF_COLORS, IGNORE_LABEL, load_cityscapes_sem_seg
+from .cityscapes import (
+    CITYSCAPES_STUFF_CLASSES,
+    CITYSCAPES_STUFF_COLORS,
+    IGNORE_LABEL,
+    load_cityscapes_sem_seg,
+)
 from .lowlight import LIS_CLASSES, register_lowlight_dataset, require_paths
 from .voc import register_voc_sem_seg
 
-__all__ = ["register_lis", "register_all_lis", "register_all_cityscapes_sem_seg", "register_coco_lis8",
-           "LIS_MODALITIES", "LIS_SPLITS", "DEMO_HINT"]
+__all__ = [
+    "register_lis",
+    "register_all_lis",
+    "register_all_cityscapes_sem_seg",
+    "register_coco_lis8",
+    "LIS_MODALITIES",
+    "LIS_SPLITS",
+    "DEMO_HINT",
+]
 
-DEMO_HINT = "Build the demo data with `python datasets/prepare_demo.py` (builder: datasets/demo_builder.py)."
+DEMO_HINT = (
+    "Build the demo data with `python datasets/prepare_demo.py` "
+    "(builder: datasets/demo_builder.py)."
+)
 
 #: modality -> (image folder, annotation file pattern, image_format)
 LIS_MODALITIES = {
@@ -72,7 +88,14 @@ def register_lis(root, prefix="lis", subdir="LIS", splits=LIS_SPLITS):
 
 def register_all_lis(root):
     register_lis(root)
-    _register_lis_like(root, "lis_demo", "lis_demo", {**LIS_MODALITIES, **_DEMO_EXTRA}, ("train", "test"), DEMO_HINT)
+    _register_lis_like(
+        root,
+        "lis_demo",
+        "lis_demo",
+        {**LIS_MODALITIES, **_DEMO_EXTRA},
+        ("train", "test"),
+        DEMO_HINT,
+    )
 
 
 def _register_sem_seg(name, image_dir, gt_dir, image_format="srgb", hint=""):
@@ -102,21 +125,34 @@ def register_all_cityscapes_sem_seg(root):
             f"segalias_cityscapes_sem_seg_{split}",
             os.path.join(base, "leftImg8bit", split),
             os.path.join(base, "gtFine", split),
-            hint="Create the labelTrainIds maps with `python datasets/prepare_cityscapes_sem_seg.py`.",
+            hint="Create the labelTrainIds maps with `python "
+            "datasets/prepare_cityscapes_sem_seg.py`.",
         )
         demo = os.path.join(root, "cityscapes_demo")
-        _register_sem_seg(f"cityscapes_demo_sem_seg_{split}", os.path.join(demo, "leftImg8bit", split),
-                          os.path.join(demo, "gtFine", split), "srgb", DEMO_HINT)
-        _register_sem_seg(f"cityscapes_demo_sem_seg_dark_{split}", os.path.join(demo, "leftImg8bit_rawdark", split),
-                          os.path.join(demo, "gtFine", split), "raw_rgb", DEMO_HINT)
+        _register_sem_seg(
+            f"cityscapes_demo_sem_seg_{split}",
+            os.path.join(demo, "leftImg8bit", split),
+            os.path.join(demo, "gtFine", split),
+            "srgb",
+            DEMO_HINT,
+        )
+        _register_sem_seg(
+            f"cityscapes_demo_sem_seg_dark_{split}",
+            os.path.join(demo, "leftImg8bit_rawdark", split),
+            os.path.join(demo, "gtFine", split),
+            "raw_rgb",
+            DEMO_HINT,
+        )
 
 
 def register_coco_lis8(root):
-    """COCO 2017 restricted to the 8 LIS classes, matched by name, contiguous ids = true LIS ids (SynCOCO -> LIS).
+    """COCO 2017 restricted to the 8 LIS classes, matched by name, contiguous ids = true LIS ids
+    (SynCOCO -> LIS).
 
     COCO bicycle, car, motorcycle, bus, bottle, chair, dining table, tv -> LIS ids 0..7 (the COCO-8
-    order equals the true LIS id order, as in the official pipeline). Annotations of the other 72 COCO classes are dropped (counted in the load summary); images are
-    sRGB, turned into low-light raw-RGB by the mapper when INPUT.SEGALIAS.SYNTHESIS.ENABLED.
+    order equals the true LIS id order, as in the official pipeline). Annotations of the other 72
+    COCO classes are dropped (counted in the load summary); images are sRGB, turned into low-light
+    raw-RGB by the mapper when INPUT.SEGALIAS.SYNTHESIS.ENABLED.
     """
     for split in ("train", "val"):
         name = f"coco_2017_{split}_lis8"
@@ -129,7 +165,8 @@ def register_coco_lis8(root):
             image_format="srgb",
             thing_classes=LIS_CLASSES,
             unknown_category="skip",
-            missing_hint="Place COCO 2017 as in Detectron2's datasets/README (coco/{train,val}2017, coco/annotations).",
+            missing_hint="Place COCO 2017 as in Detectron2's datasets/README "
+            "(coco/{train,val}2017, coco/annotations).",
         )
 
 

@@ -4,10 +4,15 @@ The table follows the public Cityscapes label definition (19 evaluated classes, 
 255 = ignore). :func:`load_cityscapes_sem_seg` only needs ``*_leftImg8bit.png`` images and the
 ``*_gtFine_labelTrainIds.png`` maps (unlike Detectron2's loader, no polygons JSON is required).
 """
+
 import logging
 import os
 
 import numpy as np
+from detectron2.utils.file_io import PathManager
+from PIL import Image
+
+from .lowlight import DatasetNotFoundError
 
 __all__ = [
     "CITYSCAPES_STUFF_CLASSES",
@@ -24,20 +29,65 @@ IGNORE_LABEL = 255
 
 # (labelId, name, trainId)
 _LABELS = [
-    (0, "unlabeled", 255), (1, "ego vehicle", 255), (2, "rectification border", 255), (3, "out of roi", 255),
-    (4, "static", 255), (5, "dynamic", 255), (6, "ground", 255), (7, "road", 0), (8, "sidewalk", 1),
-    (9, "parking", 255), (10, "rail track", 255), (11, "building", 2), (12, "wall", 3), (13, "fence", 4),
-    (14, "guard rail", 255), (15, "bridge", 255), (16, "tunnel", 255), (17, "pole", 5), (18, "polegroup", 255),
-    (19, "traffic light", 6), (20, "traffic sign", 7), (21, "vegetation", 8), (22, "terrain", 9), (23, "sky", 10),
-    (24, "person", 11), (25, "rider", 12), (26, "car", 13), (27, "truck", 14), (28, "bus", 15),
-    (29, "caravan", 255), (30, "trailer", 255), (31, "train", 16), (32, "motorcycle", 17), (33, "bicycle", 18),
+    (0, "unlabeled", 255),
+    (1, "ego vehicle", 255),
+    (2, "rectification border", 255),
+    (3, "out of roi", 255),
+    (4, "static", 255),
+    (5, "dynamic", 255),
+    (6, "ground", 255),
+    (7, "road", 0),
+    (8, "sidewalk", 1),
+    (9, "parking", 255),
+    (10, "rail track", 255),
+    (11, "building", 2),
+    (12, "wall", 3),
+    (13, "fence", 4),
+    (14, "guard rail", 255),
+    (15, "bridge", 255),
+    (16, "tunnel", 255),
+    (17, "pole", 5),
+    (18, "polegroup", 255),
+    (19, "traffic light", 6),
+    (20, "traffic sign", 7),
+    (21, "vegetation", 8),
+    (22, "terrain", 9),
+    (23, "sky", 10),
+    (24, "person", 11),
+    (25, "rider", 12),
+    (26, "car", 13),
+    (27, "truck", 14),
+    (28, "bus", 15),
+    (29, "caravan", 255),
+    (30, "trailer", 255),
+    (31, "train", 16),
+    (32, "motorcycle", 17),
+    (33, "bicycle", 18),
 ]
 LABEL_ID_TO_TRAIN_ID = {lid: tid for lid, _, tid in _LABELS}
-CITYSCAPES_STUFF_CLASSES = [name for _, name, tid in sorted(_LABELS, key=lambda t: t[2]) if tid != 255]
+CITYSCAPES_STUFF_CLASSES = [
+    name for _, name, tid in sorted(_LABELS, key=lambda t: t[2]) if tid != 255
+]
 CITYSCAPES_STUFF_COLORS = [
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 ]
 assert len(CITYSCAPES_STUFF_CLASSES) == 19
 
@@ -55,11 +105,11 @@ def label_ids_to_train_ids(label_ids):
 
 
 def convert_label_id_files(gt_root, overwrite=False):
-    """Write ``*_gtFine_labelTrainIds.png`` next to every ``*_gtFine_labelIds.png`` under ``gt_root``.
+    """Write ``*_gtFine_labelTrainIds.png`` next to every ``*_gtFine_labelIds.png`` under
+    ``gt_root``.
 
     Returns (written, skipped). Existing outputs are kept unless ``overwrite``.
     """
-    from PIL import Image
 
     written = skipped = 0
     for dirpath, _, files in os.walk(gt_root):
@@ -77,13 +127,11 @@ def convert_label_id_files(gt_root, overwrite=False):
     return written, skipped
 
 
-def load_cityscapes_sem_seg(image_dir, gt_dir, image_format="srgb", image_suffix="_leftImg8bit.png"):
+def load_cityscapes_sem_seg(
+    image_dir, gt_dir, image_format="srgb", image_suffix="_leftImg8bit.png"
+):
     """Records ``{file_name, sem_seg_file_name, height, width, image_format}`` for
     ``image_dir/<city>/*<image_suffix>`` with ``gt_dir/<city>/*_gtFine_labelTrainIds.png``."""
-    from detectron2.utils.file_io import PathManager
-    from PIL import Image
-
-    from .lowlight import DatasetNotFoundError
 
     records, missing = [], []
     for city in sorted(PathManager.ls(image_dir)):
@@ -101,12 +149,20 @@ def load_cityscapes_sem_seg(image_dir, gt_dir, image_format="srgb", image_suffix
             image = os.path.join(city_dir, fn)
             with PathManager.open(image, "rb") as f:
                 w, h = Image.open(f).size
-            records.append({"file_name": image, "sem_seg_file_name": label, "height": h, "width": w,
-                            "image_format": image_format})
+            records.append(
+                {
+                    "file_name": image,
+                    "sem_seg_file_name": label,
+                    "height": h,
+                    "width": w,
+                    "image_format": image_format,
+                }
+            )
     if missing:
         raise DatasetNotFoundError(
             f"{len(missing)} labelTrainIds map(s) missing under '{gt_dir}', e.g. {missing[:3]}; "
-            "run `python datasets/prepare_cityscapes_sem_seg.py` to create them from the labelIds maps"
+            "run `python datasets/prepare_cityscapes_sem_seg.py` to create them from the labelIds "
+            "maps"
         )
     if not records:
         raise DatasetNotFoundError(f"no '*{image_suffix}' images found under '{image_dir}/<city>/'")

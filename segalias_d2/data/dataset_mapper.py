@@ -27,21 +27,25 @@ What it does per dataset dict:
    (released LIS ``AddNoisyImg``; ``SYNTHESIS.ORDER "before_augment"`` is the variant that
    synthesises at full resolution first); with ``RETURN_CLEAN`` the clean counterpart from the
    same unprocess draw is returned as ``"clean_image"``;
-4b. clean twins for DSL (training, ``INPUT.SEGALIAS.CLEAN_TWIN``): ``"synthetic"`` = that clean counterpart
-   (forces ``RETURN_CLEAN``); ``"pair"`` = the record's real clean image (``clean_file_name``, or the
-   normal-exposure image of a LIS-layout pair, :func:`~.lowlight.lis_clean_twin_file_name`), read like the
-   image (no exposure amplification), checked to have the image's size and put through the SAME transforms
-   (resize with the same interpolation, flip), returned as ``"clean_image"``. A training record without a
-   twin is an error naming it;
+4b. clean twins for DSL (training, ``INPUT.SEGALIAS.CLEAN_TWIN``): ``"synthetic"`` = that clean
+counterpart
+   (forces ``RETURN_CLEAN``); ``"pair"`` = the record's real clean image (``clean_file_name``, or
+   the normal-exposure image of a LIS-layout pair, :func:`~.lowlight.lis_clean_twin_file_name`),
+   read like the image (no exposure amplification), checked to have the image's size and put through
+   the SAME transforms
+   (resize with the same interpolation, flip), returned as ``"clean_image"``. A training record
+   without a twin is an error naming it;
 5. scales to ``PIXEL_SCALE`` (255: the range of Detectron2's uint8 inputs and PIXEL_MEAN) and
    converts 3-channel images from the canonical RGB to ``cfg.INPUT.FORMAT`` ("BGR" flips); 4-channel
    images stay ``[R, G1, B, G2]``; returns ``"image"`` as a CHW float32 tensor.
 
-The mapper is a Detectron2 ``DatasetMapper``: its attributes, and its ``_transform_annotations`` for the instance
-annotations (boxes, polygons/masks, crowd and keypoint handling, ``recompute_boxes``, empty-instance filter);
-only image reading and the order of augmentation and synthesis are ours. Semantic records
+The mapper is a Detectron2 ``DatasetMapper``: its attributes, and its ``_transform_annotations`` for
+the instance annotations (boxes, polygons/masks, crowd and keypoint handling, ``recompute_boxes``,
+empty-instance filter); only image reading and the order of augmentation and synthesis are ours.
+Semantic records
 (``sem_seg_file_name``) get a ``"sem_seg"`` long tensor (255 = ignore).
 """
+
 import copy
 import logging
 import zlib
@@ -90,8 +94,11 @@ class _ContiguousAugInput(T.AugInput):
 
 def _segalias_input(cfg):
     if "SEGALIAS" not in cfg.INPUT:
-        raise KeyError("cfg.INPUT.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) before building "
-                       "the mapper")
+        raise KeyError(
+            "cfg.INPUT.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) before "
+            "building "
+            "the mapper"
+        )
     return cfg.INPUT.SEGALIAS
 
 
@@ -99,10 +106,23 @@ class LowLightDatasetMapper(DatasetMapper):
     """Map a low-light dataset dict to model inputs (see the module docstring)."""
 
     @configurable
-    def __init__(self, is_train=True, *, augmentations, image_format="BGR", use_instance_mask=False,
-                 instance_mask_format="polygon", recompute_boxes=False, default_image_format="srgb",
-                 raw_output="raw_rgb", exposure_ratio=None, pixel_scale=255.0, synthesis=None,
-                 decode_cache=None, clean_twin="none"):
+    def __init__(
+        self,
+        is_train=True,
+        *,
+        augmentations,
+        image_format="BGR",
+        use_instance_mask=False,
+        instance_mask_format="polygon",
+        recompute_boxes=False,
+        default_image_format="srgb",
+        raw_output="raw_rgb",
+        exposure_ratio=None,
+        pixel_scale=255.0,
+        synthesis=None,
+        decode_cache=None,
+        clean_twin="none",
+    ):
         """
         Args:
             augmentations: list of Detectron2 Augmentation/Transform (applied to float images).
@@ -113,27 +133,47 @@ class LowLightDatasetMapper(DatasetMapper):
             pixel_scale: multiply [0, 1] images by this (255 = Detectron2's usual range).
             synthesis: None, or dict(ratio_range, seed, return_clean, output, method, quantization,
                 bit_depth, odd_size, order) to synthesise low-light images from sRGB records at
-                training time (keys left out take the released defaults, :data:`SYNTHESIS_DEFAULTS`).
+                training time (keys left out take the released defaults,
+                :data:`SYNTHESIS_DEFAULTS`).
             decode_cache: a :class:`~.decode_cache.DecodeCache` or None.
-            clean_twin: "none" | "synthetic" (needs ``synthesis``; sets its ``return_clean``) | "pair" (real clean
-                images; exclusive with ``synthesis``): the ``"clean_image"`` of every training image (DSL).
+            clean_twin: "none" | "synthetic" (needs ``synthesis``; sets its ``return_clean``) |
+            "pair" (real clean
+                images; exclusive with ``synthesis``): the ``"clean_image"`` of every training image
+                (DSL).
         """
         if clean_twin not in CLEAN_TWIN_MODES:
-            raise ValueError(f"INPUT.SEGALIAS.CLEAN_TWIN must be one of {CLEAN_TWIN_MODES}, got {clean_twin!r}")
+            raise ValueError(
+                f"INPUT.SEGALIAS.CLEAN_TWIN must be one of {CLEAN_TWIN_MODES}, got {clean_twin!r}"
+            )
         if clean_twin == "synthetic":
             if not synthesis:
-                raise ValueError("INPUT.SEGALIAS.CLEAN_TWIN 'synthetic' needs INPUT.SEGALIAS.SYNTHESIS.ENABLED True")
+                raise ValueError(
+                    "INPUT.SEGALIAS.CLEAN_TWIN 'synthetic' needs INPUT.SEGALIAS.SYNTHESIS.ENABLED "
+                    "True"
+                )
             synthesis = dict(synthesis, return_clean=True)
         if clean_twin == "pair" and synthesis:
-            raise ValueError("INPUT.SEGALIAS.CLEAN_TWIN 'pair' reads real clean images: expected "
-                             "INPUT.SEGALIAS.SYNTHESIS.ENABLED False (synthesis makes its own clean twin: 'synthetic')")
+            raise ValueError(
+                "INPUT.SEGALIAS.CLEAN_TWIN 'pair' reads real clean images: expected "
+                "INPUT.SEGALIAS.SYNTHESIS.ENABLED False (synthesis makes its own clean twin: "
+                "'synthetic')"
+            )
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"LowLightDatasetMapper supports INPUT.FORMAT 'RGB' or 'BGR', got '{image_format}'")
+            raise ValueError(
+                f"LowLightDatasetMapper supports INPUT.FORMAT 'RGB' or 'BGR', got '{image_format}'"
+            )
         check_format(default_image_format)
-        # image_format is the channel order of 3-channel outputs here (images are not read by Detectron2)
-        super().__init__(is_train, augmentations=augmentations, image_format=image_format,
-                         use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format,
-                         use_keypoint=False, recompute_boxes=recompute_boxes)
+        # image_format is the channel order of 3-channel outputs here (images are not read by
+        # Detectron2)
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            use_instance_mask=use_instance_mask,
+            instance_mask_format=instance_mask_format,
+            use_keypoint=False,
+            recompute_boxes=recompute_boxes,
+        )
         self.default_image_format = default_image_format
         self.raw_output = raw_output
         self.exposure_ratio = exposure_ratio
@@ -152,7 +192,9 @@ class LowLightDatasetMapper(DatasetMapper):
             synthesis = {key: inp.SYNTHESIS[key.upper()] for key in SYNTHESIS_DEFAULTS}
             synthesis["seed"] = None if int(inp.SYNTHESIS.SEED) < 0 else int(inp.SYNTHESIS.SEED)
         cache_cfg = cfg.DATALOADER.SEGALIAS.DECODE_CACHE
-        cache = DecodeCache(cache_cfg.MAX_ITEMS, cache_cfg.DIR or None) if cache_cfg.ENABLED else None
+        cache = (
+            DecodeCache(cache_cfg.MAX_ITEMS, cache_cfg.DIR or None) if cache_cfg.ENABLED else None
+        )
         ratio = float(inp.EXPOSURE_RATIO or 0.0)
         return {
             "is_train": is_train,
@@ -198,22 +240,31 @@ class LowLightDatasetMapper(DatasetMapper):
             raise ImageReadError(f"cannot read {self._describe(d)}: {type(e).__name__}: {e}") from e
 
     def _read_clean_twin(self, d, image, fmt):
-        """The real clean image of a training record (``clean_file_name`` or the LIS pair), image-sized."""
+        """The real clean image of a training record (``clean_file_name`` or the LIS pair),
+        image-sized."""
         try:
             path = d.get("clean_file_name") or lis_clean_twin_file_name(d["file_name"])
         except LowLightDataError as e:
             raise type(e)(f"INPUT.SEGALIAS.CLEAN_TWIN 'pair': {e} [{self._describe(d)}]") from e
-        twin = {"file_name": path, "image_id": d.get("image_id"), "image_format": d.get("clean_image_format") or fmt,
-                "raw_output": d.get("raw_output"), "black_level": d.get("black_level"),
-                "white_level": d.get("white_level"), "exposure_ratio": 1.0}  # a normal exposure: no amplification
+        twin = {
+            "file_name": path,
+            "image_id": d.get("image_id"),
+            "image_format": d.get("clean_image_format") or fmt,
+            "raw_output": d.get("raw_output"),
+            "black_level": d.get("black_level"),
+            "white_level": d.get("white_level"),
+            "exposure_ratio": 1.0,
+        }  # a normal exposure: no amplification
         try:
             clean, _ = self.read_image(twin)
         except LowLightDataError as e:
             raise type(e)(f"cannot read the clean twin of {self._describe(d)}: {e}") from e
         if clean.shape != image.shape:
-            raise LowLightDataError(f"the clean twin '{path}' is {clean.shape[1]}x{clean.shape[0]}x{clean.shape[2]} "
-                                    f"(WxHxC), the image {image.shape[1]}x{image.shape[0]}x{image.shape[2]}: a pair "
-                                    f"must have one geometry [{self._describe(d)}]")
+            raise LowLightDataError(
+                f"the clean twin '{path}' is {clean.shape[1]}x{clean.shape[0]}x{clean.shape[2]} "
+                f"(WxHxC), the image {image.shape[1]}x{image.shape[0]}x{image.shape[2]}: a pair "
+                f"must have one geometry [{self._describe(d)}]"
+            )
         return clean
 
     def _exif_ratio(self, d):
@@ -221,7 +272,9 @@ class LowLightDatasetMapper(DatasetMapper):
         key = (d["file_name"], d.get("pair_file_name"))
         if key not in self._ratios:
             if not d.get("pair_file_name"):
-                raise LowLightDataError(f"exposure_ratio='exif' but no pair_file_name in {self._describe(d)}")
+                raise LowLightDataError(
+                    f"exposure_ratio='exif' but no pair_file_name in {self._describe(d)}"
+                )
             try:
                 self._ratios[key] = exposure_ratio_from_pair(d["file_name"], d["pair_file_name"])
             except LowLightDataError as e:
@@ -233,18 +286,30 @@ class LowLightDatasetMapper(DatasetMapper):
         if seed is None:
             return np.random.default_rng()
         self._calls += 1
-        return np.random.default_rng([seed, zlib.crc32(str(d.get("file_name")).encode()), self._calls])
+        return np.random.default_rng(
+            [seed, zlib.crc32(str(d.get("file_name")).encode()), self._calls]
+        )
 
     # ------------------------------------------------------------------------------ synthesis
     def _synthesize(self, image, d):
-        """Synthetic low-light (noisy, clean or None) from an sRGB image; records the draw in ``d``."""
+        """Synthetic low-light (noisy, clean or None) from an sRGB image; records the draw in
+        ``d``."""
         syn = self.synthesis
-        res = synthesize_lowlight(image, self._rng(d), syn["ratio_range"], output=syn["output"],
-                                  method=syn["method"], quantization=syn["quantization"],
-                                  return_clean=syn["return_clean"], bit_depth=syn["bit_depth"],
-                                  odd_size=syn["odd_size"])
+        res = synthesize_lowlight(
+            image,
+            self._rng(d),
+            syn["ratio_range"],
+            output=syn["output"],
+            method=syn["method"],
+            quantization=syn["quantization"],
+            return_clean=syn["return_clean"],
+            bit_depth=syn["bit_depth"],
+            odd_size=syn["odd_size"],
+        )
         red, blue, brightness = res["wb_gains"]
-        d["synthesis_params"] = dict(res["params"], red_gain=red, blue_gain=blue, brightness=brightness)
+        d["synthesis_params"] = dict(
+            res["params"], red_gain=red, blue_gain=blue, brightness=brightness
+        )
         return res["noisy"], res.get("clean")
 
     # ------------------------------------------------------------------------------- __call__
@@ -266,14 +331,22 @@ class LowLightDatasetMapper(DatasetMapper):
             except LabelMapError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise ImageReadError(f"cannot read the sem_seg map of {self._describe(d)}: {e}") from e
+                raise ImageReadError(
+                    f"cannot read the sem_seg map of {self._describe(d)}: {e}"
+                ) from e
 
         h0, w0 = d.get("height", image.shape[0]), d.get("width", image.shape[1])
         pre = None
         if image.shape[:2] != (h0, w0):
-            half_res = fmt in ("raw", "raw_packed") or (before and image.shape[2] == 4) or is_camera_raw(d["file_name"])
+            half_res = (
+                fmt in ("raw", "raw_packed")
+                or (before and image.shape[2] == 4)
+                or is_camera_raw(d["file_name"])
+            )
             if not half_res:
-                utils.check_image_size(d, image)  # raises Detectron2's SizeMismatchError naming the file
+                utils.check_image_size(
+                    d, image
+                )  # raises Detectron2's SizeMismatchError naming the file
             pre = T.ScaleTransform(h0, w0, image.shape[0], image.shape[1], interp=Image.NEAREST)
             if sem_seg is not None:
                 sem_seg = pre.apply_segmentation(sem_seg)
@@ -285,17 +358,24 @@ class LowLightDatasetMapper(DatasetMapper):
         if synthesize and not before:  # released order: on the resized, flipped image
             h1, w1 = image.shape[:2]
             image, clean = self._synthesize(image, d)
-            if image.shape[:2] != (h1, w1):  # packed output is half resolution: scale the annotations
-                post = T.ScaleTransform(h1, w1, image.shape[0], image.shape[1], interp=Image.NEAREST)
+            if image.shape[:2] != (
+                h1,
+                w1,
+            ):  # packed output is half resolution: scale the annotations
+                post = T.ScaleTransform(
+                    h1, w1, image.shape[0], image.shape[1], interp=Image.NEAREST
+                )
                 if sem_seg is not None:
                     sem_seg = np.ascontiguousarray(post.apply_segmentation(sem_seg))
         elif clean is not None:
             clean = np.ascontiguousarray(transforms.apply_image(clean))
         image_shape = image.shape[:2]
         if self.is_train and self.clean_twin != "none" and clean is None:
-            raise LowLightDataError(f"INPUT.SEGALIAS.CLEAN_TWIN 'synthetic': {self._describe(d)} was not synthesised "
-                                    f"(image_format {fmt!r}; synthesis turns sRGB records only), so it has no clean "
-                                    "twin; use sRGB training data or CLEAN_TWIN 'pair'")
+            raise LowLightDataError(
+                f"INPUT.SEGALIAS.CLEAN_TWIN 'synthetic': {self._describe(d)} was not synthesised "
+                f"(image_format {fmt!r}; synthesis turns sRGB records only), so it has no clean "
+                "twin; use sRGB training data or CLEAN_TWIN 'pair'"
+            )
 
         d["image"] = self._to_tensor(image)
         if clean is not None:
@@ -308,14 +388,18 @@ class LowLightDatasetMapper(DatasetMapper):
             return d
 
         if "annotations" in d:
-            # the half-resolution scalings (pre/post) are part of the geometry the annotations go through
-            all_tfms = T.TransformList([t for t in [pre, *transforms.transforms, post] if t is not None])
+            # the half-resolution scalings (pre/post) are part of the geometry the annotations go
+            # through
+            all_tfms = T.TransformList(
+                [t for t in [pre, *transforms.transforms, post] if t is not None]
+            )
             self._transform_annotations(d, all_tfms, image_shape)
         return d
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
-        """Detectron2's, except that under ``recompute_boxes`` a record whose instances carry no masks (e.g. an
-        image without non-crowd objects) keeps its boxes instead of failing on the missing ``gt_masks``."""
+        """Detectron2's, except that under ``recompute_boxes`` a record whose instances carry no
+        masks (e.g. an image without non-crowd objects) keeps its boxes instead of failing on the
+        missing ``gt_masks``."""
         annos = [a for a in dataset_dict["annotations"] if a.get("iscrowd", 0) == 0]
         masks = self.use_instance_mask and bool(annos) and "segmentation" in annos[0]
         if not self.recompute_boxes or masks:

@@ -1,4 +1,6 @@
-"""``DecodeCache``: decode each image once, for the dataset mapper (``DATALOADER.SEGALIAS.DECODE_CACHE``)."""
+"""``DecodeCache``: decode each image once, for the dataset mapper
+(``DATALOADER.SEGALIAS.DECODE_CACHE``)."""
+
 import hashlib
 import json
 import os
@@ -28,7 +30,11 @@ class DecodeCache:
     @staticmethod
     def key(path, options):
         st = os.stat(path)
-        blob = json.dumps([os.path.abspath(path), st.st_mtime_ns, st.st_size, options], sort_keys=True, default=str)
+        blob = json.dumps(
+            [os.path.abspath(path), st.st_mtime_ns, st.st_size, options],
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha1(blob.encode()).hexdigest()
 
     def get(self, path, options, decode):

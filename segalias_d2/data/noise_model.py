@@ -1,14 +1,26 @@
-"""The calibrated PGRU noise model of LIS / ELD (Canon EOS 5D Mark IV): Poisson shot noise with system gain K,
-Tukey-lambda read noise, row banding and quantisation, in the dark digital-number domain; used by
+"""The calibrated PGRU noise model of LIS / ELD (Canon EOS 5D Mark IV): Poisson shot noise with
+system gain K, Tukey-lambda read noise, row banding and quantisation, in the dark digital-number
+domain; used by
 :func:`.synthesis.synthesize_lowlight` (its docstring has the whole pipeline)."""
-import math
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["SATURATION", "K_MIN", "K_MAX", "TUKEY_LAMBDAS", "TL_SCALE_FIT", "ROW_SCALE_FIT", "QUANTIZATION_MODES",
-           "NoiseParams", "sample_noise_params", "add_pgru_noise", "predicted_variance"]
+__all__ = [
+    "SATURATION",
+    "K_MIN",
+    "K_MAX",
+    "TUKEY_LAMBDAS",
+    "TL_SCALE_FIT",
+    "ROW_SCALE_FIT",
+    "QUANTIZATION_MODES",
+    "NoiseParams",
+    "sample_noise_params",
+    "add_pgru_noise",
+    "predicted_variance",
+]
 
 #: white - black of the 14-bit Canon sensor, in DN (released ``saturation_level = 16383 - 512``).
 SATURATION = 16383 - 512
@@ -49,20 +61,28 @@ def sample_noise_params(rng=None, ratio_range=(10.0, 100.0), ratio=None):
     rng = _rng(rng)
     log_k = rng.uniform(math.log(K_MIN), math.log(K_MAX))
     lam = TUKEY_LAMBDAS[int(rng.integers(len(TUKEY_LAMBDAS)))]  # one entry, repeats included
-    sigma_tl = math.exp(TL_SCALE_FIT[0] * log_k + TL_SCALE_FIT[1] + TL_SCALE_FIT[2] * rng.standard_normal())
-    sigma_r = math.exp(ROW_SCALE_FIT[0] * log_k + ROW_SCALE_FIT[1] + ROW_SCALE_FIT[2] * rng.standard_normal())
+    sigma_tl = math.exp(
+        TL_SCALE_FIT[0] * log_k + TL_SCALE_FIT[1] + TL_SCALE_FIT[2] * rng.standard_normal()
+    )
+    sigma_r = math.exp(
+        ROW_SCALE_FIT[0] * log_k + ROW_SCALE_FIT[1] + ROW_SCALE_FIT[2] * rng.standard_normal()
+    )
     r = float(ratio) if ratio is not None else float(rng.uniform(*ratio_range))
-    return NoiseParams(ratio=r, K=math.exp(log_k), tukey_lambda=lam, sigma_tl=sigma_tl, sigma_r=sigma_r)
+    return NoiseParams(
+        ratio=r, K=math.exp(log_k), tukey_lambda=lam, sigma_tl=sigma_tl, sigma_r=sigma_r
+    )
 
 
-def add_pgru_noise(packed, params, rng=None, components="PGRU", quantization="per_pixel", amplify=True):
+def add_pgru_noise(
+    packed, params, rng=None, components="PGRU", quantization="per_pixel", amplify=True
+):
     """Add PGRU noise to a clean packed raw (h, w, C) in [0, 1] (normal-exposure brightness).
 
     ``components`` is any subset of "P" (Poisson shot), "G" (Tukey-lambda read), "R" (row),
     "U" (quantisation). Returns the noisy image amplified by ``params.ratio`` (clipped to [0, 1]),
     or the un-amplified dark capture (``amplify=False``, in [0, 1/r]).
     """
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415  (optional dependency)
 
     if quantization not in QUANTIZATION_MODES:
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got '{quantization}'")
@@ -73,7 +93,9 @@ def add_pgru_noise(packed, params, rng=None, components="PGRU", quantization="pe
     else:
         z = y.copy()
     if "G" in components:
-        z += stats.tukeylambda.rvs(params.tukey_lambda, scale=params.sigma_tl, size=z.shape, random_state=rng)
+        z += stats.tukeylambda.rvs(
+            params.tukey_lambda, scale=params.sigma_tl, size=z.shape, random_state=rng
+        )
     if "R" in components:
         z += rng.normal(0.0, params.sigma_r, size=(z.shape[0], 1) + z.shape[2:])
     if "U" in components:
@@ -89,7 +111,7 @@ def add_pgru_noise(packed, params, rng=None, components="PGRU", quantization="pe
 
 def predicted_variance(y, params, components="PGRU", quantization="per_pixel"):
     """Model variance of :func:`add_pgru_noise`'s amplified output for a flat clean value ``y``."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415  (optional dependency)
 
     y_dn = y * SATURATION / params.ratio
     var_dn = 0.0

@@ -11,18 +11,22 @@ Nothing is squashed to 8 bits: 16-bit PNGs and 14-bit RAW data keep their precis
 
 This module imports neither Detectron2 nor torch, so RAW reading works without them.
 """
+
 import logging
 import os
+import struct
 
+import cv2
 import numpy as np
 
+from .raw_layout import first_missing_block, tiff_data_blocks
 from .read_formats import (  # noqa: F401  (re-exported: raw_io is the public reading module)
     IMAGE_FORMATS,
+    RAW_EXTENSIONS,
+    RENDERED_EXTENSIONS,
     ImageReadError,
     InvalidValueError,
     LowLightDataError,
-    RAW_EXTENSIONS,
-    RENDERED_EXTENSIONS,
     RawDecodeError,
     UnsupportedFormatError,
     _is_number,
@@ -55,6 +59,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 # ----------------------------------------------------------------------------------------- RAW
 def pack_raw_bayer(raw_image, raw_pattern, black_level_per_channel, white_level, clip=True):
     """Pack a Bayer mosaic into ``(H/2, W/2, 4)`` float32 planes ``[R, G1, B, G2]``, normalised.
@@ -71,7 +76,9 @@ def pack_raw_bayer(raw_image, raw_pattern, black_level_per_channel, white_level,
     raw_image = np.asarray(raw_image)
     pattern = np.asarray(raw_pattern)
     if raw_image.ndim != 2 or pattern.shape != (2, 2):
-        raise ValueError(f"expected a 2-D mosaic and a 2x2 pattern, got {raw_image.shape}, {pattern.shape}")
+        raise ValueError(
+            f"expected a 2-D mosaic and a 2x2 pattern, got {raw_image.shape}, {pattern.shape}"
+        )
     h2, w2 = raw_image.shape[0] // 2, raw_image.shape[1] // 2
     black = np.asarray(black_level_per_channel, dtype=np.float32).reshape(-1)
     if black.size == 1:
@@ -88,8 +95,10 @@ def pack_raw_bayer(raw_image, raw_pattern, black_level_per_channel, white_level,
         plane = raw_image[dy : 2 * h2 : 2, dx : 2 * w2 : 2].astype(np.float32)
         b = black[color] if color < black.size else black[0]
         if not float(white_level) > b:  # also catches NaN levels
-            raise InvalidValueError(f"white level {white_level} is not above the black level {b} of colour {color}: "
-                                    "the pixels would be divided by zero or a negative scale")
+            raise InvalidValueError(
+                f"white level {white_level} is not above the black level {b} of colour {color}: "
+                "the pixels would be divided by zero or a negative scale"
+            )
         planes.append((plane - b) / (float(white_level) - b))
     out = np.stack(planes, axis=-1)
     if clip:
@@ -98,9 +107,12 @@ def pack_raw_bayer(raw_image, raw_pattern, black_level_per_channel, white_level,
 
 
 def packed_to_raw_rgb(packed):
-    """``(H, W, 4)`` ``[R, G1, B, G2]`` -> ``(H, W, 3)`` ``[R, (G1+G2)/2, B]`` (SID/LIS, no demosaic)."""
+    """``(H, W, 4)`` ``[R, G1, B, G2]`` -> ``(H, W, 3)`` ``[R, (G1+G2)/2, B]`` (SID/LIS, no
+    demosaic)."""
     packed = np.asarray(packed, dtype=np.float32)
-    return np.stack([packed[..., 0], 0.5 * (packed[..., 1] + packed[..., 3]), packed[..., 2]], axis=-1)
+    return np.stack(
+        [packed[..., 0], 0.5 * (packed[..., 1] + packed[..., 3]), packed[..., 2]], axis=-1
+    )
 
 
 def read_exposure_time(path):
@@ -109,7 +121,7 @@ def read_exposure_time(path):
     Uses rawpy's ``raw.other.shutter_speed`` (rawpy >= 0.19 exposes LibRaw's shot info); falls back
     to ``exifread`` if that optional package is installed.
     """
-    import rawpy
+    import rawpy  # noqa: PLC0415  (optional dependency)
 
     local = _local_path(path)
     try:
@@ -125,7 +137,7 @@ def read_exposure_time(path):
     except Exception:  # noqa: BLE001  (fall through to exifread)
         pass
     try:
-        import exifread  # optional
+        import exifread  # optional  # noqa: PLC0415  (optional dependency)
     except ImportError:
         return None
     with open(local, "rb") as f:
@@ -142,11 +154,15 @@ def exposure_ratio_from_pair(dark_path, normal_path):
     t_dark, t_normal = read_exposure_time(dark_path), read_exposure_time(normal_path)
     if not t_dark or not t_normal:
         raise LowLightDataError(
-            f"cannot read exposure times of the pair dark='{dark_path}' ({t_dark}) / normal='{normal_path}' "
+            f"cannot read exposure times of the pair dark='{dark_path}' ({t_dark}) / "
+            f"normal='{normal_path}' "
             f"({t_normal}); pass exposure_ratio explicitly"
         )
-    return check_exposure_ratio(t_normal / t_dark, f"the exposure ratio t_normal / t_dark = {t_normal} / {t_dark} of "
-                                                   f"the pair dark='{dark_path}' / normal='{normal_path}'")
+    return check_exposure_ratio(
+        t_normal / t_dark,
+        f"the exposure ratio t_normal / t_dark = {t_normal} / {t_dark} of "
+        f"the pair dark='{dark_path}' / normal='{normal_path}'",
+    )
 
 
 def _check_declared_size(local, path):
@@ -156,9 +172,6 @@ def _check_declared_size(local, path):
     (a few small reads) catches them before the decode. Non-TIFF formats (CR3, RAF, ...) are not
     checked here.
     """
-    import struct
-
-    from .raw_layout import first_missing_block, tiff_data_blocks
 
     try:
         blocks = tiff_data_blocks(local)
@@ -173,13 +186,16 @@ def _check_declared_size(local, path):
     end = block.offset + block.length
     more = f"; {n_short - 1} more declared block(s) also extend past the end" if n_short > 1 else ""
     raise RawDecodeError(
-        f"camera RAW file '{path}' is truncated: {block.what} declares {block.length} bytes at offset "
-        f"{block.offset} (up to byte {end}), but the file has {size} bytes ({end - size} missing){more}"
+        f"camera RAW file '{path}' is truncated: {block.what} declares {block.length} bytes at "
+        "offset "
+        f"{block.offset} (up to byte {end}), but the file has {size} bytes ({end - size} "
+        f"missing){more}"
     )
 
 
 def _check_not_truncated(mosaic, black, path):
-    """Second line of defence after :func:`_check_declared_size` (for formats without a TIFF header).
+    """Second line of defence after :func:`_check_declared_size` (for formats without a TIFF
+    header).
 
     LibRaw may zero-fill the rows it could not read; a real sensor with a black level > 0 never
     produces a whole row of exact zeros, so a zero last row (or an all-zero mosaic) means the file
@@ -206,28 +222,34 @@ def lis_pair_file_name(dark_file_name, pair_root=None):
     stem, ext = os.path.splitext(base)
     if not stem.isdigit() or int(stem) < 2:
         raise LowLightDataError(
-            f"cannot derive the normal-exposure partner of '{dark_file_name}': LIS pairs are numbered "
+            f"cannot derive the normal-exposure partner of '{dark_file_name}': LIS pairs are "
+            "numbered "
             "normal = n - 1, dark = n (even)"
         )
     return os.path.join(pair_root if pair_root else folder, f"{int(stem) - 1}{ext}")
 
 
-def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None, clip=True):
+def read_camera_raw(
+    path, output="raw_rgb", black_level=None, white_level=None, exposure_ratio=None, clip=True
+):
     """Decode a camera RAW file with rawpy.
 
     Args:
-        output: "raw_rgb" -> (H/2, W/2, 3) ``[R, meanG, B]``; "packed" -> (H/2, W/2, 4) ``[R, G1, B, G2]``.
-        black_level / white_level: override rawpy's ``black_level_per_channel`` / ``white_level``.
-        exposure_ratio: multiply the normalised data by this factor (dark frames), then clip.
+        output: "raw_rgb" -> (H/2, W/2, 3) ``[R, meanG, B]``; "packed" -> (H/2, W/2, 4) ``[R, G1, B,
+        G2]``. black_level / white_level: override rawpy's ``black_level_per_channel`` /
+        ``white_level``. exposure_ratio: multiply the normalised data by this factor (dark frames),
+        then clip.
     Raises :class:`RawDecodeError` for corrupt files (chained to LibRaw's exception; rawpy also
     turns LibRaw's data-error count into ``LibRawDataError``) and for truncated files: a file that
     ends before a strip / tile / JPEG block or tag value declared by its TIFF header (checked from
     the header before decoding), or whose last mosaic row is all zero.
     """
-    import rawpy
+    import rawpy  # noqa: PLC0415  (optional dependency)
 
     if output not in ("raw_rgb", "packed"):
-        raise UnsupportedFormatError(f"unsupported RAW output mode '{output}' (expected 'raw_rgb' or 'packed')")
+        raise UnsupportedFormatError(
+            f"unsupported RAW output mode '{output}' (expected 'raw_rgb' or 'packed')"
+        )
     where = f"reading '{path}'"
     check_levels(black_level, white_level, where)
     exposure_ratio = check_exposure_ratio(exposure_ratio, f"exposure_ratio for '{path}'")
@@ -240,7 +262,9 @@ def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, 
             black = raw.black_level_per_channel if black_level is None else black_level
             white = raw.white_level if white_level is None else white_level
     except (rawpy.LibRawError, ValueError, OSError) as e:
-        raise RawDecodeError(f"cannot decode camera RAW file '{path}': {type(e).__name__}: {e}") from e
+        raise RawDecodeError(
+            f"cannot decode camera RAW file '{path}': {type(e).__name__}: {e}"
+        ) from e
     _check_not_truncated(mosaic, black, path)
     packed = pack_raw_bayer(mosaic, pattern, black, white, clip=clip)
     if exposure_ratio is not None:
@@ -252,13 +276,14 @@ def read_camera_raw(path, output="raw_rgb", black_level=None, white_level=None, 
 
 # ------------------------------------------------------------------------------ rendered images
 def _read_with_cv2(path):
-    import cv2
 
     local = _local_path(path)
     data = np.fromfile(local, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
-        raise ImageReadError(f"cannot decode image file '{path}' (corrupt, truncated or not an image)")
+        raise ImageReadError(
+            f"cannot decode image file '{path}' (corrupt, truncated or not an image)"
+        )
     if img.ndim == 2:
         img = img[:, :, None]
     c = img.shape[2]
@@ -290,8 +315,15 @@ def _to_unit_float(img, black_level=None, white_level=None):
     return out / scale
 
 
-def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=None, white_level=None,
-                        exposure_ratio=None, clip=True):
+def read_lowlight_image(
+    path,
+    image_format,
+    raw_output="raw_rgb",
+    black_level=None,
+    white_level=None,
+    exposure_ratio=None,
+    clip=True,
+):
     """Read one image as float32 HWC in [0, 1] (see the module docstring for channel order).
 
     Args:
@@ -308,8 +340,10 @@ def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=No
     exposure_ratio = check_exposure_ratio(exposure_ratio, f"exposure_ratio for '{path}'")
     if image_format == "raw" and os.path.splitext(path)[1].lower() in RENDERED_EXTENSIONS:
         raise UnsupportedFormatError(
-            f"'{path}' is not a camera RAW file: image_format 'raw' decodes camera RAW files ({', '.join(RAW_EXTENSIONS)}) "
-            "with rawpy; register a rendered 3-channel raw-RGB image as 'raw_rgb' and a 4-channel packed Bayer "
+            f"'{path}' is not a camera RAW file: image_format 'raw' decodes camera RAW files "
+            f"({', '.join(RAW_EXTENSIONS)}) "
+            "with rawpy; register a rendered 3-channel raw-RGB image as 'raw_rgb' and a 4-channel "
+            "packed Bayer "
             "PNG/TIFF/.npy as 'raw_packed'"
         )
     if image_format == "raw" or (image_format in ("raw_rgb", "raw_packed") and is_camera_raw(path)):
@@ -328,9 +362,12 @@ def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=No
         img = _read_with_cv2(path)
     if image_format == "srgb" and img.dtype == np.uint16:
         raise UnsupportedFormatError(
-            f"'{path}' is a 16-bit image, but image_format 'srgb' is for 8-bit camera JPEG/PNG photos; 16-bit files "
-            "are linear renderings of RAW data (LIS RAW-* PNGs): register them as image_format 'raw_rgb' (3 "
-            "channels) or 'raw_packed' (4 channels), or convert the file to 8 bits if it really is an sRGB photo"
+            f"'{path}' is a 16-bit image, but image_format 'srgb' is for 8-bit camera JPEG/PNG "
+            "photos; 16-bit files "
+            "are linear renderings of RAW data (LIS RAW-* PNGs): register them as image_format "
+            "'raw_rgb' (3 "
+            "channels) or 'raw_packed' (4 channels), or convert the file to 8 bits if it really is "
+            "an sRGB photo"
         )
     expected = {"raw_rgb": 3, "srgb": 3, "raw_packed": 4}[image_format]  # "raw" returned above
     if image_format == "srgb" and img.shape[2] == 4:  # RGBA photo -> drop alpha
@@ -339,7 +376,8 @@ def read_lowlight_image(path, image_format, raw_output="raw_rgb", black_level=No
         img = np.repeat(img, 3, axis=2)
     if img.shape[2] != expected:
         raise ImageReadError(
-            f"'{path}' has {img.shape[2]} channels but image_format '{image_format}' needs {expected}"
+            f"'{path}' has {img.shape[2]} channels but image_format '{image_format}' needs "
+            f"{expected}"
         )
     out = _to_unit_float(img, black_level, white_level)
     if exposure_ratio is not None:

@@ -1,4 +1,5 @@
-"""What a TIFF-based camera RAW file (CR2, ARW, NEF, DNG, PEF, ORF, RW2, ...) declares about its data.
+"""What a TIFF-based camera RAW file (CR2, ARW, NEF, DNG, PEF, ORF, RW2, ...) declares about its
+data.
 
 Why: LibRaw does not notice most truncated files. Its loaders read the image with unchecked
 ``fread`` calls, so a file cut short decodes "successfully" with the missing rows filled with
@@ -13,6 +14,7 @@ Interoperability IFDs; MakerNote internals are not walked, their offsets are ven
 returns the declared blocks; it reads a few kilobytes, never the image data. Files that are not
 TIFF-structured (CR3, RAF, X3F, ...) return ``None``.
 """
+
 import os
 import struct
 from collections import namedtuple
@@ -42,7 +44,8 @@ def _read(f, size, offset, n):
 
 
 def _values(f, size, bo, typ, count, field):
-    """Integer values of an entry (types SHORT / LONG / IFD), or None if they lie beyond the file."""
+    """Integer values of an entry (types SHORT / LONG / IFD), or None if they lie beyond the
+    file."""
     code = {3: "H", 4: "I", 13: "I"}.get(typ)
     if code is None:
         return None
@@ -52,7 +55,8 @@ def _values(f, size, bo, typ, count, field):
 
 
 def tiff_data_blocks(path):
-    """Declared data blocks of a TIFF-structured RAW file, or None if ``path`` is not TIFF-structured.
+    """Declared data blocks of a TIFF-structured RAW file, or None if ``path`` is not
+    TIFF-structured.
 
     Returns a list of :class:`DataBlock`: every IFD itself, every out-of-line tag value, every
     strip / tile / JPEG block. Blocks may extend past the end of the file (that is the point).
@@ -82,7 +86,11 @@ def tiff_data_blocks(path):
             n = struct.unpack(bo + "H", count_field)[0]
             if n == 0 or n > _MAX_ENTRIES:
                 continue
-            blocks.append(DataBlock(f"{name} (image file directory, {n} entries)", offset, 2 + 12 * n + 4, False))
+            blocks.append(
+                DataBlock(
+                    f"{name} (image file directory, {n} entries)", offset, 2 + 12 * n + 4, False
+                )
+            )
             table = _read(f, size, offset + 2, 12 * n + 4)
             if table is None:
                 continue
@@ -93,14 +101,18 @@ def tiff_data_blocks(path):
                 length = _TYPE_SIZES.get(typ, 0) * count
                 if length > 4:  # the value lives elsewhere in the file
                     at = struct.unpack(bo + "I", field)[0]
-                    blocks.append(DataBlock(f"the value of tag 0x{tag:04x} in {name}", at, length, False))
+                    blocks.append(
+                        DataBlock(f"the value of tag 0x{tag:04x} in {name}", at, length, False)
+                    )
             for tag, label in _IFD_POINTERS.items():
                 if tag in entries:
                     for k, sub in enumerate(_values(f, size, bo, *entries[tag]) or []):
                         sub_name = f"{name}/{label}{k if label == 'SubIFD' else ''}"
                         queue.append((sub, sub_name, False))
-            dims = [(_values(f, size, bo, *entries[t]) or [None])[0] if t in entries else None
-                    for t in (0x100, 0x101)]
+            dims = [
+                (_values(f, size, bo, *entries[t]) or [None])[0] if t in entries else None
+                for t in (0x100, 0x101)
+            ]
             for off_tag, len_tag, kind in _DATA_TAGS:
                 if off_tag in entries and len_tag in entries:
                     offs = _values(f, size, bo, *entries[off_tag])
@@ -112,19 +124,29 @@ def tiff_data_blocks(path):
                 chain += 1
                 queue.append((nxt, f"IFD{chain}", True))
     # the raw data is the largest image; unknowable when a table is cut (its image may be larger)
-    raw_index = None if tables_cut else max(range(len(images)), key=lambda i: sum(n for _, n in images[i][2]),
-                                            default=None)
+    raw_index = (
+        None
+        if tables_cut
+        else max(range(len(images)), key=lambda i: sum(n for _, n in images[i][2]), default=None)
+    )
     for i, (name, kind, parts, w, h) in enumerate(images):
         dims = f", {w}x{h}" if w and h else ""
         for k, (off, length) in enumerate(parts):
             what = f"{kind} {k + 1} of {len(parts)} in {name}{dims}"
-            blocks.append(DataBlock(("raw data (" + what + ")") if i == raw_index else what, off, length,
-                                    i == raw_index))
+            blocks.append(
+                DataBlock(
+                    ("raw data (" + what + ")") if i == raw_index else what,
+                    off,
+                    length,
+                    i == raw_index,
+                )
+            )
     return blocks
 
 
 def first_missing_block(blocks, size):
-    """The declared block to report for a file of ``size`` bytes (raw data first), and how many are cut."""
+    """The declared block to report for a file of ``size`` bytes (raw data first), and how many are
+    cut."""
     short = [b for b in blocks if b.length > 0 and b.offset + b.length > size]
     if not short:
         return None, 0

@@ -30,6 +30,7 @@ purpose: that code ends up with mixed BGR/RGB orders (docs/data.md), this module
 Every random draw comes from the ``numpy.random.Generator`` passed in, so results are reproducible.
 """
 
+import cv2
 import numpy as np
 
 from .noise_model import (  # noqa: F401  (re-exported: the synthesis API includes the noise model)
@@ -70,16 +71,24 @@ __all__ = [
 ]
 
 #: calibrated Canon EOS 5D Mark IV camera -> linear sRGB matrix, rows = output. Values of the LIS
-#: release (noisemodel/unprocess.py ``get_calibrated_cam2rgb``, there float32); the LIS report quotes
-#: them rounded to 4 decimals (2.0484, -1.2716, ...).
+#: release (noisemodel/unprocess.py ``get_calibrated_cam2rgb``, there float32); the LIS report
+#: quotes them rounded to 4 decimals (2.0484, -1.2716, ...).
 CAM2RGB = np.array(
-    [[2.04840695, -1.27161572, 0.22320878],
-     [-0.22163155, 1.77694640, -0.55531485],
-     [-0.00770995, -0.59257895, 1.60028890]], dtype=np.float64
+    [
+        [2.04840695, -1.27161572, 0.22320878],
+        [-0.22163155, 1.77694640, -0.55531485],
+        [-0.00770995, -0.59257895, 1.60028890],
+    ],
+    dtype=np.float64,
 )
 RGB2CAM = np.linalg.inv(CAM2RGB)
 #: keyword arguments of :func:`synthesize_lowlight` that reproduce the released LIS pipeline.
-RELEASED_SYNTHESIS = {"quantization": "scalar", "bit_depth": 8, "odd_size": "resize", "method": "bilinear"}
+RELEASED_SYNTHESIS = {
+    "quantization": "scalar",
+    "bit_depth": 8,
+    "odd_size": "resize",
+    "method": "bilinear",
+}
 
 
 def inverse_smoothstep(x):
@@ -120,7 +129,12 @@ def unprocess(rgb, rng=None, wb_gains=None):
     mask = (np.maximum(gray - 0.9, 0.0) / 0.1) ** 2
     safe = np.maximum(mask + (1.0 - mask) * gains, gains)
     x = np.clip(x * safe, 0.0, 1.0)
-    meta = {"red_gain": float(red_gain), "blue_gain": float(blue_gain), "brightness": float(brightness), "gains": safe}
+    meta = {
+        "red_gain": float(red_gain),
+        "blue_gain": float(blue_gain),
+        "brightness": float(brightness),
+        "gains": safe,
+    }
     return x, meta
 
 
@@ -130,7 +144,13 @@ def mosaic(cam_rgb):
     if h % 2 or w % 2:
         raise ValueError(f"mosaic needs even height and width, got {h}x{w}")
     return np.stack(
-        [cam_rgb[0::2, 0::2, 0], cam_rgb[0::2, 1::2, 1], cam_rgb[1::2, 1::2, 2], cam_rgb[1::2, 0::2, 1]], axis=-1
+        [
+            cam_rgb[0::2, 0::2, 0],
+            cam_rgb[0::2, 1::2, 1],
+            cam_rgb[1::2, 1::2, 2],
+            cam_rgb[1::2, 0::2, 1],
+        ],
+        axis=-1,
     )
 
 
@@ -152,7 +172,6 @@ def _check_bit_depth(bit_depth):
 
 def _demosaic_int(packed, bit_depth):
     """Bilinear demosaic on an integer mosaic; returns (uint8/uint16 RGB, full-scale value)."""
-    import cv2
 
     _check_bit_depth(bit_depth)
     top = 255.0 if bit_depth == 8 else 65535.0
@@ -179,25 +198,33 @@ def demosaic(packed, bit_depth=16):
 def process_raw_rgb(packed, out_hw=None, method="bilinear", bit_depth=16):
     """Packed raw -> linear raw-RGB network input (no WB/CCM/gamma), float32 RGB.
 
-    method "bilinear": demosaic to (2h, 2w) on a ``bit_depth``-bit mosaic; "pack": ``[R, mean G, B]``
-    at (h, w) (real LIS RAW rendering, float only). The result is cropped to ``out_hw`` when it
+    method "bilinear": demosaic to (2h, 2w) on a ``bit_depth``-bit mosaic; "pack": ``[R, mean G,
+    B]`` at (h, w) (real LIS RAW rendering, float only). The result is cropped to ``out_hw`` when it
     exceeds it by at most one pixel (edge-padded odd sizes), otherwise resized to it with OpenCV
     bilinear; at 8 bits the resize runs on the uint8 image (released ``cv2.resize(RGB, (W, H))``).
     """
-    import cv2
 
     if method == "bilinear":
         out, top = _demosaic_int(packed, bit_depth)
     elif method == "pack":
         if bit_depth != 16:
-            raise ValueError("method 'pack' has no 8-bit (released) rendering; use method 'bilinear' or bit_depth 16")
+            raise ValueError(
+                "method 'pack' has no 8-bit (released) rendering; use method 'bilinear' or "
+                "bit_depth 16"
+            )
         p = np.asarray(packed, dtype=np.float32)
         out, top = np.stack([p[..., 0], 0.5 * (p[..., 1] + p[..., 3]), p[..., 2]], axis=-1), 1.0
     else:
         raise ValueError(f"unknown method '{method}' (expected 'bilinear' or 'pack')")
     if out_hw is not None:
         h, w = out_hw
-        if method == "bilinear" and out.shape[0] >= h and out.shape[1] >= w and out.shape[0] - h <= 1 and out.shape[1] - w <= 1:
+        if (
+            method == "bilinear"
+            and out.shape[0] >= h
+            and out.shape[1] >= w
+            and out.shape[0] - h <= 1
+            and out.shape[1] - w <= 1
+        ):
             out = out[:h, :w]
         elif out.shape[:2] != (h, w):
             out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -220,7 +247,6 @@ def process_srgb(cam_rgb, meta):
 def _to_even(img, odd_size):
     """Make H and W even: "pad" (edge-pad by one) or "resize" (released: OpenCV bilinear resize to
     ``(W // 2 * 2, H // 2 * 2)``, on the uint8 image when the input is uint8)."""
-    import cv2
 
     h, w = img.shape[:2]
     if not (h % 2 or w % 2):
@@ -229,12 +255,27 @@ def _to_even(img, odd_size):
         return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     if h < 2 or w < 2:
         raise ValueError(f"odd_size 'resize' needs an image of at least 2x2 pixels, got {h}x{w}")
-    return cv2.resize(np.ascontiguousarray(img), (w // 2 * 2, h // 2 * 2), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(
+        np.ascontiguousarray(img), (w // 2 * 2, h // 2 * 2), interpolation=cv2.INTER_LINEAR
+    )
 
 
-def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, noise=True, components="PGRU",
-                        quantization="per_pixel", output="raw_rgb", method="bilinear", return_clean=True,
-                        return_dark=False, wb_gains=None, bit_depth=16, odd_size="pad"):
+def synthesize_lowlight(
+    rgb,
+    rng=None,
+    ratio_range=(10.0, 100.0),
+    ratio=None,
+    noise=True,
+    components="PGRU",
+    quantization="per_pixel",
+    output="raw_rgb",
+    method="bilinear",
+    return_clean=True,
+    return_dark=False,
+    wb_gains=None,
+    bit_depth=16,
+    odd_size="pad",
+):
     """Turn one sRGB image (HWC **RGB**, uint8 or float [0, 1]) into a synthetic low-light input.
 
     ``synthesize_lowlight(img, rng, **RELEASED_SYNTHESIS)`` is the released LIS ``AddNoisyImg``.
@@ -266,14 +307,20 @@ def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, no
     img = np.asarray(rgb)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"synthesize_lowlight expects an HxWx3 RGB image, got shape {img.shape}")
-    if bit_depth == 8 and img.dtype != np.uint8:  # the released pipeline holds the sRGB image as uint8
+    if (
+        bit_depth == 8 and img.dtype != np.uint8
+    ):  # the released pipeline holds the sRGB image as uint8
         img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     h, w = img.shape[:2]
     img = _to_even(img, odd_size)
     cam, meta = unprocess(img, rng, wb_gains=wb_gains)
     clean_packed = mosaic(cam)
     params = sample_noise_params(rng, ratio_range, ratio) if noise else None
-    noisy_packed = add_pgru_noise(clean_packed, params, rng, components, quantization) if noise else clean_packed
+    noisy_packed = (
+        add_pgru_noise(clean_packed, params, rng, components, quantization)
+        if noise
+        else clean_packed
+    )
 
     def finish(packed):
         if output == "packed":
@@ -282,12 +329,17 @@ def synthesize_lowlight(rgb, rng=None, ratio_range=(10.0, 100.0), ratio=None, no
             return np.ascontiguousarray(packed, dtype=np.float32)
         return process_raw_rgb(packed, (h, w), method, bit_depth)
 
-    result = {"noisy": finish(noisy_packed), "params": params.as_dict() if params else None,
-              "wb_gains": (meta["red_gain"], meta["blue_gain"], meta["brightness"])}
+    result = {
+        "noisy": finish(noisy_packed),
+        "params": params.as_dict() if params else None,
+        "wb_gains": (meta["red_gain"], meta["blue_gain"], meta["brightness"]),
+    }
     if return_clean:
         result["clean"] = finish(clean_packed)
     if return_dark:
-        result["dark_packed"] = (noisy_packed / params.ratio).astype(np.float32) if noise else clean_packed
+        result["dark_packed"] = (
+            (noisy_packed / params.ratio).astype(np.float32) if noise else clean_packed
+        )
         result["meta"] = meta
         result["cam_rgb"] = cam
     return result

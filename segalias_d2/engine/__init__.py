@@ -1,6 +1,6 @@
+from .output_lock import OutputDirInUseError, OutputDirLock
 from .predictor import LowLightPredictor
 from .trainer import SeedEveryIterationHook, Trainer, write_results_json
-from .output_lock import OutputDirInUseError, OutputDirLock
 from .validation import (
     SegAliasSetupError,
     check_datasets,

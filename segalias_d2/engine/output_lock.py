@@ -1,12 +1,14 @@
 """One run per OUTPUT_DIR: a lock file naming the process that writes there.
 
-Two runs writing into one OUTPUT_DIR interleave their log.txt / metrics.json and overwrite each other's
-checkpoints. :class:`OutputDirLock` creates ``OUTPUT_DIR/run.lock`` (``O_EXCL``: one creator wins) holding the
-PID, host and command of the run; a second run is refused while that process is alive. A lock left by a dead
-process on this host (a killed run) is taken over with a warning. A lock from another host cannot be checked
-and is honoured. tools/train_net.py takes it in the launching process (which outlives its workers) and releases
-it at exit, also on an exception (``atexit`` for a kill that still runs Python's exit handlers).
+Two runs writing into one OUTPUT_DIR interleave their log.txt / metrics.json and overwrite each
+other's checkpoints. :class:`OutputDirLock` creates ``OUTPUT_DIR/run.lock`` (``O_EXCL``: one creator
+wins) holding the PID, host and command of the run; a second run is refused while that process is
+alive. A lock left by a dead process on this host (a killed run) is taken over with a warning. A
+lock from another host cannot be checked and is honoured. tools/train_net.py takes it in the
+launching process (which outlives its workers) and releases it at exit, also on an exception
+(``atexit`` for a kill that still runs Python's exit handlers).
 """
+
 import atexit
 import json
 import logging
@@ -38,7 +40,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class OutputDirLock:
-    """``with OutputDirLock(dir): ...`` or ``acquire()`` / ``release()``; ``force`` takes over a live lock."""
+    """``with OutputDirLock(dir): ...`` or ``acquire()`` / ``release()``; ``force`` takes over a
+    live lock."""
 
     def __init__(self, output_dir: str, force: bool = False):
         self.output_dir = output_dir
@@ -55,8 +58,12 @@ class OutputDirLock:
 
     def acquire(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        me = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "command": " ".join(sys.argv)}
+        me = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -68,11 +75,15 @@ class OutputDirLock:
             self.held = True
             atexit.register(self.release)
             return self
-        raise OutputDirInUseError(f"OUTPUT_DIR {self.output_dir}: could not take the lock {self.path}")
+        raise OutputDirInUseError(
+            f"OUTPUT_DIR {self.output_dir}: could not take the lock {self.path}"
+        )
 
     def _handle_existing(self, me):
         owner = self._owner()
-        if owner is None:  # unreadable / being written: another run is creating it right now, or a torn write
+        if (
+            owner is None
+        ):  # unreadable / being written: another run is creating it right now, or a torn write
             if time.time() - os.path.getmtime(self.path) < 5:
                 time.sleep(0.5)
                 owner = self._owner()
@@ -84,18 +95,32 @@ class OutputDirLock:
         ours = pid == me["pid"] and host == me["host"]
         if ours or (host == me["host"] and not _pid_alive(pid)):
             if not ours:
-                logger.warning("OUTPUT_DIR %s: taking over the stale lock of PID %d on %s (that process is gone)",
-                               self.output_dir, pid, host)
+                logger.warning(
+                    "OUTPUT_DIR %s: taking over the stale lock of PID %d on %s (that process is "
+                    "gone)",
+                    self.output_dir,
+                    pid,
+                    host,
+                )
             self._remove()
             return
         if self.force:
-            logger.warning("OUTPUT_DIR %s: --force-output-dir: taking over the lock of PID %d on %s, which may "
-                           "still be writing there", self.output_dir, pid, host)
+            logger.warning(
+                "OUTPUT_DIR %s: --force-output-dir: taking over the lock of PID %d on %s, which "
+                "may "
+                "still be writing there",
+                self.output_dir,
+                pid,
+                host,
+            )
             self._remove()
             return
         raise OutputDirInUseError(
-            f"OUTPUT_DIR {self.output_dir} is in use by PID {pid} on host {host} since {owner.get('started', '?')} "
-            f"(lock file {self.path}); use another OUTPUT_DIR, wait for that run, or pass --force-output-dir")
+            f"OUTPUT_DIR {self.output_dir} is in use by PID {pid} on host {host} since "
+            f"{owner.get('started', '?')} "
+            f"(lock file {self.path}); use another OUTPUT_DIR, wait for that run, or pass "
+            "--force-output-dir"
+        )
 
     def _remove(self):
         try:

@@ -1,4 +1,5 @@
 """The Detectron2 trainer of segalias_d2 (used by tools/train_net.py)."""
+
 import itertools
 import json
 import logging
@@ -29,7 +30,13 @@ from ..solver import build_segalias_lr_scheduler, build_segalias_optimizer
 from ..solver.schedule import apply_epoch_schedule
 from .validation import weights_match_policy
 
-__all__ = ["Trainer", "SeedEveryIterationHook", "write_results_json", "FiniteInputMapper", "NonFiniteInputError"]
+__all__ = [
+    "Trainer",
+    "SeedEveryIterationHook",
+    "write_results_json",
+    "FiniteInputMapper",
+    "NonFiniteInputError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,8 @@ def _is_semantic(dataset_names) -> bool:
 
 
 def write_results_json(results, path):
-    """Strict JSON: metrics that were not measured (NaN) are written as null; written atomically (temp + rename)."""
+    """Strict JSON: metrics that were not measured (NaN) are written as null; written atomically
+    (temp + rename)."""
     with atomic_open(path, "w") as f:
         dump_json(results, f, indent=2, sort_keys=True)
     logger.info("Evaluation results written to %s", path)
@@ -78,7 +86,8 @@ class NonFiniteInputError(FloatingPointError):
 
 
 class FiniteInputMapper:
-    """The dataset mapper, refusing an image (or clean twin) with non-finite pixels, naming its file."""
+    """The dataset mapper, refusing an image (or clean twin) with non-finite pixels, naming its
+    file."""
 
     def __init__(self, mapper):
         self.mapper = mapper
@@ -92,11 +101,18 @@ class FiniteInputMapper:
         out = self.mapper(dataset_dict)
         for key in ("image", "clean_image"):
             t = out.get(key) if isinstance(out, dict) else None
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            if (
+                isinstance(t, torch.Tensor)
+                and t.is_floating_point()
+                and not bool(torch.isfinite(t).all())
+            ):
                 bad = int((~torch.isfinite(t)).sum())
                 raise NonFiniteInputError(
-                    f"{key} of {dataset_dict.get('file_name', '?')}: {bad} of {t.numel()} values are NaN/inf after "
-                    "reading and augmentation (check the file and the exposure ratio / black and white levels)")
+                    f"{key} of {dataset_dict.get('file_name', '?')}: {bad} of {t.numel()} values "
+                    "are NaN/inf after "
+                    "reading and augmentation (check the file and the exposure ratio / black and "
+                    "white levels)"
+                )
         return out
 
 
@@ -110,8 +126,11 @@ class _StrictJSONLines:
         return getattr(self._f, name)
 
     def write(self, text):
-        lines = [json.dumps(_none_if_not_finite(json.loads(line)), sort_keys=True, allow_nan=False)
-                 for line in text.splitlines() if line.strip()]
+        lines = [
+            json.dumps(_none_if_not_finite(json.loads(line)), sort_keys=True, allow_nan=False)
+            for line in text.splitlines()
+            if line.strip()
+        ]
         return self._f.write("".join(line + "\n" for line in lines))
 
 
@@ -120,12 +139,16 @@ def _none_if_not_finite(d):
 
 
 class _EpochScheduleRecord:
-    """Checkpointed record of an epoch schedule's conversion; a resume with other iterations is an error."""
+    """Checkpointed record of an epoch schedule's conversion; a resume with other iterations is an
+    error."""
 
     def __init__(self, cfg):
         s = cfg.SOLVER
-        self.state = {"num_images": int(s.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES), "max_iter": int(s.MAX_ITER),
-                      "steps": [int(x) for x in s.STEPS]}
+        self.state = {
+            "num_images": int(s.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES),
+            "max_iter": int(s.MAX_ITER),
+            "steps": [int(x) for x in s.STEPS],
+        }
 
     def state_dict(self):
         return dict(self.state)
@@ -133,7 +156,8 @@ class _EpochScheduleRecord:
     def load_state_dict(self, saved):
         if dict(saved) != self.state:
             raise ValueError(
-                f"--resume: the checkpoint's epoch schedule was converted with {saved}, this run with {self.state}. "
+                f"--resume: the checkpoint's epoch schedule was converted with {saved}, this run "
+                f"with {self.state}. "
                 f"Resume with SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES {saved['num_images']} "
                 f"(as in the run's config.yaml)."
             )
@@ -141,8 +165,8 @@ class _EpochScheduleRecord:
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer plus: segalias evaluators, optimizer param groups with LR multipliers, the
-    WarmupPolyLR schedule, epoch-based schedules, the low-light dataset mapper, exact resume, and results
-    as JSON."""
+    WarmupPolyLR schedule, epoch-based schedules, the low-light dataset mapper, exact resume, and
+    results as JSON."""
 
     def __init__(self, cfg):
         cfg = self.resolve_epoch_schedule(cfg)
@@ -155,7 +179,8 @@ class Trainer(DefaultTrainer):
         if cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE.ENABLED:
             self.checkpointer.add_checkpointable("epoch_schedule", _EpochScheduleRecord(cfg))
             if comm.is_main_process() and cfg.OUTPUT_DIR:
-                # default_setup dumped the config before the conversion: dump the iterations actually used
+                # default_setup dumped the config before the conversion: dump the iterations
+                # actually used
                 os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
                 with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
                     f.write(cfg.dump())
@@ -163,23 +188,34 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------ building blocks
     @classmethod
     def resolve_epoch_schedule(cls, cfg):
-        """``cfg`` with SOLVER.SEGALIAS.EPOCH_SCHEDULE converted to MAX_ITER/STEPS (unchanged when not ENABLED).
+        """``cfg`` with SOLVER.SEGALIAS.EPOCH_SCHEDULE converted to MAX_ITER/STEPS (unchanged when
+        not ENABLED).
 
-        ``NUM_IMAGES`` 0 counts the training set as the train loader will see it (FILTER_EMPTY_ANNOTATIONS).
+        ``NUM_IMAGES`` 0 counts the training set as the train loader will see it
+        (FILTER_EMPTY_ANNOTATIONS).
         """
         es = cfg.SOLVER.SEGALIAS.EPOCH_SCHEDULE
         if not es.ENABLED:
             return cfg
         num_images = int(es.NUM_IMAGES)
         if num_images <= 0:
-            num_images = len(get_detection_dataset_dicts(
-                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, min_keypoints=0,
-                proposal_files=None,
-            ))
+            num_images = len(
+                get_detection_dataset_dicts(
+                    cfg.DATASETS.TRAIN,
+                    filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                    min_keypoints=0,
+                    proposal_files=None,
+                )
+            )
         out = apply_epoch_schedule(cfg, num_images)
-        logger.info("Epoch schedule: %d training images at batch %d -> %d it/epoch; MAX_ITER %d, STEPS %s",
-                    num_images, cfg.SOLVER.IMS_PER_BATCH, out.SOLVER.MAX_ITER // es.MAX_EPOCHS,
-                    out.SOLVER.MAX_ITER, tuple(out.SOLVER.STEPS))
+        logger.info(
+            "Epoch schedule: %d training images at batch %d -> %d it/epoch; MAX_ITER %d, STEPS %s",
+            num_images,
+            cfg.SOLVER.IMS_PER_BATCH,
+            out.SOLVER.MAX_ITER // es.MAX_EPOCHS,
+            out.SOLVER.MAX_ITER,
+            tuple(out.SOLVER.STEPS),
+        )
         return out
 
     @classmethod
@@ -193,7 +229,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_mapper(cls, cfg, is_train: bool):
         if is_train and _is_semantic(cfg.DATASETS.TRAIN):
-            return LowLightDatasetMapper(cfg, is_train=True, augmentations=build_sem_seg_train_aug(cfg))
+            return LowLightDatasetMapper(
+                cfg, is_train=True, augmentations=build_sem_seg_train_aug(cfg)
+            )
         return LowLightDatasetMapper(cfg, is_train=is_train)
 
     @classmethod
@@ -213,8 +251,10 @@ class Trainer(DefaultTrainer):
             )
             sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed)
         else:
-            raise ValueError(f"DATALOADER.SAMPLER_TRAIN '{cfg.DATALOADER.SAMPLER_TRAIN}' is not supported "
-                             "(TrainingSampler or RepeatFactorTrainingSampler)")
+            raise ValueError(
+                f"DATALOADER.SAMPLER_TRAIN '{cfg.DATALOADER.SAMPLER_TRAIN}' is not supported "
+                "(TrainingSampler or RepeatFactorTrainingSampler)"
+            )
         if start_iter > 0:
             per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
             sampler = _SkipFirst(sampler, start_iter * per_rank)
@@ -229,7 +269,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=FiniteInputMapper(cls.build_mapper(cfg, False)))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=FiniteInputMapper(cls.build_mapper(cfg, False))
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -245,7 +287,8 @@ class Trainer(DefaultTrainer):
         return writers
 
     def build_hooks(self):
-        # DefaultTrainer made its checkpointer just before; its hooks (PeriodicCheckpointer) get the safe one
+        # DefaultTrainer made its checkpointer just before; its hooks (PeriodicCheckpointer) get the
+        # safe one
         self.checkpointer = SafeDetectionCheckpointer.from_checkpointer(self.checkpointer)
         ret = super().build_hooks()
         if self.cfg.SEED >= 0:

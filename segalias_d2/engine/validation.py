@@ -1,5 +1,6 @@
-"""Checks run before any work starts, each failing with one clear line (SegAliasSetupError). The config loader
-itself is :func:`segalias_d2.config.load_config` (re-exported here for the tools)."""
+"""Checks run before any work starts, each failing with one clear line (SegAliasSetupError). The
+config loader itself is :func:`segalias_d2.config.load_config` (re-exported here for the tools)."""
+
 import difflib
 import math
 
@@ -9,11 +10,21 @@ from detectron2.utils.file_io import PathManager
 from ..checkpoint.safe_checkpointer import RESUME_MIN_FRACTION, WeightsMatchPolicy
 from ..config import SegAliasSetupError, load_config
 
-__all__ = ["SegAliasSetupError", "load_config", "check_datasets", "check_weights", "check_num_classes",
-           "check_numeric_options", "weights_match_policy", "PRETRAINED_MIN_FRACTION"]
+__all__ = [
+    "SegAliasSetupError",
+    "load_config",
+    "check_datasets",
+    "check_weights",
+    "check_num_classes",
+    "check_numeric_options",
+    "weights_match_policy",
+    "PRETRAINED_MIN_FRACTION",
+]
 
-#: share of the backbone's feature-extractor tensors MODEL.WEIGHTS must fill when training starts from it
-#: (an ImageNet backbone fills only these; FreqMix/AWD/SCB tensors are new, still far above one half)
+#: share of the backbone's feature-extractor tensors MODEL.WEIGHTS must fill when training starts
+#: from it
+#: (an ImageNet backbone fills only these; FreqMix/AWD/SCB tensors are new, still far above one
+#: half)
 PRETRAINED_MIN_FRACTION = 0.5
 
 
@@ -40,7 +51,8 @@ def check_weights(cfg):
 
 
 def _class_key(cfg):
-    """(config key, metadata field) of the class count the model is built with, or None for other models."""
+    """(config key, metadata field) of the class count the model is built with, or None for other
+    models."""
     arch = cfg.MODEL.META_ARCHITECTURE
     if "Semantic" in arch:
         return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"
@@ -50,10 +62,11 @@ def _class_key(cfg):
 
 
 def check_num_classes(cfg, train: bool = True):
-    """The model's class count equals the class list of every dataset it trains on / is evaluated on.
+    """The model's class count equals the class list of every dataset it trains on / is evaluated
+    on.
 
-    A mismatch otherwise surfaces deep in the loss (IndexError) or as silently wrong per-class metrics.
-    Datasets whose metadata has no class list (yet) are not checked here."""
+    A mismatch otherwise surfaces deep in the loss (IndexError) or as silently wrong per-class
+    metrics. Datasets whose metadata has no class list (yet) are not checked here."""
     key = _class_key(cfg)
     if key is None:
         return
@@ -67,7 +80,8 @@ def check_num_classes(cfg, train: bool = True):
                 raise SegAliasSetupError(
                     f"{cfg_key} is {n} but dataset '{name}' ({ds_key}) has {len(classes)} {field} "
                     f"({', '.join(map(str, classes[:5]))}{', ...' if len(classes) > 5 else ''}); "
-                    f"set {cfg_key} {len(classes)}")
+                    f"set {cfg_key} {len(classes)}"
+                )
 
 
 def _finite_positive(value, key, allow_zero=False):
@@ -82,7 +96,8 @@ def _finite_positive(value, key, allow_zero=False):
 
 
 def check_numeric_options(cfg):
-    """Numeric reading options that would corrupt every pixel (NaN, negative, zero scale, empty range)."""
+    """Numeric reading options that would corrupt every pixel (NaN, negative, zero scale, empty
+    range)."""
     inp = cfg.INPUT.SEGALIAS
     _finite_positive(inp.EXPOSURE_RATIO, "INPUT.SEGALIAS.EXPOSURE_RATIO", allow_zero=True)
     _finite_positive(inp.PIXEL_SCALE, "INPUT.SEGALIAS.PIXEL_SCALE")
@@ -96,10 +111,13 @@ def check_numeric_options(cfg):
 
 
 def weights_match_policy(cfg, eval_only: bool) -> WeightsMatchPolicy:
-    """How much of the model MODEL.WEIGHTS must fill: 90% of the whole model to evaluate it (a trained model of
-    this project fills all), half of the backbone's feature extractor (``backbone.bottom_up.*``, or
-    ``backbone.*`` for a plain backbone) to train from it (an ImageNet checkpoint fills only that)."""
-    allow = bool(cfg.MODEL.get("SEGALIAS", {}).get("ALLOW_PARTIAL_WEIGHTS", False))  # also a stock Detectron2 cfg
+    """How much of the model MODEL.WEIGHTS must fill: 90% of the whole model to evaluate it (a
+    trained model of this project fills all), half of the backbone's feature extractor
+    (``backbone.bottom_up.*``, or ``backbone.*`` for a plain backbone) to train from it (an ImageNet
+    checkpoint fills only that)."""
+    allow = bool(
+        cfg.MODEL.get("SEGALIAS", {}).get("ALLOW_PARTIAL_WEIGHTS", False)
+    )  # also a stock Detectron2 cfg
     if eval_only:
         return WeightsMatchPolicy(RESUME_MIN_FRACTION, "", allow)
     scope = "backbone.bottom_up." if "FPN" in cfg.MODEL.BACKBONE.NAME.upper() else "backbone."

@@ -5,9 +5,11 @@
 * semantic evaluators: :mod:`.sem_seg_evaluation`
 * instance evaluators (Detectron2's COCOEvaluator + Boundary AP, boundary errors):
   :mod:`.coco_evaluation`, :mod:`.instance_evaluation`
-* evaluator of a dataset from the config: :mod:`.build`; strict-JSON results: :mod:`.evaluator_utils`
+* evaluator of a dataset from the config: :mod:`.build`; strict-JSON results:
+:mod:`.evaluator_utils`
 * per-image error maps: :mod:`.error_maps`; aliasing analysis (RECONSTRUCTION): :mod:`.aliasing`
 """
+
 from .aliasing import (
     RECONSTRUCTION_NOTE,
     StageInputRecorder,
@@ -15,13 +17,22 @@ from .aliasing import (
     aliasing_score,
     regional_aliasing_score,
 )
-from .boundary_errors import BoundaryErrorCounter, boundary_band, boundary_error_metrics, label_edges
+from .boundary_errors import (
+    BoundaryErrorCounter,
+    boundary_band,
+    boundary_error_metrics,
+    label_edges,
+)
 from .boundary_iou_metric import BoundaryIoUCounter, boundary_iou, mask_to_boundary
 from .build import build_segalias_evaluator
 from .coco_evaluation import BoundaryCOCOeval, COCOBoundaryEvaluator
 from .error_maps import ERROR_COLORS, compute_error_maps, overlay_error_maps
 from .evaluator_utils import dump_json, to_strict_json
-from .instance_evaluation import InstanceBoundaryErrorEvaluator, InstanceBoundaryEvaluator, instances_to_label_map
+from .instance_evaluation import (
+    InstanceBoundaryErrorEvaluator,
+    InstanceBoundaryEvaluator,
+    instances_to_label_map,
+)
 from .sem_seg_evaluation import BoundaryErrorSemSegEvaluator, BoundaryIoUEvaluator
 
 __all__ = [

@@ -16,10 +16,12 @@ there and must be reported as such:
   the channel-energy-weighted version of ``AS`` (Parseval). Window sizes and power-vs-amplitude
   choices of the paper are unknown; do not claim parity with paper figures.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional
 
+import cv2
 import numpy as np
 import torch
 
@@ -33,8 +35,10 @@ __all__ = [
 ]
 
 RECONSTRUCTION_NOTE = (
-    "aliasing score = RECONSTRUCTION (seg_aliasing_method.md §4), not from the paper's code: share of "
-    "power-spectrum energy above the Nyquist frequency (L-inf box) of the following stride-2 subsampling"
+    "aliasing score = RECONSTRUCTION (seg_aliasing_method.md §4), not from the paper's code: share "
+    "of "
+    "power-spectrum energy above the Nyquist frequency (L-inf box) of the following stride-2 "
+    "subsampling"
 )
 
 
@@ -44,7 +48,9 @@ def _as_tensor(x) -> torch.Tensor:
     if t.dim() == 2:
         t = t[None]
     if t.dim() not in (3, 4):
-        raise ValueError(f"aliasing: expected a feature of shape (C,H,W) or (B,C,H,W), got {tuple(t.shape)}")
+        raise ValueError(
+            f"aliasing: expected a feature of shape (C,H,W) or (B,C,H,W), got {tuple(t.shape)}"
+        )
     return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
 
 
@@ -67,7 +73,9 @@ def aliasing_score(feature, nyquist: float = 0.25, reduce: str = "mean"):
     hi = high_frequency_mask(h, w, nyquist, x.device)
     total = power.sum(dim=(-2, -1))
     high = (power * hi).sum(dim=(-2, -1))
-    score = torch.where(total > 0, high / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
+    score = torch.where(
+        total > 0, high / total.clamp_min(1e-300), torch.full_like(total, float("nan"))
+    )
     if reduce == "none":
         return score
     v = score[~torch.isnan(score)]
@@ -75,7 +83,8 @@ def aliasing_score(feature, nyquist: float = 0.25, reduce: str = "mean"):
 
 
 def aliasing_energy_maps(feature, nyquist: float = 0.25):
-    """Per-pixel energies (RECONSTRUCTION): ``(high, total)`` numpy (H, W) maps summed over channels.
+    """Per-pixel energies (RECONSTRUCTION): ``(high, total)`` numpy (H, W) maps summed over
+    channels.
 
     ``high = sum_c X_hi^2`` with ``X_hi`` the part of ``X`` above ``nyquist`` (L-inf box),
     ``total = sum_c X^2``. For a batch, maps of the first image are returned.
@@ -89,16 +98,24 @@ def aliasing_energy_maps(feature, nyquist: float = 0.25):
     return x_hi.square().sum(0).cpu().numpy(), x.square().sum(0).cpu().numpy()
 
 
-def regional_aliasing_score(high: np.ndarray, total: np.ndarray, region: Optional[np.ndarray] = None) -> float:
-    """``sum_R high / sum_R total``; ``region`` (bool) is resized (nearest) to the map size if needed."""
+def regional_aliasing_score(
+    high: np.ndarray, total: np.ndarray, region: Optional[np.ndarray] = None
+) -> float:
+    """``sum_R high / sum_R total``; ``region`` (bool) is resized (nearest) to the map size if
+    needed."""
     if region is None:
         r = np.ones(high.shape, bool)
     else:
         r = np.asarray(region)
         if r.shape != high.shape:
-            import cv2
-
-            r = cv2.resize(r.astype(np.uint8), (high.shape[1], high.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            r = (
+                cv2.resize(
+                    r.astype(np.uint8),
+                    (high.shape[1], high.shape[0]),
+                    interpolation=cv2.INTER_NEAREST,
+                )
+                > 0
+            )
         else:
             r = r.astype(bool)
     den = float(total[r].sum())

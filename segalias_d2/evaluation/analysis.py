@@ -7,6 +7,7 @@ Per-image label maps for both dataset kinds:
 * instance datasets (records with ``annotations``, metadata ``thing_classes``): semantic
   projections (see :func:`.instance_evaluation.instances_to_label_map`), background = extra class.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.file_io import PathManager
-
+from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
 from ..config import load_config
+from ..data import LowLightDatasetMapper  # reads RAW / 16-bit raw-RGB records as training did
 from .instance_evaluation import annotations_to_label_map, instances_to_label_map
 from .sem_seg_evaluation import load_sem_seg_gt, prediction_to_label_map
 
@@ -38,13 +41,16 @@ logger = logging.getLogger(__name__)
 
 
 def setup_cfg(config_file: str, opts: Sequence[str]):
-    """The frozen config of the analysis tools: :func:`segalias_d2.config.load_config`, CPU without CUDA."""
+    """The frozen config of the analysis tools: :func:`segalias_d2.config.load_config`, CPU without
+    CUDA."""
     cfg = load_config(config_file, opts, cpu_if_no_cuda=True)
     cfg.freeze()
     return cfg
 
 
-def select_records(records: List[dict], selection: Optional[Sequence[str]], default_count: int = 4) -> List[dict]:
+def select_records(
+    records: List[dict], selection: Optional[Sequence[str]], default_count: int = 4
+) -> List[dict]:
     """Pick records by index (``"3"``), file basename (``"frankfurt_000000_000294"``) or image_id.
 
     ``None``/empty -> the first ``default_count``; ``["all"]`` -> every record.
@@ -66,7 +72,9 @@ def select_records(records: List[dict], selection: Optional[Sequence[str]], defa
                     hit = r
                     break
         if hit is None:
-            raise KeyError(f"--images: no image matches {s!r} (use an index, a file basename or an image_id)")
+            raise KeyError(
+                f"--images: no image matches {s!r} (use an index, a file basename or an image_id)"
+            )
         out.append(hit)
     return out
 
@@ -91,7 +99,8 @@ class DatasetKind:
             self.d2c = dict(d2c) if d2c else {i: i for i in range(len(self.classes) - 1)}
         else:
             raise ValueError(
-                f"dataset '{dataset_name}': records need 'sem_seg_file_name' (semantic) or 'annotations' (instances)"
+                f"dataset '{dataset_name}': records need 'sem_seg_file_name' (semantic) or "
+                "'annotations' (instances)"
             )
 
     @property
@@ -102,17 +111,33 @@ class DatasetKind:
         if self.kind == "sem_seg":
             return load_sem_seg_gt(record["sem_seg_file_name"])
         return annotations_to_label_map(
-            record["annotations"], int(record["height"]), int(record["width"]), len(self.classes) - 1, self.ignore_label
+            record["annotations"],
+            int(record["height"]),
+            int(record["width"]),
+            len(self.classes) - 1,
+            self.ignore_label,
         )
 
     def pred_map_from_output(self, record, output) -> np.ndarray:
         if self.kind == "sem_seg":
-            return prediction_to_label_map(output, self.num_classes, record.get("file_name", "image"))
+            return prediction_to_label_map(
+                output, self.num_classes, record.get("file_name", "image")
+            )
         inst = output["instances"].to("cpu")
         h, w = inst.image_size
-        masks = inst.pred_masks.numpy().astype(bool) if inst.has("pred_masks") else np.zeros((0, h, w), bool)
+        masks = (
+            inst.pred_masks.numpy().astype(bool)
+            if inst.has("pred_masks")
+            else np.zeros((0, h, w), bool)
+        )
         return instances_to_label_map(
-            masks, inst.pred_classes.numpy(), inst.scores.numpy(), h, w, self.score_thresh, background=len(self.classes) - 1
+            masks,
+            inst.pred_classes.numpy(),
+            inst.scores.numpy(),
+            h,
+            w,
+            self.score_thresh,
+            background=len(self.classes) - 1,
         )
 
 
@@ -134,7 +159,9 @@ def load_predictions(path: str, kind: DatasetKind) -> Dict[object, np.ndarray]:
         return out
     if path.endswith(".json"):
         if kind.kind != "instance":
-            raise ValueError(f"--predictions {path}: a JSON file is only supported for instance datasets")
+            raise ValueError(
+                f"--predictions {path}: a JSON file is only supported for instance datasets"
+            )
         with PathManager.open(path) as f:
             results = json.load(f)
         by_img: Dict[object, list] = {}
@@ -146,14 +173,26 @@ def load_predictions(path: str, kind: DatasetKind) -> Dict[object, np.ndarray]:
             if img_id not in sizes:
                 continue
             h, w = sizes[img_id]
-            masks = [mask_util.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode("ascii")
-                                       if isinstance(r["segmentation"]["counts"], str) else r["segmentation"]["counts"]}).astype(bool)
-                     for r in rs]
+            masks = [
+                mask_util.decode(
+                    {
+                        "size": r["segmentation"]["size"],
+                        "counts": r["segmentation"]["counts"].encode("ascii")
+                        if isinstance(r["segmentation"]["counts"], str)
+                        else r["segmentation"]["counts"],
+                    }
+                ).astype(bool)
+                for r in rs
+            ]
             classes = [kind.d2c[r["category_id"]] for r in rs]
             scores = [r["score"] for r in rs]
-            out[img_id] = instances_to_label_map(masks, classes, scores, h, w, kind.score_thresh, background=kind.num_classes - 1)
+            out[img_id] = instances_to_label_map(
+                masks, classes, scores, h, w, kind.score_thresh, background=kind.num_classes - 1
+            )
         return out
-    raise ValueError(f"--predictions {path}: expected a directory of label PNGs or a coco_instances_results.json")
+    raise ValueError(
+        f"--predictions {path}: expected a directory of label PNGs or a coco_instances_results.json"
+    )
 
 
 def prediction_key(kind: DatasetKind, record):
@@ -163,14 +202,16 @@ def prediction_key(kind: DatasetKind, record):
 
 
 def build_model_from_cfg(cfg):
-    from detectron2.modeling import build_model
 
-    from ..engine.validation import weights_match_policy  # late: engine imports evaluation
-    from ..checkpoint.safe_checkpointer import SafeDetectionCheckpointer
+    from ..engine.validation import weights_match_policy  # late: engine imports evaluation  # noqa: PLC0415  (import cycle: engine imports evaluation)
 
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:  # weights matching too little of the model are refused (--eval-only's rule)
-        SafeDetectionCheckpointer(model, match_policy=weights_match_policy(cfg, eval_only=True)).load(cfg.MODEL.WEIGHTS)
+    if (
+        cfg.MODEL.WEIGHTS
+    ):  # weights matching too little of the model are refused (--eval-only's rule)
+        SafeDetectionCheckpointer(
+            model, match_policy=weights_match_policy(cfg, eval_only=True)
+        ).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model")
     model.eval()
@@ -179,13 +220,12 @@ def build_model_from_cfg(cfg):
 
 def run_model(cfg, records: List[dict], model=None) -> Iterator[Tuple[dict, dict, dict]]:
     """Yield ``(record, model input, model output)`` for each record (batch size 1, test mapper)."""
-    from detectron2.data import build_detection_test_loader
-
-    from ..data import LowLightDatasetMapper  # reads RAW / 16-bit raw-RGB records as training did
 
     if model is None:
         model = build_model_from_cfg(cfg)
-    loader = build_detection_test_loader(records, mapper=LowLightDatasetMapper(cfg, is_train=False), num_workers=0)
+    loader = build_detection_test_loader(
+        records, mapper=LowLightDatasetMapper(cfg, is_train=False), num_workers=0
+    )
     with torch.no_grad():
         for rec, batch in zip(records, loader):
             outputs = model(batch)

@@ -18,6 +18,7 @@ where row ``K`` collects ignored GT pixels and column ``K`` predictions outside 
 Every region confusion matrix is a sum of some of these four, so the state is exact, constant in
 the number of images, and mergeable across processes by plain addition.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -125,10 +126,12 @@ _HIST_MAX_PIXELS = 1 << 23  # per calcHist call: float32 bin counts stay exact (
 
 
 def _uint8_confusion(code: np.ndarray, gt: np.ndarray, pred: np.ndarray, K: int, ignore_label: int):
-    """``(4, K+1, K+1)`` int64 counts of one uint8 image from a 2-D 256x256 byte histogram (OpenCV's table-driven
-    8-bit ``calcHist``) of (GT value, ``code << 6 | min(pred, K)``): no int32/int64 index copies and no bincount;
-    GT values are mapped to rows afterwards (ignore -> K). ``None`` if a GT value is neither a class nor ignore.
-    Same counts as :meth:`BoundaryErrorCounter.image_codes` + bincount (``code`` is consumed)."""
+    """``(4, K+1, K+1)`` int64 counts of one uint8 image from a 2-D 256x256 byte histogram (OpenCV's
+    table-driven
+    8-bit ``calcHist``) of (GT value, ``code << 6 | min(pred, K)``): no int32/int64 index copies and
+    no bincount; GT values are mapped to rows afterwards (ignore -> K). ``None`` if a GT value is
+    neither a class nor ignore. Same counts as :meth:`BoundaryErrorCounter.image_codes` + bincount
+    (``code`` is consumed)."""
     code <<= 6
     key = np.minimum(pred, K)
     key |= code
@@ -136,8 +139,9 @@ def _uint8_confusion(code: np.ndarray, gt: np.ndarray, pred: np.ndarray, K: int,
     hist = np.zeros((256, 256), np.int64)
     rows = max(1, _HIST_MAX_PIXELS // max(1, gt.shape[1]))
     for r in range(0, gt.shape[0], rows):
-        hist += cv2.calcHist([gt[r:r + rows], key[r:r + rows]], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(
-            np.int64)
+        hist += cv2.calcHist(
+            [gt[r : r + rows], key[r : r + rows]], [0, 1], None, [256, 256], [0, 256, 0, 256]
+        ).astype(np.int64)
     hist = hist.reshape(256, 4, 64)
     row_of = np.full(256, -1, np.int64)  # GT value -> confusion row (-1: invalid)
     row_of[:K] = np.arange(K)
@@ -190,19 +194,27 @@ class BoundaryErrorCounter(StreamingCounter):
         if band_gt is not None:
             band_gt = as_label_map(band_gt, f"band ground truth of {name}")
             if band_gt.shape != gt.shape:
-                raise ValueError(f"band ground truth of {name} has shape {band_gt.shape}, expected {gt.shape}")
+                raise ValueError(
+                    f"band ground truth of {name} has shape {band_gt.shape}, expected {gt.shape}"
+                )
         band_g = boundary_band(gt if band_gt is None else band_gt, self.band_width)
         # code in {0,1,2,3} = 2*pred_band + gt_band (uint8 arithmetic, no bool->int copies)
         code = band_p.view(np.uint8) << 1
         code |= band_g.view(np.uint8)
         return code
 
-    def image_codes(self, pred: np.ndarray, gt: np.ndarray, name: str = "image",
-                    band_gt: Optional[np.ndarray] = None):
+    def image_codes(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        name: str = "image",
+        band_gt: Optional[np.ndarray] = None,
+    ):
         """Validated ``(band_code, gt_index, pred_index)`` uint arrays of one image.
 
-        ``band_gt``: the label map the GT band is computed on, when it differs from the counted ``gt`` (ADE20K:
-        the raw labels, 0 = "other", before MMSeg's ``reduce_zero_label``, as released); default ``gt``.
+        ``band_gt``: the label map the GT band is computed on, when it differs from the counted
+        ``gt`` (ADE20K: the raw labels, 0 = "other", before MMSeg's ``reduce_zero_label``, as
+        released); default ``gt``.
         """
         pred, gt = validated_pair(pred, gt, name)
         K = self.num_classes
@@ -220,22 +232,41 @@ class BoundaryErrorCounter(StreamingCounter):
             p[(p < 0) | (p > K)] = K
         return code, g, p
 
-    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "image",
-               band_gt: Optional[np.ndarray] = None) -> np.ndarray:
+    def update(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        name: str = "image",
+        band_gt: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """Add one image (``pred`` and ``gt`` integer H x W maps of the same shape; ``band_gt``: see
         :meth:`image_codes`).
 
-        Returns the ``(4, K+1, K+1)`` counts of this image (already added to the state). uint8 maps with K <= 63
-        (the evaluators' case: uint8 argmax, 8-bit PNG) are counted by :func:`_uint8_confusion`, other dtypes by one
-        bincount over combined int32 indices; the counts are the same.
+        Returns the ``(4, K+1, K+1)`` counts of this image (already added to the state). uint8 maps
+        with K <= 63
+        (the evaluators' case: uint8 argmax, 8-bit PNG) are counted by :func:`_uint8_confusion`,
+        other dtypes by one bincount over combined int32 indices; the counts are the same.
         """
-        if (np.asarray(pred).dtype == np.uint8 and np.asarray(gt).dtype == np.uint8 and np.asarray(gt).size
-                and self.num_classes <= _HIST_MAX_CLASSES):
+        if (
+            np.asarray(pred).dtype == np.uint8
+            and np.asarray(gt).dtype == np.uint8
+            and np.asarray(gt).size
+            and self.num_classes <= _HIST_MAX_CLASSES
+        ):
             pred, gt = validated_pair(pred, gt, name)
-            counts = _uint8_confusion(self._band_code(pred, gt, name, band_gt), gt, pred, self.num_classes,
-                                      self.ignore_label)
-            if counts is None:  # GT labels outside [0, K) that are not the ignore label: raise the usual error
-                check_gt_labels(gt, self.num_classes, gt == self.ignore_label, self.ignore_label, name)
+            counts = _uint8_confusion(
+                self._band_code(pred, gt, name, band_gt),
+                gt,
+                pred,
+                self.num_classes,
+                self.ignore_label,
+            )
+            if (
+                counts is None
+            ):  # GT labels outside [0, K) that are not the ignore label: raise the usual error
+                check_gt_labels(
+                    gt, self.num_classes, gt == self.ignore_label, self.ignore_label, name
+                )
             self.confusion += counts
             self.num_images += 1
             return counts

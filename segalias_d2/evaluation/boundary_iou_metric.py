@@ -5,6 +5,7 @@ inner boundaries of width ``d = max(1, round(dilation_ratio * image diagonal))``
 image borders count as contour. Used by the semantic :class:`BoundaryIoUCounter` and by Boundary AP
 (:class:`~.coco_evaluation.BoundaryCOCOeval`).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,11 +39,15 @@ __all__ = [
 
 def check_dilation_ratio(dilation_ratio) -> float:
     """``dilation_ratio`` as a float in (0, 1] (COCO 0.02, Cityscapes 0.005)."""
-    ok = isinstance(dilation_ratio, (int, float, np.number)) and not isinstance(dilation_ratio, bool)
+    ok = isinstance(dilation_ratio, (int, float, np.number)) and not isinstance(
+        dilation_ratio, bool
+    )
     if not ok or not (0.0 < float(dilation_ratio) <= 1.0):
         raise ValueError(
-            "dilation_ratio (TEST.SEGALIAS.BOUNDARY_IOU_DILATION_RATIO) must be a number in (0, 1], "
-            f"the band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005); got {dilation_ratio!r}"
+            "dilation_ratio (TEST.SEGALIAS.BOUNDARY_IOU_DILATION_RATIO) must be a number in (0, "
+            "1], "
+            "the band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005); "
+            f"got {dilation_ratio!r}"
         )
     return float(dilation_ratio)
 

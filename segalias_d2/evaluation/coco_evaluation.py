@@ -19,6 +19,7 @@ Only ``COCOEvaluator`` arguments common to Detectron2 v0.6 and main are used (no
 ``allow_cached_coco``). AP uses the official pycocotools ``COCOeval`` by default
 (``use_fast_impl=False``), so numbers equal pycocotools run directly.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,12 +31,11 @@ import tempfile
 
 import numpy as np
 import pycocotools.mask as mask_util
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BitMasks, Instances
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from .boundary_iou_metric import check_dilation_ratio, mask_to_boundary
 
@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 
 class BoundaryCOCOeval(COCOeval):
-    """``COCOeval`` whose segm IoU is ``min(mask IoU, boundary IoU)`` for non-crowd GT (Boundary AP).
+    """``COCOeval`` whose segm IoU is ``min(mask IoU, boundary IoU)`` for non-crowd GT (Boundary
+    AP).
 
     Boundaries: inner bands of width ``max(1, round(dilation_ratio * image diagonal))``
     (:func:`~.boundary_iou_metric.mask_to_boundary`), computed once per annotation in
@@ -54,7 +55,9 @@ class BoundaryCOCOeval(COCOeval):
 
     def __init__(self, cocoGt=None, cocoDt=None, iouType="segm", dilation_ratio: float = 0.02):
         if iouType not in ("segm", "boundary"):
-            raise ValueError(f"BoundaryCOCOeval supports iouType 'segm'/'boundary', got {iouType!r}")
+            raise ValueError(
+                f"BoundaryCOCOeval supports iouType 'segm'/'boundary', got {iouType!r}"
+            )
         super().__init__(cocoGt, cocoDt, "segm")
         self.dilation_ratio = check_dilation_ratio(dilation_ratio)
 
@@ -69,7 +72,9 @@ class BoundaryCOCOeval(COCOeval):
             for anns in store.values():
                 for a in anns:
                     if "boundary" not in a:
-                        a["boundary"] = a["segmentation"] if a.get("iscrowd", 0) else self._boundary_rle(a)
+                        a["boundary"] = (
+                            a["segmentation"] if a.get("iscrowd", 0) else self._boundary_rle(a)
+                        )
 
     def computeIoU(self, imgId, catId):
         ious = super().computeIoU(imgId, catId)
@@ -84,21 +89,26 @@ class BoundaryCOCOeval(COCOeval):
         inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
         dt = [dt[i] for i in inds][: p.maxDets[-1]]
         crowd = np.array([int(g.get("iscrowd", 0)) for g in gt], dtype=bool)
-        b_ious = mask_util.iou([d["boundary"] for d in dt], [g["boundary"] for g in gt], [0] * len(gt))
+        b_ious = mask_util.iou(
+            [d["boundary"] for d in dt], [g["boundary"] for g in gt], [0] * len(gt)
+        )
         b_ious = np.asarray(b_ious).reshape(len(dt), len(gt))
         ious = np.asarray(ious).reshape(len(dt), len(gt))
         return np.where(crowd[None, :], ious, np.minimum(ious, b_ious))
 
 
 def restrict_coco_categories(coco: COCO, category_ids) -> COCO:
-    """A new ``COCO`` with only the categories ``category_ids`` and their annotations (all images kept).
+    """A new ``COCO`` with only the categories ``category_ids`` and their annotations (all images
+    kept).
 
     Evaluating it equals pycocotools on the full GT with ``params.catIds = sorted(category_ids)``.
     """
     keep = set(category_ids)
     dataset = dict(coco.dataset)
     dataset["categories"] = [c for c in coco.dataset.get("categories", []) if c["id"] in keep]
-    dataset["annotations"] = [a for a in coco.dataset.get("annotations", []) if a["category_id"] in keep]
+    dataset["annotations"] = [
+        a for a in coco.dataset.get("annotations", []) if a["category_id"] in keep
+    ]
     restricted = COCO()
     restricted.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -123,18 +133,32 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         use_fast_impl: Detectron2's unofficial C++ COCOeval (needs the compiled extension).
     """
 
-    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *,
-                 dilation_ratio: float = 0.02, use_fast_impl: bool = False):
+    def __init__(
+        self,
+        dataset_name,
+        tasks=None,
+        distributed=True,
+        output_dir=None,
+        *,
+        dilation_ratio: float = 0.02,
+        use_fast_impl: bool = False,
+    ):
         self._dilation_ratio = check_dilation_ratio(dilation_ratio)
         self._dataset_name = dataset_name
         meta = MetadataCatalog.get(dataset_name)
-        if hasattr(meta, "thing_classes") and not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
-            DatasetCatalog.get(dataset_name)  # segalias_d2's loaders record the id mapping at the first load
+        if hasattr(meta, "thing_classes") and not hasattr(
+            meta, "thing_dataset_id_to_contiguous_id"
+        ):
+            DatasetCatalog.get(
+                dataset_name
+            )  # segalias_d2's loaders record the id mapping at the first load
         conversion_dir = output_dir
         if output_dir is None and not hasattr(meta, "json_file"):
             conversion_dir = tempfile.mkdtemp(prefix="segalias_coco_gt_")
             atexit.register(shutil.rmtree, conversion_dir, True)
-        super().__init__(dataset_name, tasks, distributed, conversion_dir, use_fast_impl=use_fast_impl)
+        super().__init__(
+            dataset_name, tasks, distributed, conversion_dir, use_fast_impl=use_fast_impl
+        )
         self._output_dir = output_dir
         self._restrict_to_dataset_classes()
 
@@ -151,12 +175,15 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         if keep - in_gt:
             raise ValueError(
                 f"dataset '{self._dataset_name}': category ids {sorted(keep - in_gt)} of "
-                f"thing_dataset_id_to_contiguous_id are not in the COCO ground truth {self._metadata.json_file}"
+                "thing_dataset_id_to_contiguous_id are not in the COCO ground truth "
+                f"{self._metadata.json_file}"
             )
         if in_gt - keep:
             logger.info(
-                f"[{self._dataset_name}] evaluating the {len(keep)} dataset classes only: {len(in_gt - keep)} other "
-                f"categories of {self._metadata.json_file} and their annotations are left out of the AP"
+                f"[{self._dataset_name}] evaluating the {len(keep)} dataset classes only: "
+                f"{len(in_gt - keep)} other "
+                f"categories of {self._metadata.json_file} and their annotations are left out of "
+                "the AP"
             )
             self._coco_api = restrict_coco_categories(self._coco_api, keep)
 
@@ -194,7 +221,8 @@ class COCOBoundaryEvaluator(COCOEvaluator):
                 if c2d is not None:
                     if d["category_id"] not in c2d:
                         raise ValueError(
-                            f"a prediction has class {d['category_id']}, but dataset '{self._dataset_name}' has "
+                            f"a prediction has class {d['category_id']}, but dataset "
+                            f"'{self._dataset_name}' has "
                             f"{len(c2d)} classes (predicted classes must be in [0, {len(c2d) - 1}])"
                         )
                     d["category_id"] = c2d[d["category_id"]]
@@ -206,7 +234,9 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         if dts:  # cocoapi does not handle empty results
             with contextlib.redirect_stdout(io.StringIO()):
                 coco_dt = self._coco_api.loadRes(dts)
-            coco_eval = BoundaryCOCOeval(self._coco_api, coco_dt, "segm", dilation_ratio=self._dilation_ratio)
+            coco_eval = BoundaryCOCOeval(
+                self._coco_api, coco_dt, "segm", dilation_ratio=self._dilation_ratio
+            )
             if img_ids is not None:
                 coco_eval.params.imgIds = img_ids
             with contextlib.redirect_stdout(io.StringIO()) as buf:
@@ -215,7 +245,9 @@ class COCOBoundaryEvaluator(COCOEvaluator):
                 coco_eval.summarize()
             logger.info(f"Boundary AP (dilation ratio {self._dilation_ratio}):\n{buf.getvalue()}")
         logger.info("Boundary AP follows (Detectron2's formatter labels the tables 'segm')")
-        return self._derive_coco_results(coco_eval, "segm", class_names=self._metadata.get("thing_classes"))
+        return self._derive_coco_results(
+            coco_eval, "segm", class_names=self._metadata.get("thing_classes")
+        )
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         c2d = self._contiguous_to_dataset_id()

@@ -12,9 +12,11 @@ The three boundary maps overlap (``displacement`` is inside the other two). For 
 ``category`` assigns each pixel one code: 0 correct/ignored, 1 false response only
 (``B_P \\ B_G``), 2 merging only (``B_G \\ B_P``), 3 displacement, 4 interior error; 255 ignore.
 
-For people: :func:`annotate_error_map` puts a panel beside an overlay with the legend (which colour is which
-error region, which outline is which band) and the image's own numbers (:func:`image_error_metrics`).
+For people: :func:`annotate_error_map` puts a panel beside an overlay with the legend (which colour
+is which error region, which outline is which band) and the image's own numbers
+(:func:`image_error_metrics`).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -22,10 +24,18 @@ from typing import Dict, Optional
 import cv2
 import numpy as np
 
-from .boundary_errors import boundary_band
+from .boundary_errors import BoundaryErrorCounter, boundary_band
 
-__all__ = ["compute_error_maps", "overlay_error_maps", "ERROR_COLORS", "CATEGORY_NAMES", "LEGEND", "PANEL_METRICS",
-           "image_error_metrics", "annotate_error_map"]
+__all__ = [
+    "compute_error_maps",
+    "overlay_error_maps",
+    "ERROR_COLORS",
+    "CATEGORY_NAMES",
+    "LEGEND",
+    "PANEL_METRICS",
+    "image_error_metrics",
+    "annotate_error_map",
+]
 
 CATEGORY_NAMES = {1: "false_response", 2: "merging", 3: "displacement", 4: "interior"}
 #: RGB colours of the display categories
@@ -37,7 +47,8 @@ ERROR_COLORS = {
 }
 
 
-#: legend entries of :func:`annotate_error_map`: (label, fill colour or None, outline colour or None)
+#: legend entries of :func:`annotate_error_map`: (label, fill colour or None, outline colour or
+#: None)
 LEGEND = (
     ("false response only (FErr)", ERROR_COLORS[1], None),
     ("merging only (MErr)", ERROR_COLORS[2], None),
@@ -50,12 +61,17 @@ LEGEND = (
 PANEL_METRICS = ("mIoU", "BIoU", "BAcc", "FErr", "MErr", "DErr")
 
 
-def compute_error_maps(pred: np.ndarray, gt: np.ndarray, band_width: int = 15, ignore_label: int = 255) -> Dict[str, np.ndarray]:
+def compute_error_maps(
+    pred: np.ndarray, gt: np.ndarray, band_width: int = 15, ignore_label: int = 255
+) -> Dict[str, np.ndarray]:
     """Boolean error maps (H x W) plus the ``category`` uint8 map and the two bands."""
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
-        raise ValueError(f"compute_error_maps: prediction shape {pred.shape} differs from ground truth {gt.shape}")
+        raise ValueError(
+            f"compute_error_maps: prediction shape {pred.shape} differs from ground truth "
+            f"{gt.shape}"
+        )
     bp = boundary_band(pred, band_width)
     bg = boundary_band(gt, band_width)
     valid = gt != ignore_label
@@ -99,7 +115,9 @@ def overlay_error_maps(
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.shape[:2] != cat.shape:
-        raise ValueError(f"overlay_error_maps: image size {img.shape[:2]} differs from map size {cat.shape}")
+        raise ValueError(
+            f"overlay_error_maps: image size {img.shape[:2]} differs from map size {cat.shape}"
+        )
     if img.dtype != np.uint8:
         f = img.astype(np.float64)
         rng = f.max() - f.min()
@@ -120,11 +138,17 @@ def overlay_error_maps(
     return out
 
 
-def image_error_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, band_width: int = 15,
-                        ignore_label: int = 255, class_names=None) -> Dict[str, float]:
-    """The boundary error metrics of one image (percent), as :class:`~.boundary_errors.BoundaryErrorCounter`
-    computes them for a dataset of this single image."""
-    from .boundary_errors import BoundaryErrorCounter
+def image_error_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    band_width: int = 15,
+    ignore_label: int = 255,
+    class_names=None,
+) -> Dict[str, float]:
+    """The boundary error metrics of one image (percent), as
+    :class:`~.boundary_errors.BoundaryErrorCounter` computes them for a dataset of this single
+    image."""
 
     counter = BoundaryErrorCounter(num_classes, ignore_label, band_width)
     counter.update(pred, gt)
@@ -140,23 +164,41 @@ def _fit(text: str, width: int, scale: float) -> str:
     return text
 
 
-def annotate_error_map(overlay: np.ndarray, maps: Dict[str, np.ndarray], metrics: Optional[Dict[str, float]] = None,
-                       title: str = "", band_width: Optional[int] = None, panel_width: int = 250) -> np.ndarray:
-    """``overlay`` (H x W x 3 RGB, unchanged at ``[:H, :W]``) with a panel on its right: ``title``, the legend of
-    the colours and outlines, the image's metrics (``PANEL_METRICS`` of :func:`image_error_metrics`, "-" when not
-    measured) and its error pixel counts. The canvas is as high as the taller of image and panel."""
+def annotate_error_map(
+    overlay: np.ndarray,
+    maps: Dict[str, np.ndarray],
+    metrics: Optional[Dict[str, float]] = None,
+    title: str = "",
+    band_width: Optional[int] = None,
+    panel_width: int = 250,
+) -> np.ndarray:
+    """``overlay`` (H x W x 3 RGB, unchanged at ``[:H, :W]``) with a panel on its right: ``title``,
+    the legend of the colours and outlines, the image's metrics (``PANEL_METRICS`` of
+    :func:`image_error_metrics`, "-" when not measured) and its error pixel counts. The canvas is as
+    high as the taller of image and panel."""
     h, w = overlay.shape[:2]
     scale, line = 0.4, 16
     lines = []  # (text, swatch fill, swatch outline)
     if title:
         lines.append((title, None, None))
-    lines.append(("colours" + (f" (band {band_width} px = +-{band_width // 2} px)" if band_width else ""), None, None))
+    lines.append(
+        (
+            "colours" + (f" (band {band_width} px = +-{band_width // 2} px)" if band_width else ""),
+            None,
+            None,
+        )
+    )
     lines += list(LEGEND)
     if metrics is not None:
         lines.append(("this image (%):", None, None))
-        vals = [f"{k} {metrics[k]:.1f}" if np.isfinite(metrics.get(k, np.nan)) else f"{k} -" for k in PANEL_METRICS]
+        vals = [
+            f"{k} {metrics[k]:.1f}" if np.isfinite(metrics.get(k, np.nan)) else f"{k} -"
+            for k in PANEL_METRICS
+        ]
         lines += [("  " + "   ".join(vals[i : i + 2]), None, None) for i in range(0, len(vals), 2)]
-    counts = {k: int(maps[k].sum()) for k in ("false_response", "merging", "displacement", "interior")}
+    counts = {
+        k: int(maps[k].sum()) for k in ("false_response", "merging", "displacement", "interior")
+    }
     lines.append(("error pixels:", None, None))
     lines.append((f"  FR {counts['false_response']}  MG {counts['merging']}", None, None))
     lines.append((f"  DP {counts['displacement']}  INT {counts['interior']}", None, None))
@@ -171,6 +213,14 @@ def annotate_error_map(overlay: np.ndarray, maps: Dict[str, np.ndarray], metrics
             if edge is not None:
                 cv2.rectangle(canvas, (x, y + 2), (x + 13, y + 12), edge, 2)
             x += 20
-        cv2.putText(canvas, _fit(text, w + panel_width - 4 - x, scale), (x, y + 12), _FONT, scale, (235, 235, 235), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            _fit(text, w + panel_width - 4 - x, scale),
+            (x, y + 12),
+            _FONT,
+            scale,
+            (235, 235, 235),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas

@@ -4,6 +4,7 @@ Metric values that could not be measured are NaN in Python (a class absent from 
 AP without detections). JSON has no NaN: :func:`to_strict_json` turns them (and infinities) into
 ``null``, and :func:`dump_json` refuses anything else that strict JSON cannot hold.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,7 +13,6 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-
 from detectron2.utils import comm
 
 __all__ = ["to_strict_json", "dump_json", "gather_counter"]
@@ -35,7 +35,8 @@ def to_strict_json(obj):
 
 
 def dump_json(obj, f, **kwargs) -> None:
-    """``json.dump`` of :func:`to_strict_json` ``(obj)`` with ``allow_nan=False`` (never a bare NaN)."""
+    """``json.dump`` of :func:`to_strict_json` ``(obj)`` with ``allow_nan=False`` (never a bare
+    NaN)."""
     json.dump(to_strict_json(obj), f, allow_nan=False, **kwargs)
 
 

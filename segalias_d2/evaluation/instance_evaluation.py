@@ -17,6 +17,7 @@ predictions with score >= ``score_thresh`` are pasted in ascending score order (
 win), non-crowd GT instances in descending area order (smaller objects win), crowd GT regions
 become ignore, uncovered pixels are the extra class ``"background"``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,7 +27,6 @@ from typing import Optional
 
 import numpy as np
 import pycocotools.mask as mask_util
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.utils.file_io import PathManager
@@ -67,18 +67,31 @@ def segmentation_to_mask(segm, height: int, width: int, what: str = "annotation"
             if isinstance(rle["counts"], str):
                 rle["counts"] = rle["counts"].encode("ascii")
         if tuple(rle["size"]) != (height, width):
-            raise ValueError(f"{what}: RLE size {tuple(rle['size'])} differs from image size {(height, width)}")
+            raise ValueError(
+                f"{what}: RLE size {tuple(rle['size'])} differs from image size {(height, width)}"
+            )
     elif isinstance(segm, np.ndarray):
         if segm.shape != (height, width):
-            raise ValueError(f"{what}: mask shape {segm.shape} differs from image size {(height, width)}")
+            raise ValueError(
+                f"{what}: mask shape {segm.shape} differs from image size {(height, width)}"
+            )
         return segm.astype(bool)
     else:
-        raise ValueError(f"{what}: unsupported segmentation of type {type(segm).__name__} (polygons or RLE expected)")
+        raise ValueError(
+            f"{what}: unsupported segmentation of type {type(segm).__name__} (polygons or RLE "
+            "expected)"
+        )
     return mask_util.decode(rle).astype(bool)
 
 
 def instances_to_label_map(
-    masks, classes, scores, height: int, width: int, score_thresh: float = 0.5, background: int = None
+    masks,
+    classes,
+    scores,
+    height: int,
+    width: int,
+    score_thresh: float = 0.5,
+    background: int = None,
 ) -> np.ndarray:
     """Semantic projection of predicted instances.
 
@@ -97,12 +110,16 @@ def instances_to_label_map(
     for i in order:
         m = masks[i]
         if m.shape != (height, width):
-            raise ValueError(f"predicted mask {i} has shape {m.shape}, expected image size {(height, width)}")
+            raise ValueError(
+                f"predicted mask {i} has shape {m.shape}, expected image size {(height, width)}"
+            )
         out[m] = classes[i]
     return out
 
 
-def annotations_to_label_map(annotations, height: int, width: int, background: int, ignore_label: int = 255):
+def annotations_to_label_map(
+    annotations, height: int, width: int, background: int, ignore_label: int = 255
+):
     """Semantic projection of GT annotations (contiguous ``category_id``).
 
     Crowd regions are painted ``ignore_label`` first; non-crowd instances are then pasted in
@@ -113,7 +130,9 @@ def annotations_to_label_map(annotations, height: int, width: int, background: i
     crowd, objs = [], []
     for k, a in enumerate(annotations):
         if "segmentation" not in a:
-            raise KeyError(f"annotation {k} (category {a.get('category_id')}) has no 'segmentation'")
+            raise KeyError(
+                f"annotation {k} (category {a.get('category_id')}) has no 'segmentation'"
+            )
         m = segmentation_to_mask(a["segmentation"], height, width, what=f"annotation {k}")
         (crowd if a.get("iscrowd", 0) else objs).append((m, int(a["category_id"])))
     for m, _ in crowd:
@@ -131,7 +150,8 @@ class InstanceBoundaryErrorEvaluator(DatasetEvaluator):
 
     Classes are ``thing_classes + ["background"]``; the metrics are those of
     :class:`~.boundary_errors.BoundaryErrorCounter` with ``band_width``, in percent. Predictions
-    must be at the dataset's image size. Writes ``boundary_errors_instances.json`` to ``output_dir``.
+    must be at the dataset's image size. Writes ``boundary_errors_instances.json`` to
+    ``output_dir``.
     """
 
     def __init__(
@@ -149,29 +169,43 @@ class InstanceBoundaryErrorEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._score_thresh = float(score_thresh)
         meta = MetadataCatalog.get(dataset_name)
-        dicts = DatasetCatalog.get(dataset_name)  # also records thing_classes / the id mapping of lazy loaders
+        dicts = DatasetCatalog.get(
+            dataset_name
+        )  # also records thing_classes / the id mapping of lazy loaders
         classes = meta.get("thing_classes", None)
         if not classes:
-            raise ValueError(f"dataset '{dataset_name}': MetadataCatalog entry has no 'thing_classes'")
+            raise ValueError(
+                f"dataset '{dataset_name}': MetadataCatalog entry has no 'thing_classes'"
+            )
         self._class_names = list(classes)
         self._num_classes = len(self._class_names)
         self._ignore_label = int(ignore_label) if self._num_classes + 1 <= int(ignore_label) else -1
         self._gt_by_image = {}
         for idx, d in enumerate(dicts):
             if "annotations" not in d:
-                raise KeyError(f"dataset '{dataset_name}': record {d.get('file_name')} has no 'annotations'")
-            self._gt_by_image[d.get("image_id", idx)] = (int(d["height"]), int(d["width"]), d["annotations"])
+                raise KeyError(
+                    f"dataset '{dataset_name}': record {d.get('file_name')} has no 'annotations'"
+                )
+            self._gt_by_image[d.get("image_id", idx)] = (
+                int(d["height"]),
+                int(d["width"]),
+                d["annotations"],
+            )
         self._counter = BoundaryErrorCounter(self._num_classes + 1, self._ignore_label, band_width)
         self._band_width = self._counter.band_width
 
     def reset(self):
-        self._counter = BoundaryErrorCounter(self._num_classes + 1, self._ignore_label, self._band_width)
+        self._counter = BoundaryErrorCounter(
+            self._num_classes + 1, self._ignore_label, self._band_width
+        )
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             image_id = inp["image_id"]
             if "instances" not in out:
-                raise KeyError(f"outputs for image {image_id} ({inp.get('file_name')}) have no 'instances'")
+                raise KeyError(
+                    f"outputs for image {image_id} ({inp.get('file_name')}) have no 'instances'"
+                )
             inst = out["instances"].to("cpu")
             h, w = inst.image_size
             if image_id not in self._gt_by_image:
@@ -185,18 +219,27 @@ class InstanceBoundaryErrorEvaluator(DatasetEvaluator):
             if not inst.has("pred_masks"):
                 continue
             scores = inst.scores.numpy() if inst.has("scores") else np.ones(len(inst))
-            classes = inst.pred_classes.numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
+            classes = (
+                inst.pred_classes.numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
+            )
             masks = inst.pred_masks.numpy().astype(bool)
-            pred_map = instances_to_label_map(masks, classes, scores, h, w, self._score_thresh, background=self._num_classes)
+            pred_map = instances_to_label_map(
+                masks, classes, scores, h, w, self._score_thresh, background=self._num_classes
+            )
             gt_map = annotations_to_label_map(anns, h, w, self._num_classes, self._ignore_label)
-            self._counter.update(pred_map, gt_map, name=f"image {image_id} ({inp.get('file_name')})")
+            self._counter.update(
+                pred_map, gt_map, name=f"image {image_id} ({inp.get('file_name')})"
+            )
 
     def evaluate(self):
         counter = gather_counter(self._counter, self._distributed)
         if counter is None:
             return None
         if counter.num_images == 0:
-            logger.warning(f"[InstanceBoundaryErrorEvaluator] no image with predicted masks for {self._dataset_name}")
+            logger.warning(
+                "[InstanceBoundaryErrorEvaluator] no image with predicted masks for "
+                f"{self._dataset_name}"
+            )
             return {}
         frac = counter.metrics(self._class_names + ["background"])
         res = OrderedDict((k, float(v) * 100.0) for k, v in frac.items())
@@ -216,7 +259,9 @@ class InstanceBoundaryErrorEvaluator(DatasetEvaluator):
                 "units": "percent",
                 "metrics": {"boundary_errors": res},
             }
-            with PathManager.open(os.path.join(self._output_dir, "boundary_errors_instances.json"), "w") as f:
+            with PathManager.open(
+                os.path.join(self._output_dir, "boundary_errors_instances.json"), "w"
+            ) as f:
                 dump_json(payload, f, indent=2)
         return OrderedDict(boundary_errors=res)
 
@@ -250,9 +295,17 @@ class InstanceBoundaryEvaluator(DatasetEvaluators):
         ignore_label: int = 255,
     ):
         errors = InstanceBoundaryErrorEvaluator(
-            dataset_name, distributed, output_dir, score_thresh=score_thresh, band_width=band_width,
+            dataset_name,
+            distributed,
+            output_dir,
+            score_thresh=score_thresh,
+            band_width=band_width,
             ignore_label=ignore_label,
         )
-        coco = COCOBoundaryEvaluator(dataset_name, distributed=distributed, output_dir=output_dir,
-                                     dilation_ratio=dilation_ratio)
+        coco = COCOBoundaryEvaluator(
+            dataset_name,
+            distributed=distributed,
+            output_dir=output_dir,
+            dilation_ratio=dilation_ratio,
+        )
         super().__init__([coco, errors])

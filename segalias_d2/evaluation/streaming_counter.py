@@ -11,6 +11,7 @@ defined by :class:`StreamingCounter`:
   exact state (settings, ``num_images`` and integer count arrays);
 * ``reset()``; ``metrics(class_names)`` returns fractions, NaN where undefined.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -45,11 +46,16 @@ def validated_pair(pred, gt, name: str):
     pred = as_label_map(pred, f"prediction of {name}")
     gt = as_label_map(gt, f"ground truth of {name}")
     if pred.shape != gt.shape:
-        raise ValueError(f"prediction and ground-truth shapes differ for {name}: pred {pred.shape} vs gt {gt.shape}")
+        raise ValueError(
+            f"prediction and ground-truth shapes differ for {name}: pred {pred.shape} vs gt "
+            f"{gt.shape}"
+        )
     return pred, gt
 
 
-def check_gt_labels(gt: np.ndarray, num_classes: int, ignore: np.ndarray, ignore_label: int, name: str) -> None:
+def check_gt_labels(
+    gt: np.ndarray, num_classes: int, ignore: np.ndarray, ignore_label: int, name: str
+) -> None:
     """Raise if ``gt`` has labels outside ``[0, num_classes)`` other than the ignore label."""
     if gt.dtype.kind == "u" and num_classes <= np.iinfo(gt.dtype).max:
         bad = gt >= num_classes
@@ -132,10 +138,16 @@ class StreamingCounter:
         """Replace the counts by a saved state (settings must equal this counter's)."""
         kind = type(self).__name__
         if not isinstance(state, dict):
-            raise TypeError(f"{kind}.load_state_dict expects a dict from state_dict(), got {type(state).__name__}")
+            raise TypeError(
+                f"{kind}.load_state_dict expects a dict from state_dict(), got "
+                f"{type(state).__name__}"
+            )
         missing = [k for k in (*self._settings, "num_images", *self._arrays) if k not in state]
         if missing:
-            raise KeyError(f"{kind}.load_state_dict: the state has no {missing} (expected a dict from state_dict())")
+            raise KeyError(
+                f"{kind}.load_state_dict: the state has no {missing} (expected a dict from "
+                "state_dict())"
+            )
         self._check_same_settings({k: state[k] for k in self._settings}, "load a state of")
         arrays = {}
         for a in self._arrays:
@@ -143,12 +155,16 @@ class StreamingCounter:
             current = getattr(self, a)
             if value.shape != current.shape or not np.issubdtype(value.dtype, np.integer):
                 raise ValueError(
-                    f"{kind}.load_state_dict: '{a}' must be an integer array of shape {current.shape}, "
+                    f"{kind}.load_state_dict: '{a}' must be an integer array of shape "
+                    f"{current.shape}, "
                     f"got {value.dtype} {value.shape}"
                 )
             arrays[a] = value
         if not _is_int(state["num_images"]) or state["num_images"] < 0:
-            raise ValueError(f"{kind}.load_state_dict: num_images must be an integer >= 0, got {state['num_images']!r}")
+            raise ValueError(
+                f"{kind}.load_state_dict: num_images must be an integer >= 0, got "
+                f"{state['num_images']!r}"
+            )
         for a, value in arrays.items():
             getattr(self, a)[...] = value
         self.num_images = int(state["num_images"])
@@ -177,5 +193,7 @@ class StreamingCounter:
         mine = self.settings()
         diff = [f"{k}: {mine[k]!r} here vs {other[k]!r}" for k in mine if mine[k] != other[k]]
         if diff:
-            raise ValueError(f"cannot {action} {type(self).__name__}s with different settings ({'; '.join(diff)})")
-
+            raise ValueError(
+                f"cannot {action} {type(self).__name__}s with different settings "
+                f"({'; '.join(diff)})"
+            )

@@ -1,23 +1,29 @@
-"""Masks, FFT kernels and the custom autograd functions behind ``fourier_filters`` (DAF and FreqMix).
+"""Masks, FFT kernels and the custom autograd functions behind ``fourier_filters`` (DAF and
+FreqMix).
 
 Everything here takes float32/float64 tensors with autocast already disabled; the modules cast.
 
-* The filter ``L x = irfft2(R * rfft2(x))`` with the Hermitian-symmetrised real box mask ``R`` (values 0, 0.5,
-  1) is real, linear and self-adjoint (R is real and even in k), so the DAF backward is ``L`` applied to the
-  incoming gradient: nothing is saved. The 2-D transform is done as row rfft -> column fft of only the ``kc``
-  columns where R is non-zero -> mask -> column ifft -> row irfft (zero-padding the dropped columns): the same
-  arithmetic as rfft2/irfft2, minus the column transforms of bins the mask zeroes (~30% of them at t = 0.35).
-* FreqMix, ``y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo)`` with ``w = sigmoid(conv3x3(x))``, ``x_lo = L x`` and SE
-  gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands. Backward, for incoming ``p``:
-  ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``, ``g_a_lo = sum_hw p w0 x_lo``, ``g_a_hi = sum_hw
-  p w1 x_hi`` (batched matrix products), ``g_s`` by autograd through the tiny gate graph (recomputed), then
-  ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00 e00 + conv3x3^T(g_logits)``, where
-  the released gate statistics are ``s = (x[0,0], x_lo[0,0] = <L e00, x>, im = <v, x>)`` (section 3.6 of the
-  method notes), so their gradients enter as an impulse before ``L`` (one row of the row spectrum) and as a
-  few sparse bins of ``rfft2(v)`` after the mask: ONE rfft/irfft pass for the whole spectral part. FreqMix
-  saves its input, the spatial weights and (B, C) gate tensors, no spectra; ``x_lo`` is saved or recomputed
-  in backward (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
+* The filter ``L x = irfft2(R * rfft2(x))`` with the Hermitian-symmetrised real box mask ``R``
+(values 0, 0.5,
+  1) is real, linear and self-adjoint (R is real and even in k), so the DAF backward is ``L``
+  applied to the incoming gradient: nothing is saved. The 2-D transform is done as row rfft ->
+  column fft of only the ``kc`` columns where R is non-zero -> mask -> column ifft -> row irfft
+  (zero-padding the dropped columns): the same arithmetic as rfft2/irfft2, minus the column
+  transforms of bins the mask zeroes (~30% of them at t = 0.35).
+* FreqMix, ``y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo)`` with ``w = sigmoid(conv3x3(x))``, ``x_lo = L
+x`` and SE
+  gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands. Backward, for incoming
+  ``p``: ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``, ``g_a_lo = sum_hw p w0 x_lo``,
+  ``g_a_hi = sum_hw p w1 x_hi`` (batched matrix products), ``g_s`` by autograd through the tiny gate
+  graph (recomputed), then ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00
+  e00 + conv3x3^T(g_logits)``, where the released gate statistics are ``s = (x[0,0], x_lo[0,0] = <L
+  e00, x>, im = <v, x>)`` (section 3.6 of the method notes), so their gradients enter as an impulse
+  before ``L`` (one row of the row spectrum) and as a few sparse bins of ``rfft2(v)`` after the
+  mask: ONE rfft/irfft pass for the whole spectral part. FreqMix saves its input, the spatial
+  weights and (B, C) gate tensors, no spectra; ``x_lo`` is saved or recomputed in backward
+  (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
 """
+
 import functools
 from types import SimpleNamespace
 
@@ -35,42 +41,55 @@ from .spectral_lowpass import (  # noqa: F401  (the low-pass helpers are re-expo
     symmetric_rfft_mask,
 )
 
-# True: keep x_lo from the forward (one full-size tensor per FreqMix held until backward); False: recompute it
-# in backward (one more rfft/irfft pass). See BENCHMARKS.md for the measured trade-off.
+# True: keep x_lo from the forward (one full-size tensor per FreqMix held until backward); False:
+# recompute it in backward (one more rfft/irfft pass). See BENCHMARKS.md for the measured trade-off.
 FREQMIX_SAVE_LOW_BAND = False
 
 
-# ----------------------------------------------------------------------------------------------- FreqMix parts
-_TAPS = [(dy - 1, dx - 1) for dy in range(3) for dx in range(3)]  # offsets of the 3x3 taps, weight[..., dy, dx]
+# -----------------------------------------------------------------------------------------------
+# FreqMix parts
+_TAPS = [
+    (dy - 1, dx - 1) for dy in range(3) for dx in range(3)
+]  # offsets of the 3x3 taps, weight[..., dy, dx]
 
 
 def _shift_add_(dst, src, dy, dx):
     """``dst[..., i, j] += src[..., i + dy, j + dx]`` where that index exists (zero padding)."""
     h, w = dst.shape[-2:]
     i0, i1, j0, j1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
-    dst[..., i0:i1, j0:j1] += src[..., i0 + dy:i1 + dy, j0 + dx:j1 + dx]
+    dst[..., i0:i1, j0:j1] += src[..., i0 + dy : i1 + dy, j0 + dx : j1 + dx]
 
 
 def conv3x3_few_outputs(x, weight, bias):
-    """3x3 / padding 1 conv with few output channels as one (9*O, C) @ (C, H*W) matmul plus 9 shifted adds.
+    """3x3 / padding 1 conv with few output channels as one (9*O, C) @ (C, H*W) matmul plus 9
+    shifted adds.
 
-    Equal to ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding; avoids the slow direct-conv path
-    for O=2 (FreqMix's spatial gate) on CPU.
+    Equal to ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding; avoids the slow
+    direct-conv path for O=2 (FreqMix's spatial gate) on CPU.
     """
     o, c = weight.shape[:2]
     b, _, h, w = x.shape
-    z = torch.matmul(weight.permute(2, 3, 0, 1).reshape(9 * o, c), x.reshape(b, c, h * w)).view(b, 9, o, h, w)
-    out = bias.view(1, o, 1, 1).expand(b, o, h, w).clone() if bias is not None else x.new_zeros(b, o, h, w)
+    z = torch.matmul(weight.permute(2, 3, 0, 1).reshape(9 * o, c), x.reshape(b, c, h * w)).view(
+        b, 9, o, h, w
+    )
+    out = (
+        bias.view(1, o, 1, 1).expand(b, o, h, w).clone()
+        if bias is not None
+        else x.new_zeros(b, o, h, w)
+    )
     for t, (dy, dx) in enumerate(_TAPS):
         _shift_add_(out, z[:, t], dy, dx)
     return out
 
 
 def _conv3x3_backward(g, x, weight, gx, need_w):
-    """Adds ``conv3x3^T(g)`` to ``gx`` (B, C, H, W) in place; returns (grad weight, grad bias) if ``need_w``."""
+    """Adds ``conv3x3^T(g)`` to ``gx`` (B, C, H, W) in place; returns (grad weight, grad bias) if
+    ``need_w``."""
     b, c, h, w = x.shape
     o = weight.shape[0]
-    u = g.new_zeros(b, 9, o, h, w)  # u[:, t] = g shifted back by tap t (the adjoint of the shifted adds)
+    u = g.new_zeros(
+        b, 9, o, h, w
+    )  # u[:, t] = g shifted back by tap t (the adjoint of the shifted adds)
     for t, (dy, dx) in enumerate(_TAPS):
         _shift_add_(u[:, t], g, -dy, -dx)
     u = u.view(b, 9 * o, h * w)
@@ -83,7 +102,8 @@ def _conv3x3_backward(g, x, weight, gx, need_w):
 
 
 def se_apply(t, w1, b1, w2, b2):
-    """SE gate on pooled (N, C[, 1, 1]) input: 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, as linear layers.
+    """SE gate on pooled (N, C[, 1, 1]) input: 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, as linear
+    layers.
 
     Computed in the weights' dtype, returned as (N, C, 1, 1) in ``t``'s dtype.
     """
@@ -94,22 +114,26 @@ def se_apply(t, w1, b1, w2, b2):
 def freqmix_gates(stats, gate, se_lo, se_hi):
     """Gates ``a_lo, a_hi`` (B, C, 1, 1) from per-(image, channel) statistics ``stats``.
 
-    ``stats`` is (B, C, 3) = (x[0, 0], x_lo[0, 0], GAP(Im S_lo)) for the spectral gates, (B, C, 2) = mean squares
-    of the two bands for "band_energy". ``se_lo``/``se_hi`` map (N, C, 1, 1) to (N, C, 1, 1).
+    ``stats`` is (B, C, 3) = (x[0, 0], x_lo[0, 0], GAP(Im S_lo)) for the spectral gates, (B, C, 2) =
+    mean squares of the two bands for "band_energy". ``se_lo``/``se_hi`` map (N, C, 1, 1) to (N, C,
+    1, 1).
     """
     b, c = stats.shape[:2]
     if gate == "band_energy":
         ms_lo, ms_hi = stats[..., None, None].unbind(-3)
         return se_lo(torch.sqrt(ms_lo + 1e-12)), se_hi(torch.sqrt(ms_hi + 1e-12))
     if gate == "released":
-        # fftshift over all dims rolls batch and channel by n//2 too; the spatial roll leaves the (H, W) means
-        # unchanged, the batch/channel roll moves which image/channel feeds each gate.
+        # fftshift over all dims rolls batch and channel by n//2 too; the spatial roll leaves the
+        # (H, W) means unchanged, the batch/channel roll moves which image/channel feeds each gate.
         stats = torch.roll(stats, shifts=(b // 2, c // 2), dims=(0, 1))
     x00, re_lo, im_lo = stats[..., None, None].unbind(-3)
-    # GAP(Re S_hi) = x[0, 0] - x_lo[0, 0], GAP(Im S_hi) = -GAP(Im S_lo); Re and Im go through each gate as one batch
+    # GAP(Re S_hi) = x[0, 0] - x_lo[0, 0], GAP(Im S_hi) = -GAP(Im S_lo); Re and Im go through each
+    # gate as one batch
     g_lo = se_lo(torch.cat([re_lo, im_lo], 0))
     g_hi = se_hi(torch.cat([x00 - re_lo, -im_lo], 0))
-    return torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8), torch.sqrt(g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8)
+    return torch.sqrt(g_lo[:b] ** 2 + g_lo[b:] ** 2 + 1e-8), torch.sqrt(
+        g_hi[:b] ** 2 + g_hi[b:] ** 2 + 1e-8
+    )
 
 
 def _band_stats(x, x_lo, im, gate):
@@ -127,7 +151,8 @@ def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep)
     x_lo = spectral_lowpass(x.reshape(b * c, h, w), cutoff, chunk, im_out=im).view(b, c, h, w)
     stats = _band_stats(x, x_lo, im, gate)
     a_lo, a_hi = freqmix_gates(stats, gate, se_lo, se_hi)
-    # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo): one allocation, x_lo scaled in place unless kept for backward
+    # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo): one allocation, x_lo scaled in place unless kept for
+    # backward
     y = torch.sub(x, x_lo).mul_(a_hi).mul_(wts[:, 1:2])
     y.addcmul_(x_lo * a_lo if keep else x_lo.mul_(a_lo), wts[:, 0:1])
     return y, (wts, x_lo, a_lo, a_hi, stats)
@@ -135,19 +160,34 @@ def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep)
 
 class _FreqMixFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2, opts):
+    def forward(
+        ctx, x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2, opts
+    ):
         y, (wts, x_lo, a_lo, a_hi, stats) = _freqmix_forward(
-            x, conv_w, conv_b, opts.se_lo, opts.se_hi, opts.gate, opts.cutoff, opts.chunk, keep=opts.save_low_band)
+            x,
+            conv_w,
+            conv_b,
+            opts.se_lo,
+            opts.se_hi,
+            opts.gate,
+            opts.cutoff,
+            opts.chunk,
+            keep=opts.save_low_band,
+        )
         ctx.opts = opts
         ctx.x_lo = x_lo if opts.save_low_band else None  # an intermediate: kept as an attribute
-        ctx.save_for_backward(x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2)
+        ctx.save_for_backward(
+            x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2
+        )
         ctx.small = (wts, a_lo, a_hi, stats)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        with fp32_region(gy.device.type):  # a backward called inside autocast must not recompute gates in half
+        with fp32_region(
+            gy.device.type
+        ):  # a backward called inside autocast must not recompute gates in half
             return _FreqMixFn._backward(ctx, gy)
 
     @staticmethod
@@ -162,7 +202,8 @@ class _FreqMixFn(torch.autograd.Function):
             x_lo = spectral_lowpass(x.reshape(b * c, h, w), o.cutoff, o.chunk).view(b, c, h, w)
         p, xv, xl = gy.contiguous().view(b, c, n), x.view(b, c, n), x_lo.reshape(b, c, n)
         wv, al, ah = wts.view(b, 2, n), a_lo.view(b, c, 1), a_hi.view(b, c, 1)
-        # reductions of the mix: q = p*x_lo, then q = p*x_hi, each read by two batched matrix products
+        # reductions of the mix: q = p*x_lo, then q = p*x_hi, each read by two batched matrix
+        # products
         q = p * xl
         g_w0, g_alo = torch.bmm(al.transpose(1, 2), q), torch.bmm(q, wv[:, 0:1].transpose(1, 2))
         q.neg_().addcmul_(p, xv)
@@ -175,21 +216,32 @@ class _FreqMixFn(torch.autograd.Function):
             se_hi = functools.partial(se_apply, w1=sp[4], b1=sp[5], w2=sp[6], b2=sp[7])
             r_lo, r_hi = freqmix_gates(st, o.gate, se_lo, se_hi)
             wrt = [st] + [t for t in sp if t.requires_grad]
-            got = list(torch.autograd.grad((r_lo, r_hi), wrt, (g_alo.view_as(r_lo), g_ahi.view_as(r_hi))))
+            got = list(
+                torch.autograd.grad((r_lo, r_hi), wrt, (g_alo.view_as(r_lo), g_ahi.view_as(r_hi)))
+            )
         g_st = got.pop(0)
         g_se = [got.pop(0) if t.requires_grad else None for t in sp]
-        # g_x_lo = p * (w0 a_lo - w1 a_hi), the rank-2 factor built by one batched product into q's buffer
+        # g_x_lo = p * (w0 a_lo - w1 a_hi), the rank-2 factor built by one batched product into q's
+        # buffer
         g = torch.bmm(torch.cat([al, -ah], 2), wv, out=q).mul_(p)
         if o.gate == "band_energy":  # d mean(band^2) / d band = 2 band / n
             x_hi = xv - xl
             alpha, beta = (g_st * (2.0 / n)).unsqueeze(-1).unbind(-2)
             g.addcmul_(xl, alpha).addcmul_(x_hi, beta, value=-1.0)
-            g = spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, overwrite=True).view(b, c, n)
+            g = spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, overwrite=True).view(
+                b, c, n
+            )
             g.addcmul_(x_hi, beta)
         else:  # (x00, re_lo, im_lo) = (<e00, x>, <L e00, x>, <v, x>)
             g_x00, g_re, g_im = g_st.unbind(-1)
-            g = spectral_lowpass(g.view(b * c, h, w), o.cutoff, o.chunk, overwrite=True,
-                                 add_e00=g_re.reshape(-1), add_v=g_im.reshape(-1)).view(b, c, n)
+            g = spectral_lowpass(
+                g.view(b * c, h, w),
+                o.cutoff,
+                o.chunk,
+                overwrite=True,
+                add_e00=g_re.reshape(-1),
+                add_v=g_im.reshape(-1),
+            ).view(b, c, n)
             g[:, :, 0] += g_x00
         # + p * w1 a_hi, the rank-1 factor built into a free full-size buffer
         spare = q if g.data_ptr() != q.data_ptr() else (xl if ctx.x_lo is None else None)
@@ -197,19 +249,32 @@ class _FreqMixFn(torch.autograd.Function):
         g_logits = torch.cat([g_w0, g_w1], 1).mul_(wv).mul_(1 - wv).view(b, 2, h, w)
         g = g.view(b, c, h, w)
         g_cw, g_cb = _conv3x3_backward(g_logits, x, conv_w, g, need[1] or need[2])
-        return (g if need[0] else None, g_cw if need[1] else None, g_cb if need[2] else None, *g_se, None)
+        return (
+            g if need[0] else None,
+            g_cw if need[1] else None,
+            g_cb if need[2] else None,
+            *g_se,
+            None,
+        )
 
 
 def freqmix(x, conv_w, conv_b, se_lo_params, se_hi_params, se_lo, se_hi, gate, cutoff, chunk):
     """FreqMix on float32/64 ``x`` (B, C, H, W); custom backward when a graph is recorded.
 
     ``se_lo_params``/``se_hi_params``: (fc1 weight, fc1 bias, fc2 weight, fc2 bias) of each SE gate;
-    ``se_lo``/``se_hi``: the gate modules themselves (called in the forward, so their hooks see the inputs).
+    ``se_lo``/``se_hi``: the gate modules themselves (called in the forward, so their hooks see the
+    inputs).
     """
     params = (conv_w, conv_b, *se_lo_params, *se_hi_params)
     if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params)):
-        opts = SimpleNamespace(se_lo=se_lo, se_hi=se_hi, gate=gate, cutoff=cutoff, chunk=chunk,
-                               save_low_band=FREQMIX_SAVE_LOW_BAND)
+        opts = SimpleNamespace(
+            se_lo=se_lo,
+            se_hi=se_hi,
+            gate=gate,
+            cutoff=cutoff,
+            chunk=chunk,
+            save_low_band=FREQMIX_SAVE_LOW_BAND,
+        )
         return _FreqMixFn.apply(x, *params, opts)
     y, _ = _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep=False)
     return y

@@ -1,6 +1,7 @@
-"""The DAF low-pass ``L x = irfft2(R * rfft2(x))`` (masks, cached plans, the chunked row-rfft / pruned-column
-kernel and its self-adjoint autograd function); FreqMix's parts that use it are in :mod:`.fourier_ops`, whose
-docstring gives the maths."""
+"""The DAF low-pass ``L x = irfft2(R * rfft2(x))`` (masks, cached plans, the chunked row-rfft /
+pruned-column kernel and its self-adjoint autograd function); FreqMix's parts that use it are in
+:mod:`.fourier_ops`, whose docstring gives the maths."""
+
 import functools
 from contextlib import ExitStack
 from types import SimpleNamespace
@@ -8,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-# masks are tiny (H x W//2+1 floats); bound the caches so varying test-time sizes cannot grow them forever
+# masks are tiny (H x W//2+1 floats); bound the caches so varying test-time sizes cannot grow them
+# forever
 _CACHE_SIZE = 128
 
 
@@ -27,7 +29,8 @@ def fp32_region(device_type):
 def box_mask_bounds(n, cutoff):
     """Half-open slice [lo, hi) of the centred spectrum (DC at n//2) kept by the box mask.
 
-    Python's built-in round on float64, as in the original code (round-half-to-even matters, e.g. n=30).
+    Python's built-in round on float64, as in the original code (round-half-to-even matters, e.g.
+    n=30).
     """
     return round(n / 2 - n * cutoff), round(n / 2 + n * cutoff)
 
@@ -37,12 +40,13 @@ def box_mask_centered(h, w, cutoff):
     r0, r1 = box_mask_bounds(h, cutoff)
     c0, c1 = box_mask_bounds(w, cutoff)
     m = np.zeros((h, w), dtype=np.float64)
-    m[max(r0, 0):r1, max(c0, 0):c1] = 1.0
+    m[max(r0, 0) : r1, max(c0, 0) : c1] = 1.0
     return m
 
 
 def _uncentred_parts(h, w, cutoff):
-    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0, 0])."""
+    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0,
+    0])."""
     mu = np.fft.ifftshift(box_mask_centered(h, w, cutoff))
     mneg = mu[(-np.arange(h)) % h][:, (-np.arange(w)) % w]  # M(-k), indices modulo (h, w)
     return 0.5 * (mu + mneg), 0.5 * (mu - mneg)
@@ -56,9 +60,9 @@ def _np_plan(h, w, cutoff):
     rmask = msym[:, :nh]
     used = np.flatnonzero(rmask.any(0))
     kc = int(used[-1]) + 1 if used.size else 1
-    # mean(Im(S * M)) over the full plane: Im S(k) and the antisymmetric mask part are both odd in k, so the sum
-    # is twice the sum over the rfft half plane; columns whose mirror is also in the half (0 and, for even w,
-    # w/2) count once.
+    # mean(Im(S * M)) over the full plane: Im S(k) and the antisymmetric mask part are both odd in
+    # k, so the sum is twice the sum over the rfft half plane; columns whose mirror is also in the
+    # half (0 and, for even w, w/2) count once.
     col_w = np.full(nh, 2.0)
     col_w[0] = 1.0
     if w % 2 == 0:
@@ -66,8 +70,8 @@ def _np_plan(h, w, cutoff):
     im_weight = manti[:, :nh] * col_w[None, :] / float(h * w)
     im_r, im_c = np.nonzero(im_weight)
     im_w = im_weight[im_r, im_c]
-    # its gradient w.r.t. the plane: v[n] = sum_k im_w[k] * dIm(S[k])/dx[n] = -sum_k im_w[k] sin(2 pi k.n),
-    # with sin(a + b) = sin a cos b + cos a sin b as two (h, K) @ (K, w) products
+    # its gradient w.r.t. the plane: v[n] = sum_k im_w[k] * dIm(S[k])/dx[n] = -sum_k im_w[k] sin(2
+    # pi k.n), with sin(a + b) = sin a cos b + cos a sin b as two (h, K) @ (K, w) products
     ay = 2 * np.pi * np.outer(np.arange(h), im_r) / h
     ax = 2 * np.pi * np.outer(im_c, np.arange(w)) / w
     v = -((np.sin(ay) * im_w) @ np.cos(ax) + (np.cos(ay) * im_w) @ np.sin(ax))
@@ -75,10 +79,15 @@ def _np_plan(h, w, cutoff):
     big = np.abs(v_hat) > 1e-9 * max(np.abs(v_hat).max(), 1e-300)
     v_r, v_c = np.nonzero(big)
     if (im_c >= kc).any() or (v_c >= kc).any():  # both live on the mask's edge bins
-        raise AssertionError(f"spectral plan for {h}x{w}, cutoff {cutoff}: edge bins outside the kept columns")
+        raise AssertionError(
+            f"spectral plan for {h}x{w}, cutoff {cutoff}: edge bins outside the kept columns"
+        )
     return {
-        "kc": kc, "rmask": np.ascontiguousarray(rmask[:, :kc]), "im": (im_r, im_c, im_w),
-        "v": (v_r, v_c, v_hat[v_r, v_c]), "v_plane": v,
+        "kc": kc,
+        "rmask": np.ascontiguousarray(rmask[:, :kc]),
+        "im": (im_r, im_c, im_w),
+        "v": (v_r, v_c, v_hat[v_r, v_c]),
+        "v_plane": v,
     }
 
 
@@ -86,21 +95,27 @@ def _np_plan(h, w, cutoff):
 def _plan(h, w, cutoff, device, dtype):
     """Tensors of the spectral plan, cached per (h, w, cutoff, device, dtype).
 
-    Built outside inference mode so a plan first created under torch.inference_mode() can later be used by a
-    training step.
+    Built outside inference mode so a plan first created under torch.inference_mode() can later be
+    used by a training step.
     """
     p = _np_plan(h, w, cutoff)
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     with torch.inference_mode(False), torch.no_grad():
+
         def t(a, dt=None):
             return torch.from_numpy(np.asarray(a)).to(device=device, dtype=dt)
 
         im_r, im_c, im_w = p["im"]
         v_r, v_c, v_val = p["v"]
         return SimpleNamespace(
-            kc=p["kc"], rmask=t(p["rmask"], dtype),
-            im_r=t(im_r, torch.long), im_c=t(im_c, torch.long), im_w=t(im_w, dtype),
-            v_r=t(v_r, torch.long), v_c=t(v_c, torch.long), v_val=t(v_val, cdtype),
+            kc=p["kc"],
+            rmask=t(p["rmask"], dtype),
+            im_r=t(im_r, torch.long),
+            im_c=t(im_c, torch.long),
+            im_w=t(im_w, dtype),
+            v_r=t(v_r, torch.long),
+            v_c=t(v_c, torch.long),
+            v_val=t(v_val, cdtype),
         )
 
 
@@ -108,11 +123,14 @@ def _plan(h, w, cutoff, device, dtype):
 def _rfft_mask(h, w, cutoff, device, dtype):
     with torch.inference_mode(False), torch.no_grad():
         msym, _ = _uncentred_parts(h, w, cutoff)
-        return torch.from_numpy(np.ascontiguousarray(msym[:, : w // 2 + 1])).to(device=device, dtype=dtype)
+        return torch.from_numpy(np.ascontiguousarray(msym[:, : w // 2 + 1])).to(
+            device=device, dtype=dtype
+        )
 
 
 def symmetric_rfft_mask(h, w, cutoff, device=None, dtype=torch.float32):
-    """Real (h, w//2+1) response equal to the symmetrised box mask (cached per size/cutoff/device/dtype)."""
+    """Real (h, w//2+1) response equal to the symmetrised box mask (cached per
+    size/cutoff/device/dtype)."""
     return _rfft_mask(int(h), int(w), float(cutoff), torch.device(device or "cpu"), dtype)
 
 
@@ -126,17 +144,21 @@ def _chunks(n, per_chunk):
 def spectral_lowpass(planes, cutoff, chunk, overwrite=False, im_out=None, add_e00=None, add_v=None):
     """``L`` applied to every (h, w) plane of ``planes`` (n, h, w), no autograd; returns the result.
 
-    Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small. With
-    ``overwrite`` the result may be written into ``planes`` (use the returned tensor either way).
-    Optional, per plane (all (n,) tensors): ``im_out`` receives ``<v, plane> = mean(Im(fftshift(fft2(plane)) * M))``
-    read from the spectrum; ``add_e00[i]`` filters ``plane + add_e00[i] * e00`` instead (e00: unit impulse at
-    (0, 0)); ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
+    Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small.
+    With ``overwrite`` the result may be written into ``planes`` (use the returned tensor either
+    way). Optional, per plane (all (n,) tensors): ``im_out`` receives ``<v, plane> =
+    mean(Im(fftshift(fft2(plane)) * M))`` read from the spectrum; ``add_e00[i]`` filters ``plane +
+    add_e00[i] * e00`` instead (e00: unit impulse at
+    (0, 0)); ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im``
+    functional).
     """
     n, h, w = planes.shape
     p = _plan(h, w, float(cutoff), planes.device, planes.dtype)
     chunks = _chunks(n, chunk // max(1, h * w))
     out = None
-    if len(chunks) > 1:  # out= copies from a chunk-sized result, cheaper than a second full-size buffer
+    if (
+        len(chunks) > 1
+    ):  # out= copies from a chunk-sized result, cheaper than a second full-size buffer
         out = planes if overwrite else torch.empty_like(planes)
     for i, j in chunks:
         s = torch.fft.rfft(planes[i:j], dim=-1)
@@ -172,7 +194,8 @@ class _LowpassFn(torch.autograd.Function):
 
 
 def lowpass(x, cutoff, chunk):
-    """DAF core: ``L x`` for float32/64 ``x`` of shape (..., H, W); custom backward when a graph is recorded."""
+    """DAF core: ``L x`` for float32/64 ``x`` of shape (..., H, W); custom backward when a graph is
+    recorded."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _LowpassFn.apply(x, cutoff, chunk)
     shape = x.shape

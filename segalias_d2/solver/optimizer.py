@@ -1,27 +1,35 @@
 """Detectron2-style SGD with the Seg-Aliasing LR multipliers (FreqMix and semantic head parameters).
 
-Paper recipe (mmseg ``paramwise_cfg.custom_keys = {'head': lr x2, 'att': lr x2}``): FreqMix parameters and all
-head parameters train with twice the base LR. Here:
+Paper recipe (mmseg ``paramwise_cfg.custom_keys = {'head': lr x2, 'att': lr x2}``): FreqMix
+parameters and all head parameters train with twice the base LR. Here:
 
 * parameters whose name contains ``.freqmix.`` (or starts with ``freqmix.``):
   lr x ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER``;
-* parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when != 1);
-* LIS modules, parameters whose name contains ``.awd.`` or ``.scb.`` (AWD, SCB branches; AWD's BN affine
+* parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when
+!= 1);
+* LIS modules, parameters whose name contains ``.awd.`` or ``.scb.`` (AWD, SCB branches; AWD's BN
+affine
   included): lr x ``SOLVER.SEGALIAS.AWD_SCB_LR_MULTIPLIER`` (released SynCOCO2LIS: 2).
 
 Everything else follows Detectron2's ``build_optimizer``: ``BASE_LR``, ``MOMENTUM``, ``NESTEROV``,
-``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` (norm layers), ``BIAS_LR_FACTOR`` / ``WEIGHT_DECAY_BIAS`` (params named
-``bias``), frozen parameters skipped, shared parameters counted once, and gradient clipping through
-``detectron2.solver.build.maybe_add_gradient_clipping``. Multipliers compose (a FreqMix bias gets
-``BASE_LR * BIAS_LR_FACTOR * FREQMIX_LR_MULTIPLIER``).
+``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` (norm layers), ``BIAS_LR_FACTOR`` / ``WEIGHT_DECAY_BIAS``
+(params named ``bias``), frozen parameters skipped, shared parameters counted once, and gradient
+clipping through ``detectron2.solver.build.maybe_add_gradient_clipping``. Multipliers compose (a
+FreqMix bias gets ``BASE_LR * BIAS_LR_FACTOR * FREQMIX_LR_MULTIPLIER``).
 """
+
 from collections import OrderedDict
 
 import torch
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["build_segalias_optimizer", "get_segalias_param_groups", "is_freqmix_param", "is_head_param",
-           "is_awd_scb_param"]
+__all__ = [
+    "build_segalias_optimizer",
+    "get_segalias_param_groups",
+    "is_freqmix_param",
+    "is_head_param",
+    "is_awd_scb_param",
+]
 
 # same set as Detectron2's get_default_optimizer_params (NaiveSyncBatchNorm subclasses BatchNorm2d)
 _NORM_TYPES = (
@@ -41,7 +49,7 @@ _NORM_TYPES = (
 def _strip_wrappers(name):
     # DistributedDataParallel / DataParallel prefix
     while name.startswith("module."):
-        name = name[len("module."):]
+        name = name[len("module.") :]
     return name
 
 
@@ -70,7 +78,8 @@ def get_segalias_param_groups(
     head_lr_multiplier=1.0,
     awd_scb_lr_multiplier=1.0,
 ):
-    """Param groups (one per distinct (lr, weight_decay)), Detectron2 rules plus the LR multipliers."""
+    """Param groups (one per distinct (lr, weight_decay)), Detectron2 rules plus the LR
+    multipliers."""
     groups = OrderedDict()
     memo = set()
     for module_name, module in model.named_modules():
@@ -97,10 +106,13 @@ def get_segalias_param_groups(
 
 
 def build_segalias_optimizer(cfg, model):
-    """SGD with Detectron2's solver keys and ``SOLVER.SEGALIAS.{FREQMIX,HEAD,AWD_SCB}_LR_MULTIPLIER``."""
+    """SGD with Detectron2's solver keys and
+    ``SOLVER.SEGALIAS.{FREQMIX,HEAD,AWD_SCB}_LR_MULTIPLIER``."""
     s = cfg.SOLVER
     if "SEGALIAS" not in s:
-        raise KeyError("cfg.SOLVER.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) first")
+        raise KeyError(
+            "cfg.SOLVER.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) first"
+        )
     for key in ("FREQMIX_LR_MULTIPLIER", "HEAD_LR_MULTIPLIER", "AWD_SCB_LR_MULTIPLIER"):
         if float(s.SEGALIAS[key]) <= 0:
             raise ValueError(f"SOLVER.SEGALIAS.{key} must be > 0, got {s.SEGALIAS[key]}")

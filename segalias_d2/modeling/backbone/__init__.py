@@ -1,4 +1,5 @@
 """Backbones; importing this module registers them in Detectron2's BACKBONE_REGISTRY."""
+
 from .aa_resnet import (  # noqa: F401
     AABottleneckBlock,
     AAResNet,

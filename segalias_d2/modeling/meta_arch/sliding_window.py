@@ -1,7 +1,7 @@
 """Semantic segmentation with optional sliding-window inference (paper, Cityscapes: 768 window,
 512 stride, logits averaged where windows overlap)."""
+
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -23,8 +23,9 @@ def _window_starts(length: int, window: int, stride: int):
 def sliding_window_logits(predict, image: torch.Tensor, window, stride) -> torch.Tensor:
     """Average of ``predict(crop) -> (num_classes, h, w)`` logits over a grid of windows.
 
-    image: (C, H, W) normalised tensor; ``predict`` returns (num_classes, h, w) for a (C, h, w) crop. Windows larger than the image are clipped to it.
-    Every pixel is covered at least once, so the count never is zero.
+    image: (C, H, W) normalised tensor; ``predict`` returns (num_classes, h, w) for a (C, h, w)
+    crop. Windows larger than the image are clipped to it. Every pixel is covered at least once, so
+    the count never is zero.
     """
     _, height, width = image.shape
     win_h, win_w = window
@@ -43,10 +44,13 @@ def sliding_window_logits(predict, image: torch.Tensor, window, stride) -> torch
 
 @META_ARCH_REGISTRY.register()
 class SlidingWindowSemanticSegmentor(SemanticSegmentor):
-    """Detectron2's SemanticSegmentor; at inference, optionally sliding-window (TEST.SEGALIAS.SLIDING_WINDOW)."""
+    """Detectron2's SemanticSegmentor; at inference, optionally sliding-window
+    (TEST.SEGALIAS.SLIDING_WINDOW)."""
 
     @configurable
-    def __init__(self, *, sliding_window: bool = False, window=(768, 768), stride=(512, 512), **kwargs):
+    def __init__(
+        self, *, sliding_window: bool = False, window=(768, 768), stride=(512, 512), **kwargs
+    ):
         super().__init__(**kwargs)
         self.sliding_window = sliding_window
         self.window = tuple(window)
@@ -73,5 +77,7 @@ class SlidingWindowSemanticSegmentor(SemanticSegmentor):
             image = (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
             logits = sliding_window_logits(self._predict_crop, image, self.window, self.stride)
             height, width = x.get("height", image.shape[-2]), x.get("width", image.shape[-1])
-            outputs.append({"sem_seg": sem_seg_postprocess(logits, image.shape[-2:], height, width)})
+            outputs.append(
+                {"sem_seg": sem_seg_postprocess(logits, image.shape[-2:], height, width)}
+            )
         return outputs
