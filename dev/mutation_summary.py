@@ -150,8 +150,7 @@ def main(argv=None):
         totals.update(row)
         print(
             f"{module:45s} {row['mutants']:7d} {row['killed']:7d} {row['survived']:8d} "
-            f"{strings:13d} "
-            f"{row['timeout']:7d} {other:6d}"
+            f"{strings:13d} {row['timeout']:7d} {other:6d}"
         )
     print(
         f"{'total':45s} {totals['mutants']:7d} {totals['killed']:7d} {totals['survived']:8d} "

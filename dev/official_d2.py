@@ -154,8 +154,7 @@ def prepare_source(source: str, workdir: Path, sha256: str = None):
 
 def _torch_facts(python: str) -> dict:
     code = (
-        "import json, os, sys, torch\n"
-        "from torch.utils.cpp_extension import CUDA_HOME\n"
+        "import json, os, sys, torch\nfrom torch.utils.cpp_extension import CUDA_HOME\n"
         "cuda = os.environ.get('FORCE_CUDA', '0') == '1' or (torch.cuda.is_available() and "
         "CUDA_HOME is not None)\n"
         "print(json.dumps({'torch': torch.__version__, 'python': '%d.%d' % sys.version_info[:2], "

@@ -1,9 +1,12 @@
-"""Shared test helpers: configs with the segalias keys, backbone configs, and the small
-sliding-window semantic model, so that a test file states only what it changes."""
+"""Shared test helpers: configs with the segalias keys, backbone configs, the small sliding-window
+semantic model, and a temporary LIS-class dataset registration, so that a test file states only what
+it changes."""
 
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from segalias_d2 import add_segalias_config
+from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
 
 STAGES = ["res2", "res3", "res4", "res5"]
 
@@ -82,3 +85,20 @@ def sliding_window_semseg_cfg(num_classes, window, stride=None, narrow=False):
             },
         )
     return cfg
+
+
+def register_lis_json(name, json_file, image_root, image_format="srgb", **kw):
+    """Register a LIS-class low-light COCO JSON under ``name``, replacing an earlier registration of
+    that name (tests re-register the same name with other files)."""
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        if name in catalog.list():
+            catalog.remove(name)
+    register_lowlight_dataset(
+        name,
+        str(json_file),
+        str(image_root),
+        image_format=image_format,
+        thing_classes=LIS_CLASSES,
+        **kw,
+    )
+    return name

@@ -10,7 +10,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from common import register_lis_json
+from detectron2.data import DatasetCatalog
 
 import segalias_d2  # noqa: F401
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
@@ -57,17 +58,7 @@ def _load(tmp_path, name, data, image_format="srgb", images=None, **kw):
         ]
     for f in images or []:
         cv2.imwrite(str(tmp_path / f), np.full((40, 60, 3), 90, np.uint8))
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        if name in catalog.list():
-            catalog.remove(name)
-    register_lowlight_dataset(
-        name,
-        str(tmp_path / "ann.json"),
-        str(tmp_path),
-        image_format=image_format,
-        thing_classes=LIS_CLASSES,
-        **kw,
-    )
+    register_lis_json(name, tmp_path / "ann.json", tmp_path, image_format, **kw)
     return DatasetCatalog.get(name)
 
 
@@ -315,8 +306,7 @@ def test_16_bit_png_registered_as_srgb_is_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "r.png"), np.full((40, 60, 3), 3000, np.uint16))
     with pytest.raises(
         UnsupportedFormatError,
-        match=r"r.png' is a 16-bit image registered as image_format 'srgb'.*"
-        r"raw_rgb",
+        match=r"r.png' is a 16-bit image registered as image_format 'srgb'.*raw_rgb",
     ):
         _load(tmp_path, "bad_16bit", _coco([_ann(1)], [_image(file_name="r.png")]), images=[])
     with pytest.raises(

@@ -9,11 +9,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from common import register_lis_json
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from predict_helpers import REPO, load_tool  # tests/predict_helpers.py: tools/<name>.py as a module
 
 import segalias_d2  # noqa: F401
-from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
+from segalias_d2.data import register_lowlight_dataset
 from segalias_d2.data.image_checks import _progress, check_dataset
 from segalias_d2.data.raw_io import ImageReadError
 
@@ -36,16 +37,7 @@ def broken_copy(demo_datasets, tmp_path_factory):
     (images / "10.png").unlink()
     (images / "10.png").mkdir()
     name = "broken_lis_demo_raw_dark"
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        if name in catalog.list():
-            catalog.remove(name)
-    register_lowlight_dataset(
-        name,
-        str(root / "ann.json"),
-        str(root / "RAW-dark"),
-        image_format="raw_rgb",
-        thing_classes=LIS_CLASSES,
-    )
+    register_lis_json(name, root / "ann.json", root / "RAW-dark", "raw_rgb")
     return name, root
 
 

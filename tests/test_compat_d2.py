@@ -349,14 +349,11 @@ def test_import_order_does_not_matter(order):
         else ("segalias_d2", "detectron2.data")
     )
     code = (
-        f"import {first}, {second}\n"
-        "from detectron2.data.transforms import ExtentTransform\n"
-        "from detectron2.modeling import BACKBONE_REGISTRY\n"
-        "import numpy, PIL.Image\n"
+        f"import {first}, {second}\nfrom detectron2.data.transforms import ExtentTransform\n"
+        "from detectron2.modeling import BACKBONE_REGISTRY\nimport numpy, PIL.Image\n"
         # nothing is patched globally for other libraries
         "assert not hasattr(PIL.Image, 'LINEAR') or PIL.Image.LINEAR == PIL.Image.BILINEAR\n"
-        "assert not hasattr(numpy, 'float')\n"
-        "print('ok')\n"
+        "assert not hasattr(numpy, 'float')\nprint('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from common import segalias_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from common import register_lis_json, segalias_cfg
+from detectron2.data import DatasetCatalog
 
 import segalias_d2  # noqa: F401
 from segalias_d2.data import LIS_CLASSES, register_lowlight_dataset
@@ -41,19 +41,7 @@ def _register(
         "categories": cats,
     }
     (tmp_path / "ann.json").write_text(json.dumps(data))
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    register_lowlight_dataset(
-        name,
-        str(tmp_path / "ann.json"),
-        str(tmp_path),
-        image_format=image_format,
-        thing_classes=LIS_CLASSES,
-        **kw,
-    )
-    return name
+    return register_lis_json(name, tmp_path / "ann.json", tmp_path, image_format, **kw)
 
 
 def _good(cat=5):

@@ -142,8 +142,7 @@ def test_weights_matching_too_little_are_refused_with_the_count(tmp_path, caplog
         SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "none.pth"))
     with pytest.raises(
         WeightsMismatchError,
-        match=r"filled 1 of 6 .*\(17%; at least 90% expected\); pass "
-        r"--allow-partial-weights",
+        match=r"filled 1 of 6 .*\(17%; at least 90% expected\); pass --allow-partial-weights",
     ):
         SafeDetectionCheckpointer(_Net(), match_policy=whole).load(str(tmp_path / "one.pth"))
     wrong = dict(full, **{"head.weight": torch.zeros(2, 4)})  # a shape mismatch fills nothing

@@ -73,8 +73,7 @@ def get_parser():
         type=_nyquist,
         default=0.25,
         help="Nyquist frequency of the aliasing score in cycles/px of the feature grid, in (0, "
-        "0.5] "
-        "(default: 0.25 = the stride-2 subsampling that follows)",
+        "0.5] (default: 0.25 = the stride-2 subsampling that follows)",
     )
     return parser
 

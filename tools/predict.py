@@ -62,8 +62,7 @@ def get_parser():
         default=None,
         metavar="R|exif|none",
         help="amplification of dark frames: a number, 'exif' (t_normal / t_dark of the RAW pair, "
-        "normal "
-        "= file number - 1, LIS numbering) or 'none' (default: the config's)",
+        "normal = file number - 1, LIS numbering) or 'none' (default: the config's)",
     )
     p.add_argument(
         "--pair-dir",

@@ -192,8 +192,7 @@ def detectron2_status(python: str = sys.executable) -> str:
         "import importlib.util, sys\n"
         "if importlib.util.find_spec('detectron2') is None: print('missing'); sys.exit()\n"
         f"if importlib.util.find_spec('detectron2.{MARKER_MODULE}') is None: print('official'); "
-        "sys.exit()\n"
-        f"from detectron2 import {MARKER_MODULE} as m\n"
+        f"sys.exit()\nfrom detectron2 import {MARKER_MODULE} as m\n"
         "print('backport-%s-%s' % (m.REVISION, getattr(m, 'BUILD_KEY', 'none')))\n"
     )
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/")

@@ -313,8 +313,7 @@ def main(argv=None):
     {torchvision,mmcv_v1c,d2_pkl,d2_coco_detector,mmseg}``."""
     parser = argparse.ArgumentParser(
         description="Convert ImageNet ResNet weights (or a COCO Mask R-CNN) into a Detectron2 "
-        "checkpoint for the "
-        "segalias models.",
+        "checkpoint for the segalias models.",
         epilog="Prefix: 'backbone.bottom_up.' for build_segalias_resnet_fpn_backbone models "
         "(default), "
         "'backbone.' for build_segalias_resnet_backbone models, '' for a bare backbone module.",

@@ -95,8 +95,7 @@ def convert_coco_detector(
     ):
         raise ValueError(
             f"{src}: expected a ResNet-FPN detector (backbone.bottom_up.* and backbone.fpn_* "
-            "keys), "
-            "as the segalias Mask R-CNN configs build"
+            "keys), as the segalias Mask R-CNN configs build"
         )
     k = len(src_classes)
     n_cls = np.asarray(model[f"{CLS_SCORE}.weight"]).shape[0]

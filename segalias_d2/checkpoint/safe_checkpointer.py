@@ -271,8 +271,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if not name or os.path.basename(name) != name or not os.path.isfile(path):
             logger.warning(
                 "--resume: %s names %r, which is not a checkpoint file in %s; looking for the "
-                "newest "
-                "intact checkpoint",
+                "newest intact checkpoint",
                 tag,
                 name[:80],
                 self.save_dir,
@@ -304,6 +303,5 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             self.match_policy = policy
         raise CheckpointReadError(
             f"--resume: no intact checkpoint in {self.save_dir} (tried: "
-            f"{', '.join(tried) or 'none found'}); "
-            "start without --resume or restore a checkpoint"
+            f"{', '.join(tried) or 'none found'}); start without --resume or restore a checkpoint"
         )

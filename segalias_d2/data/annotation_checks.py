@@ -151,8 +151,7 @@ def check_top_level(data, json_file, counts):
     elif not annotations:
         counts.warn(
             f"'{json_file}' has an empty 'annotations' list: all {len(data['images'])} images load "
-            "without "
-            "instances"
+            "without instances"
         )
     return data["images"], annotations, data["categories"]
 
@@ -211,14 +210,12 @@ def check_images(images, json_file):
         if h is None or w is None:
             raise AnnotationError(
                 f"{where}: height and width must be positive integers, got "
-                f"height={im['height']!r}, "
-                f"width={im['width']!r}"
+                f"height={im['height']!r}, width={im['width']!r}"
             )
         if im["id"] in by_id:
             raise AnnotationError(
                 f"{where} has the same id as {describe_image(by_id[im['id']], json_file)}; image "
-                "ids "
-                "must be unique (one record per id: the two images would be merged)"
+                "ids must be unique (one record per id: the two images would be merged)"
             )
         by_id[im["id"]] = dict(im, height=h, width=w)
     if len({type(k) for k in by_id}) > 1:
@@ -230,8 +227,7 @@ def _describe_ann(ann, images, json_file):
     im = images.get(ann.get("image_id"), {})
     return (
         f"annotation id={ann.get('id')} (image id={ann.get('image_id')}, file "
-        f"'{im.get('file_name')}') "
-        f"in '{json_file}'"
+        f"'{im.get('file_name')}') in '{json_file}'"
     )
 
 

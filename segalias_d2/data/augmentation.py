@@ -112,8 +112,7 @@ class ResizeToMultiple(T.Augmentation):
         if int(divisor) != divisor or divisor < 1:
             raise ValueError(
                 "ResizeToMultiple divisor (INPUT.SEGALIAS.RESIZE_TO_MULTIPLE_TEST) must be a "
-                "positive "
-                f"int, got {divisor!r}"
+                f"positive int, got {divisor!r}"
             )
         self.divisor = int(divisor)
         self.interp = interp
@@ -246,8 +245,7 @@ class PhotometricDistortion(T.Augmentation):
         if brightness_delta < 0 or int(hue_delta) != hue_delta or hue_delta < 0:
             raise ValueError(
                 "PhotometricDistortion brightness_delta must be >= 0 and hue_delta an int >= 0, "
-                "got "
-                f"{brightness_delta!r}, {hue_delta!r}"
+                f"got {brightness_delta!r}, {hue_delta!r}"
             )
         self._init(locals())
 

@@ -167,8 +167,7 @@ def resolve_category_names(categories, json_file, category_names=None):
         if unknown:
             raise AnnotationError(
                 f"category_names maps id(s) {unknown} that are not in the 'categories' of "
-                f"'{json_file}' "
-                f"(its ids: {sorted(names)})"
+                f"'{json_file}' (its ids: {sorted(names)})"
             )
         names.update(category_names)
         by_name = {}
@@ -188,8 +187,7 @@ def resolve_category_names(categories, json_file, category_names=None):
             _RENAME_WARNED.add(key)
             logger.warning(
                 f"'{json_file}' has the original LIS category names, which are wrong for 7 of the "
-                "8 ids "
-                f"(LIS issue #23); using the true class of each id instead: "
+                f"8 ids (LIS issue #23); using the true class of each id instead: "
                 + ", ".join(f"{i} {n}" for i, n in enumerate(LIS_CLASSES))
                 + " (the author's revised annotation file needs no renaming; pass category_names= "
                 "to override)"

@@ -51,8 +51,7 @@ def lis_clean_twin_file_name(dark_file_name):
     raise LowLightDataError(
         f"cannot derive the clean twin of '{dark_file_name}': it is not under a LIS dark folder "
         f"{sorted(LIS_NORMAL_TWIN_FOLDERS)}; register the dataset with clean_image_root=... (or "
-        "give each record a "
-        "'clean_file_name')"
+        "give each record a 'clean_file_name')"
     )
 
 

@@ -96,8 +96,7 @@ def _segalias_input(cfg):
     if "SEGALIAS" not in cfg.INPUT:
         raise KeyError(
             "cfg.INPUT.SEGALIAS is missing: call segalias_d2.add_segalias_config(cfg) before "
-            "building "
-            "the mapper"
+            "building the mapper"
         )
     return cfg.INPUT.SEGALIAS
 

@@ -100,8 +100,7 @@ def declared_size_problem(declared_hw, decoded_hw, half_resolution):
     if not half_resolution:
         return (
             f"declares {w0}x{h0} (width x height) but the file is {w}x{h}; the annotations are in "
-            "the declared "
-            "frame, so the JSON or the file is wrong"
+            "the declared frame, so the JSON or the file is wrong"
         )
     sy, sx = h / h0, w / w0
     if abs(sy / sx - 1.0) <= ASPECT_TOLERANCE:
@@ -206,8 +205,7 @@ def _record_problem(rec, image_format, mode):
     if fmt == "srgb" and header.bits == 16:
         return "format", (
             f"'{path}' is a 16-bit image registered as image_format 'srgb' (8-bit photos); "
-            "register "
-            "16-bit raw-RGB renderings as 'raw_rgb' (4-channel: 'raw_packed')"
+            "register 16-bit raw-RGB renderings as 'raw_rgb' (4-channel: 'raw_packed')"
         )
     problem = declared_size_problem(
         (rec["height"], rec["width"]),

@@ -36,8 +36,7 @@ def read_label_map(path):
                 f"label map '{path}' has PIL mode {im.mode!r}; expected a single-channel image of "
                 "class indices "
                 f"(one of {LABEL_MAP_MODES}: 8-bit grey, palette or 16/32-bit integer). A "
-                "colour-coded label image "
-                "must be converted to class indices first."
+                "colour-coded label image must be converted to class indices first."
             )
         labels = np.asarray(im)
     if labels.ndim != 2:

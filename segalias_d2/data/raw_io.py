@@ -155,8 +155,7 @@ def exposure_ratio_from_pair(dark_path, normal_path):
     if not t_dark or not t_normal:
         raise LowLightDataError(
             f"cannot read exposure times of the pair dark='{dark_path}' ({t_dark}) / "
-            f"normal='{normal_path}' "
-            f"({t_normal}); pass exposure_ratio explicitly"
+            f"normal='{normal_path}' ({t_normal}); pass exposure_ratio explicitly"
         )
     return check_exposure_ratio(
         t_normal / t_dark,
@@ -187,8 +186,7 @@ def _check_declared_size(local, path):
     more = f"; {n_short - 1} more declared block(s) also extend past the end" if n_short > 1 else ""
     raise RawDecodeError(
         f"camera RAW file '{path}' is truncated: {block.what} declares {block.length} bytes at "
-        "offset "
-        f"{block.offset} (up to byte {end}), but the file has {size} bytes ({end - size} "
+        f"offset {block.offset} (up to byte {end}), but the file has {size} bytes ({end - size} "
         f"missing){more}"
     )
 
@@ -223,8 +221,7 @@ def lis_pair_file_name(dark_file_name, pair_root=None):
     if not stem.isdigit() or int(stem) < 2:
         raise LowLightDataError(
             f"cannot derive the normal-exposure partner of '{dark_file_name}': LIS pairs are "
-            "numbered "
-            "normal = n - 1, dark = n (even)"
+            "numbered normal = n - 1, dark = n (even)"
         )
     return os.path.join(pair_root if pair_root else folder, f"{int(stem) - 1}{ext}")
 
@@ -343,8 +340,7 @@ def read_lowlight_image(
             f"'{path}' is not a camera RAW file: image_format 'raw' decodes camera RAW files "
             f"({', '.join(RAW_EXTENSIONS)}) "
             "with rawpy; register a rendered 3-channel raw-RGB image as 'raw_rgb' and a 4-channel "
-            "packed Bayer "
-            "PNG/TIFF/.npy as 'raw_packed'"
+            "packed Bayer PNG/TIFF/.npy as 'raw_packed'"
         )
     if image_format == "raw" or (image_format in ("raw_rgb", "raw_packed") and is_camera_raw(path)):
         mode = {"raw": raw_output, "raw_rgb": "raw_rgb", "raw_packed": "packed"}[image_format]

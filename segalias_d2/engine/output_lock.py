@@ -107,8 +107,7 @@ class OutputDirLock:
         if self.force:
             logger.warning(
                 "OUTPUT_DIR %s: --force-output-dir: taking over the lock of PID %d on %s, which "
-                "may "
-                "still be writing there",
+                "may still be writing there",
                 self.output_dir,
                 pid,
                 host,

@@ -389,8 +389,7 @@ def format_summary(summary: dict) -> str:
     if summary["not_in_ground_truth"]:
         lines.append(
             f"  {len(summary['not_in_ground_truth'])} file(s) not in the ground truth, left out of "
-            "the COCO "
-            f"results: " + ", ".join(summary["not_in_ground_truth"])
+            f"the COCO results: " + ", ".join(summary["not_in_ground_truth"])
         )
     for item in summary["failures"]:
         lines.append(f"  FAILED {item['file']}: {item['reason']}")

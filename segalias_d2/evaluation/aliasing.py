@@ -36,8 +36,7 @@ __all__ = [
 
 RECONSTRUCTION_NOTE = (
     "aliasing score = RECONSTRUCTION (seg_aliasing_method.md §4), not from the paper's code: share "
-    "of "
-    "power-spectrum energy above the Nyquist frequency (L-inf box) of the following stride-2 "
+    "of power-spectrum energy above the Nyquist frequency (L-inf box) of the following stride-2 "
     "subsampling"
 )
 

@@ -45,8 +45,7 @@ def check_dilation_ratio(dilation_ratio) -> float:
     if not ok or not (0.0 < float(dilation_ratio) <= 1.0):
         raise ValueError(
             "dilation_ratio (TEST.SEGALIAS.BOUNDARY_IOU_DILATION_RATIO) must be a number in (0, "
-            "1], "
-            "the band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005); "
+            "1], the band width as a fraction of the image diagonal (COCO 0.02, Cityscapes 0.005); "
             f"got {dilation_ratio!r}"
         )
     return float(dilation_ratio)

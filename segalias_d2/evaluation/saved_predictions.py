@@ -99,8 +99,7 @@ def match_pairs(
         if missing:
             parts.append(
                 f"{len(missing)} ground-truth image(s) of {gt_where} have no prediction in "
-                f"{pred_where}, "
-                f"e.g. {', '.join(f'{k}.png (for {gts[k]})' for k in missing[:5])}"
+                f"{pred_where}, e.g. {', '.join(f'{k}.png (for {gts[k]})' for k in missing[:5])}"
             )
         if extra:
             parts.append(

@@ -123,8 +123,7 @@ def warn_not_measured(res, num_images: int, dataset_name: str, keys) -> list:
     if missing:
         logger.warning(
             f"{dataset_name}: {', '.join(missing)} not measured: no valid (non-ignore) pixel in "
-            "the "
-            f"{num_images} image(s) for them; reported as null in the results JSON"
+            f"the {num_images} image(s) for them; reported as null in the results JSON"
         )
     return missing
 

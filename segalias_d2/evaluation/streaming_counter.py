@@ -156,8 +156,7 @@ class StreamingCounter:
             if value.shape != current.shape or not np.issubdtype(value.dtype, np.integer):
                 raise ValueError(
                     f"{kind}.load_state_dict: '{a}' must be an integer array of shape "
-                    f"{current.shape}, "
-                    f"got {value.dtype} {value.shape}"
+                    f"{current.shape}, got {value.dtype} {value.shape}"
                 )
             arrays[a] = value
         if not _is_int(state["num_images"]) or state["num_images"] < 0:

@@ -74,8 +74,7 @@ _RENAMED_GATES = {
         "was renamed: it gated each image from its own spectrum, which is not what the released "
         "code computes. "
         "Use 'released' (the shipped computation: SE gates read the batch- and channel-rolled "
-        "spectrum; the "
-        "default) or 'per_image' (the former 'faithful' computation, a variant)"
+        "spectrum; the default) or 'per_image' (the former 'faithful' computation, a variant)"
     ),
 }
 

@@ -26,8 +26,7 @@ def epoch_schedule_iterations(num_images, ims_per_batch, max_epochs, step_epochs
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(
             "SOLVER.SEGALIAS.EPOCH_SCHEDULE.NUM_IMAGES: expected a positive number of training "
-            "images, "
-            f"got {num_images!r}"
+            f"images, got {num_images!r}"
         )
     if not isinstance(ims_per_batch, int) or ims_per_batch < 1:
         raise ValueError(f"SOLVER.IMS_PER_BATCH must be a positive int, got {ims_per_batch!r}")

@@ -92,8 +92,7 @@ class AABottleneckBlock(BottleneckBlock):
             if c.groups != 1 or c.dilation != (1, 1) or c.padding != (1, 1):
                 raise ValueError(
                     "SCB needs a plain 3x3 conv2 (groups 1, dilation 1, padding 1) to stay "
-                    "foldable; "
-                    f"got groups={c.groups}, dilation={c.dilation}"
+                    f"foldable; got groups={c.groups}, dilation={c.dilation}"
                 )
             self.scb = SmoothBranch(
                 c.in_channels, c.out_channels, stride=c.stride[0], init=scb_init
@@ -257,8 +256,7 @@ class AAResNet(ResNet):
             if branch is not None:
                 raise ValueError(
                     f"the checkpoint has SCB branches ('{branch}') but this model has SCB off: "
-                    "build "
-                    "it with MODEL.SEGALIAS.SCB.ENABLED True, or fold the checkpoint first "
+                    "build it with MODEL.SEGALIAS.SCB.ENABLED True, or fold the checkpoint first "
                     "(tools/fold_scb.py) and load the folded file"
                 )
         super()._load_from_state_dict(

@@ -80,8 +80,7 @@ class AdaptiveWeightedDownsample(nn.Module):
         if channels < 1 or channels // reduction < 1:
             raise ValueError(
                 f"AdaptiveWeightedDownsample: channels ({channels}) // reduction ({reduction}) "
-                "must "
-                "be >= 1"
+                "must be >= 1"
             )
         if stride not in (1, 2):
             raise ValueError(f"AdaptiveWeightedDownsample: stride must be 1 or 2, got {stride!r}")
@@ -208,8 +207,7 @@ def fold_scb_weight(conv_weight, proj_weight, lowpass_logits):
     if tuple(w1.shape) != (p_out, p_in) or tuple(lowpass_logits.shape) != (p_in, 1, 3, 3):
         raise ValueError(
             f"fold_scb_weight: expected proj ({p_out}, {p_in}[, 1, 1]) and low-pass ({p_in}, 1, 3, "
-            "3) "
-            f"for a {tuple(conv_weight.shape)} conv, got {tuple(proj_weight.shape)} and "
+            f"3) for a {tuple(conv_weight.shape)} conv, got {tuple(proj_weight.shape)} and "
             f"{tuple(lowpass_logits.shape)}"
         )
     k = scb_lowpass_kernel(lowpass_logits).reshape(1, p_in, 3, 3)

@@ -76,8 +76,7 @@ class DSLGeneralizedRCNN(GeneralizedRCNN):
         if self.dsl_loss_weight < 0 or self.dsl_clamp <= 0:
             raise ValueError(
                 "DSLGeneralizedRCNN: MODEL.SEGALIAS.DSL.LOSS_WEIGHT must be >= 0 and CLAMP > 0, "
-                "got "
-                f"{dsl_loss_weight} and {dsl_clamp}"
+                f"got {dsl_loss_weight} and {dsl_clamp}"
             )
         stage_net = getattr(self.backbone, "bottom_up", self.backbone)
         available = list(stage_net.output_shape())
@@ -85,8 +84,7 @@ class DSLGeneralizedRCNN(GeneralizedRCNN):
         if missing:
             raise ValueError(
                 f"MODEL.SEGALIAS.DSL.IN_FEATURES {missing} are not outputs of the backbone's "
-                "stages "
-                f"{available} (MODEL.RESNETS.OUT_FEATURES)"
+                f"stages {available} (MODEL.RESNETS.OUT_FEATURES)"
             )
 
     @classmethod
@@ -100,8 +98,7 @@ class DSLGeneralizedRCNN(GeneralizedRCNN):
             raise ValueError(
                 "MODEL.META_ARCHITECTURE 'DSLGeneralizedRCNN' trains on clean/noisy pairs: set "
                 "INPUT.SEGALIAS.CLEAN_TWIN to 'synthetic' (with INPUT.SEGALIAS.SYNTHESIS.ENABLED) "
-                "or "
-                "'pair' (real pairs, records with 'clean_file_name')"
+                "or 'pair' (real pairs, records with 'clean_file_name')"
             )
         ret = super().from_config(cfg)
         dsl = cfg.MODEL.SEGALIAS.DSL
@@ -147,16 +144,14 @@ class DSLGeneralizedRCNN(GeneralizedRCNN):
                 raise KeyError(
                     f"DSLGeneralizedRCNN: training input {i} ({x.get('file_name', '?')}) has no "
                     f"{missing}: DSL needs each image's clean twin (INPUT.SEGALIAS.CLEAN_TWIN) and "
-                    "its "
-                    "instances"
+                    "its instances"
                 )
             if x["clean_image"].shape != x["image"].shape:
                 raise ValueError(
                     f"DSLGeneralizedRCNN: training input {i} ({x.get('file_name', '?')}): clean "
                     "twin "
                     f"{tuple(x['clean_image'].shape)} vs image {tuple(x['image'].shape)}; the pair "
-                    "must "
-                    "share its geometry"
+                    "must share its geometry"
                 )
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         # released order: the clean image first, then its noisy twin, same ground truth
