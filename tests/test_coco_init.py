@@ -5,6 +5,7 @@ stock 80-class model), random values, pickled as the zoo does. Nothing is downlo
 
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -128,7 +129,8 @@ def zoo_pkl(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("zoo") / "model_final_f10217.pkl")
     with open(path, "wb") as f:
         pickle.dump({"model": model, "__author__": "Detectron2 Model Zoo"}, f)
-    return path, model
+    yield path, model
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)  # 170 MB, not kept to the end
 
 
 def _our_model():
