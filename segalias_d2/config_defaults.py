@@ -19,13 +19,11 @@ def _add_backbone_config(cfg):
     """
     sa = _default(cfg.MODEL, "SEGALIAS", CN())
     # ResNet stem: "basic" = Detectron2's 7x7 stem (MSRA / torchvision weights); "deep" = ResNet-V1c
-    # stem
-    # (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
+    # stem (3x3 convs 32/32/64 + max-pool) used by the paper's ResNet-50-V1c backbone.
     _default(sa, "STEM_TYPE", "basic")
     # MODEL.WEIGHTS that fill less than half of the backbone (training) or 90% of the model
-    # (--eval-only,
-    # --resume) are refused; True (tools/train_net.py --allow-partial-weights) loads them with a
-    # warning
+    # (--eval-only, --resume) are refused; True (tools/train_net.py --allow-partial-weights) loads
+    # them with a warning
     _default(sa, "ALLOW_PARTIAL_WEIGHTS", False)
 
     daf = _default(sa, "DAF", CN())
@@ -280,6 +278,5 @@ def _add_semantic_config(cfg):
     _default(pmd, "SATURATION_RANGE", (0.5, 1.5))  # HSV saturation x U(0.5, 1.5)
     _default(pmd, "HUE_DELTA", 18)  # OpenCV hue (0..179) + randint(-18, 18), upper bound excluded
     # test time: stretch the resized image up to the next multiple of this (paper, ADE20K:
-    # ResizeToMultiple(32));
-    # 0 = off
+    # ResizeToMultiple(32)); 0 = off
     _default(inp, "RESIZE_TO_MULTIPLE_TEST", 0)

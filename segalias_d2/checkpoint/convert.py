@@ -1,27 +1,23 @@
 """Convert ImageNet ResNet checkpoints to Detectron2 format for the segalias backbones, and load
-them
-(whole COCO detectors: :mod:`.detector`).
+them (whole COCO detectors: :mod:`.detector`).
 
 Supported sources (``fmt``):
 
 * ``torchvision``: ``torchvision.models.resnet{50,101,152}`` state dicts (RGB, stride in the 3x3
-conv:
-  use ``MODEL.RESNETS.STRIDE_IN_1X1 = False``, ``STEM_TYPE: basic``, ``INPUT.FORMAT: RGB`` and the
-  ImageNet mean/std in 0-255 units).
+  conv: use ``MODEL.RESNETS.STRIDE_IN_1X1 = False``, ``STEM_TYPE: basic``, ``INPUT.FORMAT: RGB`` and
+  the ImageNet mean/std in 0-255 units).
 * ``mmcv_v1c``: mmcv/mmseg ResNet-V1c (deep stem), e.g. ``resnet50_v1c-2cccc1ad.pth`` (RGB,
-``STEM_TYPE: deep``,
-  ``STRIDE_IN_1X1: False``). A full mmseg checkpoint (``backbone.*`` keys) also works; non-backbone
-  keys and keys without a Detectron2 counterpart (e.g. the paper's FreqMix ``att`` modules) are
-  dropped and listed.
-* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR, ``STRIDE_IN_1X1:
-True``),
-  renamed by Detectron2's own ``convert_basic_c2_names``, or Detectron2 names (``{"model": ...}``);
-  only ResNet-body keys are kept. ``DetectionCheckpointer`` loads such files into a 3-channel model
-  by itself; the format is for the packed-Bayer stem (``bayer_pattern``) and for files with exact
-  names.
+  ``STEM_TYPE: deep``, ``STRIDE_IN_1X1: False``). A full mmseg checkpoint (``backbone.*`` keys) also
+  works; non-backbone keys and keys without a Detectron2 counterpart (e.g. the paper's FreqMix
+  ``att`` modules) are dropped and listed.
+* ``d2_pkl``: Detectron2/MSRA ``.pkl`` files: Caffe2 blob names (``R-50.pkl``: BGR,
+  ``STRIDE_IN_1X1: True``), renamed by Detectron2's own ``convert_basic_c2_names``, or Detectron2
+  names (``{"model": ...}``); only ResNet-body keys are kept. ``DetectionCheckpointer`` loads such
+  files into a 3-channel model by itself; the format is for the packed-Bayer stem
+  (``bayer_pattern``) and for files with exact names.
 * ``d2_coco_detector`` (CLI / :mod:`.detector`): a whole COCO-80 Detectron2 Mask R-CNN R50-FPN
-(model zoo
-  ``mask_rcnn_R_50_FPN_3x``) with its class layers reduced to the 8 LIS classes by true class.
+  (model zoo ``mask_rcnn_R_50_FPN_3x``) with its class layers reduced to the 8 LIS classes by true
+  class.
 
 Output names are relative to the ResNet body (``stem.conv1.weight``, ``res2.0.conv1.norm.weight``,
 ...) with a prefix prepended when saving: ``backbone.bottom_up.`` (default) for FPN models built

@@ -12,8 +12,7 @@ metadata):
 
 * ``roi_heads.box_predictor.cls_score``: (K + 1) rows, background LAST -> rows ``idx + [K]``;
 * ``roi_heads.box_predictor.bbox_pred``: 4 K rows, class-specific (4 rows: class-agnostic, kept) ->
-rows
-  ``4 idx + (0, 1, 2, 3)``;
+  rows ``4 idx + (0, 1, 2, 3)``;
 * ``roi_heads.mask_head.predictor``: K rows (1: class-agnostic, kept) -> rows ``idx``.
 
 For LIS (true order bicycle, car, motorbike, bus, bottle, chair, diningtable, tvmonitor) ``idx`` =

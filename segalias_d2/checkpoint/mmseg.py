@@ -5,25 +5,21 @@
 Checks of ``shared/reference/upernet_recipes.md`` section 4.6:
 
 1. ``state_dict`` unwrapped (fallback: the top level), ``module.`` stripped, ``optimizer`` ignored;
-the recipe in
-   ``meta['config']`` is searched as text, never executed (backbone type, blur_type, freq_thres,
-   channels, losses);
+   the recipe in ``meta['config']`` is searched as text, never executed (backbone type, blur_type,
+   freq_thres, channels, losses);
 2. the architecture is inferred from the weights (depth, deep stem, K and head width from
-``conv_seg``, pool scales,
-   auxiliary head, FreqMix stages and SE reduction = C / hidden) and compared with the config, which
-   must use the released FreqMix computation the weights were trained with (:mod:`.mmseg_config`; it
-   also makes a config);
+   ``conv_seg``, pool scales, auxiliary head, FreqMix stages and SE reduction = C / hidden) and
+   compared with the config, which must use the released FreqMix computation the weights were
+   trained with (:mod:`.mmseg_config`; it also makes a config);
 3. FreqMix exactly in whole stages of layer2-4; ``backbone.AdaD.*`` only as the identity
-``blur_k=1`` baseline
-   (all-ones ``filt``); other blur / adaptive-blur keys and older FreqMix variants are refused
-   explicitly;
+   ``blur_k=1`` baseline (all-ones ``filt``); other blur / adaptive-blur keys and older FreqMix
+   variants are refused explicitly;
 4. every key renamed (``stem.{0,3,6}`` -> ``stem.conv{1,2,3}``, ``layer{s}.{b}.conv{k}/bn{k}`` ->
    ``res{s+1}.{b}.conv{k}[.norm]``, ``downsample`` -> ``shortcut``, ``att.freq_weight_conv`` ->
    ``freqmix.spatial``, ``att.channel_att_{low,high}.{1,3}`` -> ``freqmix.se_{lo,hi}.fc{1,2}``;
-   heads: ConvModule ``X.conv`` / ``X.bn``
-   -> ``X`` / ``X.norm`` under ``sem_seg_head.decoder.`` / ``.aux.``, PPM order kept), BN counters
-   dropped; every unused source key and unfilled model tensor is reported and nothing is written
-   unless both lists are empty.
+   heads: ConvModule ``X.conv`` / ``X.bn`` -> ``X`` / ``X.norm`` under ``sem_seg_head.decoder.`` /
+   ``.aux.``, PPM order kept), BN counters dropped; every unused source key and unfilled model
+   tensor is reported and nothing is written unless both lists are empty.
 """
 
 import logging

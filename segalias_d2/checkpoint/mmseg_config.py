@@ -18,8 +18,7 @@ def mmseg_model_config(arch, meta_summary=None, cfg=None):
 
     DAF is not visible in the weights: on when ``meta`` says ``blur_type='flc'`` (cut-off =
     ``freq_thres``), off for the identity-blur baseline or ``blur_type`` 'none'/'blur'; otherwise on
-    for a FreqMix (NyResNet) checkpoint
-    (the paper model) and off without FreqMix, with a warning.
+    for a FreqMix (NyResNet) checkpoint (the paper model) and off without FreqMix, with a warning.
     """
 
     cfg = load_config("") if cfg is None else cfg

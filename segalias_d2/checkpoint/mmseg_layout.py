@@ -44,8 +44,7 @@ class MMSegArchitecture:
     identity_blur: bool = False  # backbone.AdaD.{1,2,3}.filt of blur_k=1 (the README baseline)
 
 
-# ------------------------------------------------------------------------------------------------
-# architecture
+# ------------------------------------------------------------------------------------- architecture
 def _shape(sd, key):
     if key not in sd:
         raise MMSegConversionError(

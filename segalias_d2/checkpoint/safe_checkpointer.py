@@ -2,21 +2,18 @@
 tools/train_net.py).
 
 * Atomic writes: every file the checkpointer writes (``model_*.pth``, ``model_final.pth``,
-``last_checkpoint``)
-  goes to a temporary file in the same folder, is fsync'ed and then ``os.replace``'d over the
-  target, so a kill or a full disk mid-save leaves the previous file intact (never a truncated
-  ``.pth``).
+  ``last_checkpoint``) goes to a temporary file in the same folder, is fsync'ed and then
+  ``os.replace``'d over the target, so a kill or a full disk mid-save leaves the previous file
+  intact (never a truncated ``.pth``).
 * Unreadable files (a truncated ``.pth``, a text file) raise :class:`CheckpointReadError` naming the
-file,
-  instead of torch's traceback (which advises ``weights_only=False``: never needed for our
+  file, instead of torch's traceback (which advises ``weights_only=False``: never needed for our
   checkpoints).
 * ``resume_or_load(resume=True)``: when the newest checkpoint (named by ``last_checkpoint``) cannot
-be read, or
-  ``last_checkpoint`` itself is corrupt, a warning names it and the newest intact ``model_*.pth`` of
-  the folder is loaded; none intact is a :class:`CheckpointReadError`.
+  be read, or ``last_checkpoint`` itself is corrupt, a warning names it and the newest intact
+  ``model_*.pth`` of the folder is loaded; none intact is a :class:`CheckpointReadError`.
 * ``min_match``: weights that fill too few of the model's tensors are refused
-(:class:`WeightsMismatchError`,
-  reporting N of M tensors) before anything runs on a randomly initialised model.
+  (:class:`WeightsMismatchError`, reporting N of M tensors) before anything runs on a randomly
+  initialised model.
 """
 
 import logging

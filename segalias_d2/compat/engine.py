@@ -8,10 +8,9 @@ Used by :class:`segalias_d2.engine.Trainer`:
   to DistributedDataParallel, which rejects ``device_ids`` for a CPU module, so CPU multi-process
   training through ``launch`` (GLOO) would fail on Detectron2 main.
 * :func:`end_checkpointer_load`: main's ``DetectionCheckpointer.load`` keeps the URL of the file
-being loaded
-  in ``_parsed_url_during_load`` and asserts it is None on entry, but does not reset it when reading
-  fails, so the next ``load`` (the --resume fallback to an older checkpoint) would trip that
-  assertion.
+  being loaded in ``_parsed_url_during_load`` and asserts it is None on entry, but does not reset it
+  when reading fails, so the next ``load`` (the --resume fallback to an older checkpoint) would trip
+  that assertion.
 * :func:`start_data_loader_iterator`: main creates the data-loader iterator lazily, inside the first
   training step; creating it draws DataLoader's base seed from torch's global RNG, which would break
   bit-exact resume.
@@ -71,9 +70,8 @@ def start_data_loader_iterator(simple_trainer) -> bool:
     have seeded the RNGs; ``iter()`` draws DataLoader's base seed from torch's global RNG. An
     uninterrupted run then draws it in step 0, a resumed run in its first step after the checkpoint,
     so the resumed run's RPN/ROI sampling diverges (observed: ``backbone.fpn_lateral2.weight``
-    differs after
-    2 + resume + 2 iterations). Creating the iterator up front, as v0.6 does in the constructor,
-    keeps every step's random stream a function of (seed, iteration) alone.
+    differs after 2 + resume + 2 iterations). Creating the iterator up front, as v0.6 does in the
+    constructor, keeps every step's random stream a function of (seed, iteration) alone.
 
     Returns True when the build creates it lazily (and it was created now).
     """

@@ -9,17 +9,16 @@ same reduced maps, written once by its ``datasets/prepare_ade20k_sem_seg.py`` to
 (``datasets/prepare_ade20k_sem_seg.py`` here).
 
 Detectron2 v0.6 and main register ``ade20k_sem_seg_{train,val}`` on exactly these folders with the
-150 class names
-(``ADE20K_SEM_SEG_CATEGORIES``, MMSeg's order) and ignore label 255; we reuse its loader
-(``load_sem_seg``) and class list. Our names ``segalias_ade20k_sem_seg_{train,val}`` add what the
-recipe needs beyond it:
+150 class names (``ADE20K_SEM_SEG_CATEGORIES``, MMSeg's order) and ignore label 255; we reuse its
+loader (``load_sem_seg``) and class list. Our names ``segalias_ade20k_sem_seg_{train,val}`` add what
+the recipe needs beyond it:
 
 * ``height``/``width`` in every record (read from the JPEG headers): Detectron2's records carry
-none, and without them
-  a resized test image's prediction stays at the resized size instead of the annotation's;
+  none, and without them a resized test image's prediction stays at the resized size instead of the
+  annotation's;
 * metadata ``reduce_zero_label=True``: the boundary-error evaluator builds the GT band on the RAW
-labels (as the
-  released metrics do, 0 = "other" kept), recovered exactly as ``(stored + 1) mod 256``.
+  labels (as the released metrics do, 0 = "other" kept), recovered exactly as
+  ``(stored + 1) mod 256``.
 """
 
 import os

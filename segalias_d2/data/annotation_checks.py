@@ -5,32 +5,25 @@ The rules, and what happens to a record that breaks them (``docs/data.md``, "Wha
 data"):
 
 * **structure**: the file is a JSON object with an ``"images"`` list and a non-empty
-``"categories"`` list
-  (otherwise :class:`AnnotationError`); a missing or empty ``"annotations"`` list is allowed
-  (test-set files) and reported as a warning in the load summary;
-* **required keys**: images ``id, file_name, height, width``; annotations ``id, image_id,
-category_id, bbox``;
-  categories ``id, name``: a missing key is an :class:`AnnotationError` naming the file and the
-  record;
+  ``"categories"`` list (otherwise :class:`AnnotationError`); a missing or empty ``"annotations"``
+  list is allowed (test-set files) and reported as a warning in the load summary;
+* **required keys**: images ``id, file_name, height, width``; annotations
+  ``id, image_id, category_id, bbox``; categories ``id, name``: a missing key is an
+  :class:`AnnotationError` naming the file and the record;
 * **ids**: image, annotation and category ids unique (a duplicate image id would merge two images
-into one
-  record): error. An annotation whose ``image_id`` is no image of the file is dropped with a warning
-  and counted
-  (``annotation_without_image``), as Detectron2 drops it;
+  into one record): error. An annotation whose ``image_id`` is no image of the file is dropped with
+  a warning and counted (``annotation_without_image``), as Detectron2 drops it;
 * **values**: sizes positive integers, every box / polygon / keypoint coordinate and ``area`` a
-finite number,
-  boxes 4 numbers, RLE sizes equal to the image's, ``iscrowd`` 0 or 1, ``ignore`` 0: error
-  otherwise;
+  finite number, boxes 4 numbers, RLE sizes equal to the image's, ``iscrowd`` 0 or 1, ``ignore`` 0:
+  error otherwise;
 * **skipped with a warning and counted** where Detectron2 skips (or cannot use) them: polygons of
-odd length
-  (``polygon_odd_length``) or with fewer than 3 points (``polygon_fewer_than_3_points``) are dropped
-  from their instance, an instance left without a polygon is dropped
+  odd length (``polygon_odd_length``) or with fewer than 3 points (``polygon_fewer_than_3_points``)
+  are dropped from their instance, an instance left without a polygon is dropped
   (``instance_without_valid_polygon``); boxes with a width or height <= 0 (``degenerate_box``) or
   entirely outside the image (``box_outside_image``); boxes partly outside are clipped
   (``box_clipped`` when by more than 1 px);
 * crowd regions (``iscrowd: 1``) are kept, as Detectron2 keeps them (evaluation uses them, the
-training mapper
-  drops them) and counted (``crowd``) in the summary without a warning.
+  training mapper drops them) and counted (``crowd``) in the summary without a warning.
 
 Records are built as Detectron2's ``load_coco_json`` builds them (sorted by image id; ``file_name``
 joined to the image root; polygons with < 3 points filtered; uncompressed RLE compressed; keypoint

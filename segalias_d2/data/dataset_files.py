@@ -1,7 +1,6 @@
 """Dataset helpers shared by the low-light loaders and the mappers: class remapping of instances,
 the clean twin of a LIS dark image, and the missing-files check of a registered dataset. Re-exported
-by
-:mod:`.lowlight`."""
+by :mod:`.lowlight`."""
 
 import os
 

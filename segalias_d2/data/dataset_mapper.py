@@ -28,13 +28,12 @@ What it does per dataset dict:
    synthesises at full resolution first); with ``RETURN_CLEAN`` the clean counterpart from the
    same unprocess draw is returned as ``"clean_image"``;
 4b. clean twins for DSL (training, ``INPUT.SEGALIAS.CLEAN_TWIN``): ``"synthetic"`` = that clean
-counterpart
-   (forces ``RETURN_CLEAN``); ``"pair"`` = the record's real clean image (``clean_file_name``, or
-   the normal-exposure image of a LIS-layout pair, :func:`~.lowlight.lis_clean_twin_file_name`),
-   read like the image (no exposure amplification), checked to have the image's size and put through
-   the SAME transforms
-   (resize with the same interpolation, flip), returned as ``"clean_image"``. A training record
-   without a twin is an error naming it;
+   counterpart (forces ``RETURN_CLEAN``); ``"pair"`` = the record's real clean image
+   (``clean_file_name``, or the normal-exposure image of a LIS-layout pair,
+   :func:`~.lowlight.lis_clean_twin_file_name`), read like the image (no exposure amplification),
+   checked to have the image's size and put through the SAME transforms (resize with the same
+   interpolation, flip), returned as ``"clean_image"``. A training record without a twin is an error
+   naming it;
 5. scales to ``PIXEL_SCALE`` (255: the range of Detectron2's uint8 inputs and PIXEL_MEAN) and
    converts 3-channel images from the canonical RGB to ``cfg.INPUT.FORMAT`` ("BGR" flips); 4-channel
    images stay ``[R, G1, B, G2]``; returns ``"image"`` as a CHW float32 tensor.
@@ -42,8 +41,7 @@ counterpart
 The mapper is a Detectron2 ``DatasetMapper``: its attributes, and its ``_transform_annotations`` for
 the instance annotations (boxes, polygons/masks, crowd and keypoint handling, ``recompute_boxes``,
 empty-instance filter); only image reading and the order of augmentation and synthesis are ours.
-Semantic records
-(``sem_seg_file_name``) get a ``"sem_seg"`` long tensor (255 = ignore).
+Semantic records (``sem_seg_file_name``) get a ``"sem_seg"`` long tensor (255 = ignore).
 """
 
 import copy
@@ -136,9 +134,8 @@ class LowLightDatasetMapper(DatasetMapper):
                 :data:`SYNTHESIS_DEFAULTS`).
             decode_cache: a :class:`~.decode_cache.DecodeCache` or None.
             clean_twin: "none" | "synthetic" (needs ``synthesis``; sets its ``return_clean``) |
-            "pair" (real clean
-                images; exclusive with ``synthesis``): the ``"clean_image"`` of every training image
-                (DSL).
+                "pair" (real clean images; exclusive with ``synthesis``): the ``"clean_image"`` of
+                every training image (DSL).
         """
         if clean_twin not in CLEAN_TWIN_MODES:
             raise ValueError(

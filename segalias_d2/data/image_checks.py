@@ -3,8 +3,7 @@ decoding.
 
 **Declared size.** A record's ``height`` / ``width`` is the frame its annotations are drawn in. The
 mapper scales annotations to the decoded image only for half-resolution inputs, so the rule depends
-on the format
-(:func:`declared_size_problem`):
+on the format (:func:`declared_size_problem`):
 
 * sRGB and rendered raw-RGB files (PNG/JPEG/TIFF/.npy): the declared size must equal the file's size
   (Detectron2's rule);
@@ -177,8 +176,7 @@ def read_image_header(path, stat=None):
     return _HEADERS[key]
 
 
-# -------------------------------------------------------------------------------------------------
-# at load
+# ------------------------------------------------------------------------------------------ at load
 def _record_problem(rec, image_format, mode):
     """(kind, message) of the first problem of one record's files, or None."""
     path = rec["file_name"]
@@ -264,8 +262,7 @@ def check_record_files(records, image_format, where, mode="header", workers=8):
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# check pass
+# --------------------------------------------------------------------------------------- check pass
 def _progress(total, enabled):
     """A callable advancing a tqdm bar (or logging every 10 %) and a closer."""
     try:

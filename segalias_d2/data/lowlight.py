@@ -4,15 +4,13 @@
 ``DatasetCatalog`` entry and fills ``MetadataCatalog`` (thing_classes, evaluator_type="coco",
 image_format, json_file, black/white levels, exposure ratio). The JSON is read at first use
 (``DatasetCatalog.get``), once, where problems are reported as follows (the rules:
-:mod:`.annotation_checks`,
-:mod:`.image_checks`; the table: ``docs/data.md``):
+:mod:`.annotation_checks`, :mod:`.image_checks`; the table: ``docs/data.md``):
 
 * missing JSON / image folder -> :class:`DatasetNotFoundError` listing the missing paths;
 * a wrong structure (not an object, no "images" / "categories"), a missing key, a duplicate id, a
-non-finite or
-  malformed value, a missing / unreadable image or one whose declared size does not fit the file ->
-  :class:`AnnotationError` / :class:`ImageReadError` / ``ImageSizeError`` naming the JSON and the
-  record; no or empty "annotations" -> a warning in the load summary;
+  non-finite or malformed value, a missing / unreadable image or one whose declared size does not
+  fit the file -> :class:`AnnotationError` / :class:`ImageReadError` / ``ImageSizeError`` naming the
+  JSON and the record; no or empty "annotations" -> a warning in the load summary;
 * category names: the original (misnamed) LIS category list is renamed by id to the true
   classes :data:`LIS_CLASSES` with one warning per file (LIS issue #23, see
   :mod:`segalias_d2.data.categories`); an explicit ``category_names={id: name}`` overrides the
@@ -20,18 +18,16 @@ non-finite or
 * an annotation whose category is not in ``categories``, or a category name that is not one of
   the requested ``thing_classes`` -> :class:`AnnotationError` naming the JSON and the record;
 * polygons of odd length or with fewer than 3 points (dropped from their instance; an instance left
-without
-  one is skipped, as Detectron2 does), annotations of no image of the file, boxes entirely outside
-  the image or degenerate boxes -> skipped with a warning; boxes partly outside are clipped. The
-  counts are logged in one summary line (a warning when anything was skipped) and kept in
+  without one is skipped, as Detectron2 does), annotations of no image of the file, boxes entirely
+  outside the image or degenerate boxes -> skipped with a warning; boxes partly outside are clipped.
+  The counts are logged in one summary line (a warning when anything was skipped) and kept in
   :data:`LOAD_SUMMARIES` [dataset name].
 
 Clean twins (DSL training on real pairs, ``INPUT.SEGALIAS.CLEAN_TWIN "pair"``): a record's
-``clean_file_name``
-(set by ``register_lowlight_dataset(..., clean_image_root=...)``), or, for the LIS layout, the
-normal-exposure image of the pair derived from the dark file (:func:`lis_clean_twin_file_name`:
-``RAW-dark/.../<n>.png`` -> ``RAW-normal/.../<n-1>.png``, ``RGB-dark/.../<n>.JPG`` ->
-``RGB-normal/.../<n-1>.png``).
+``clean_file_name`` (set by ``register_lowlight_dataset(..., clean_image_root=...)``), or, for the
+LIS layout, the normal-exposure image of the pair derived from the dark file
+(:func:`lis_clean_twin_file_name`: ``RAW-dark/.../<n>.png`` -> ``RAW-normal/.../<n-1>.png``,
+``RGB-dark/.../<n>.JPG`` -> ``RGB-normal/.../<n-1>.png``).
 """
 
 import copy
@@ -185,13 +181,11 @@ def load_lowlight_json(
             list is renamed by id to the true classes (one warning per file, LIS issue #23).
         extra_fields: dict added to every record (e.g. image_format, black_level, exposure_ratio).
         unknown_category: "error" (default) raises :class:`AnnotationError` when an annotation uses
-        a
-            category whose name is not in ``thing_classes``; "skip" drops those annotations
+            a category whose name is not in ``thing_classes``; "skip" drops those annotations
             (counted).
         image_checks: "header" (default: every image exists, is a file, and its header's size fits
-        the declared
-            one), "exists" (``stat`` only; see :mod:`.image_checks` for the costs) or "none" (ground
-            truth only: the images are never read, e.g. scoring saved predictions).
+            the declared one), "exists" (``stat`` only; see :mod:`.image_checks` for the costs) or
+            "none" (ground truth only: the images are never read, e.g. scoring saved predictions).
     """
     check_format(image_format)
     name = dataset_name or os.path.basename(json_file)
@@ -317,16 +311,14 @@ def register_lowlight_dataset(
             ``t_normal / t_dark`` from the exposure times of the camera RAW pair (dark n <-> normal
             n - 1 in ``pair_image_root``, default ``image_root``), computed lazily by the mapper.
         clean_image_root / clean_image_format / clean_ext: clean twins of dark images for DSL
-        training on real
-            pairs: record n gets ``clean_file_name`` = file n - 1 under ``clean_image_root`` (same
-            sub-folder, extension ``clean_ext`` or the same) and ``clean_image_format`` (default:
-            ``image_format``). Without it, LIS-layout dark files derive their twin
-            (:func:`lis_clean_twin_file_name`).
+            training on real pairs: record n gets ``clean_file_name`` = file n - 1 under
+            ``clean_image_root`` (same sub-folder, extension ``clean_ext`` or the same) and
+            ``clean_image_format`` (default: ``image_format``). Without it, LIS-layout dark files
+            derive their twin (:func:`lis_clean_twin_file_name`).
         image_checks: what is checked of every image at load: "header" (default: exists, is a file,
-        its header's
-            size fits the declared one, no 16-bit file registered as sRGB), "exists" (``stat`` only,
-            for slow file systems) or "none" (ground-truth-only use: no file is looked at); decoding
-            every image is the check pass (``tools/check_dataset.py``).
+            its header's size fits the declared one, no 16-bit file registered as sRGB), "exists"
+            (``stat`` only, for slow file systems) or "none" (ground-truth-only use: no file is
+            looked at); decoding every image is the check pass (``tools/check_dataset.py``).
         metadata: extra MetadataCatalog fields.
     Each record carries ``image_format``, ``raw_output``, ``black_level``, ``white_level`` and
     ``exposure_ratio`` so the mapper can read it without the metadata.

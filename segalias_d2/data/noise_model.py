@@ -1,7 +1,6 @@
 """The calibrated PGRU noise model of LIS / ELD (Canon EOS 5D Mark IV): Poisson shot noise with
 system gain K, Tukey-lambda read noise, row banding and quantisation, in the dark digital-number
-domain; used by
-:func:`.synthesis.synthesize_lowlight` (its docstring has the whole pipeline)."""
+domain; used by :func:`.synthesis.synthesize_lowlight` (its docstring has the whole pipeline)."""
 
 import math
 from dataclasses import asdict, dataclass

@@ -232,10 +232,10 @@ def read_camera_raw(
     """Decode a camera RAW file with rawpy.
 
     Args:
-        output: "raw_rgb" -> (H/2, W/2, 3) ``[R, meanG, B]``; "packed" -> (H/2, W/2, 4) ``[R, G1, B,
-        G2]``. black_level / white_level: override rawpy's ``black_level_per_channel`` /
-        ``white_level``. exposure_ratio: multiply the normalised data by this factor (dark frames),
-        then clip.
+        output: "raw_rgb" -> (H/2, W/2, 3) ``[R, meanG, B]``; "packed" -> (H/2, W/2, 4)
+            ``[R, G1, B, G2]``.
+        black_level / white_level: override rawpy's ``black_level_per_channel`` / ``white_level``.
+        exposure_ratio: multiply the normalised data by this factor (dark frames), then clip.
     Raises :class:`RawDecodeError` for corrupt files (chained to LibRaw's exception; rawpy also
     turns LibRaw's data-error count into ``LibRawDataError``) and for truncated files: a file that
     ends before a strip / tile / JPEG block or tag value declared by its TIFF header (checked from

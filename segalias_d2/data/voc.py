@@ -4,16 +4,15 @@
 Layout under ``<root>/VOCdevkit/VOC2012`` (datasets/README.md):
 
 * ``JPEGImages/<id>.jpg``; ``ImageSets/Segmentation/{train,val,aug}.txt`` (bare ids; ``aug.txt`` =
-SBD train+val
-  minus VOC train and val, 9,118 ids, written by MMSeg's ``voc_aug.py`` or :func:`write_aug_lists`);
+  SBD train+val minus VOC train and val, 9,118 ids, written by MMSeg's ``voc_aug.py`` or
+  :func:`write_aug_lists`);
 * ``SegmentationClass/<id>.png``: the VOC ground truth, **palette** PNGs whose pixel values are
-class indices
-  (0..20, 255 = void outline). They are used as they are: the mapper and the evaluators read label
-  maps with
-  :func:`segalias_d2.data.label_io.read_label_map`, which returns the stored indices (Detectron2's
-  own ``read_image(path, "L")`` would turn the palette colours into grey levels: person 15 -> 147);
+  class indices (0..20, 255 = void outline). They are used as they are: the mapper and the
+  evaluators read label maps with :func:`segalias_d2.data.label_io.read_label_map`, which returns
+  the stored indices (Detectron2's own ``read_image(path, "L")`` would turn the palette colours into
+  grey levels: person 15 -> 147);
 * ``SegmentationClassAug/<id>.png``: SBD labels as 8-bit index PNGs (MMSeg's converter, or
-:func:`convert_sbd_mat`).
+  :func:`convert_sbd_mat`).
 
 Registered (``builtin.py``): ``segalias_voc2012_sem_seg_train`` (train.txt, 1,464, VOC GT),
 ``segalias_voc2012_sem_seg_aug`` (aug.txt, 9,118, SBD GT) and ``segalias_voc2012_sem_seg_val``
@@ -116,8 +115,7 @@ def _read_ids(list_file):
 def load_voc_sem_seg(voc_dir, list_name, gt_folder):
     """Records ``{file_name, sem_seg_file_name, height, width, image_id}`` for the ids of
     ``voc_dir/ImageSets/Segmentation/<list_name>``; every GT must be an 8-bit label PNG of class
-    indices, palette
-    (mode "P", VOC) or grey (mode "L", SBD), of the image's size."""
+    indices, palette (mode "P", VOC) or grey (mode "L", SBD), of the image's size."""
 
     ids = _read_ids(os.path.join(voc_dir, "ImageSets", "Segmentation", list_name))
     records, missing, other = [], [], []
@@ -228,8 +226,7 @@ def voc_aug_lists(voc_train, voc_val, sbd_train, sbd_val):
 
 def write_aug_lists(voc_dir, sbd_dir):
     """Write ``aug.txt`` and ``trainaug.txt`` next to VOC's train/val lists; returns their lengths.
-    Full data:
-    9,118 and 10,582 (a warning otherwise)."""
+    Full data: 9,118 and 10,582 (a warning otherwise)."""
     seg = os.path.join(voc_dir, "ImageSets", "Segmentation")
     lists = [
         _read_ids(os.path.join(d, f"{split}.txt"))

@@ -5,8 +5,7 @@ The data layer hands the model linear, unbalanced raw-RGB (or packed Bayer, or d
 which looks black or green on a screen. :func:`display_image` renders such an image display-ready:
 
 * raw formats (``raw``, ``raw_rgb``, ``raw_packed``; packed planes become ``[R, (G1+G2)/2, B]``):
-white
-  balance with the camera's as-shot gains (:func:`camera_white_balance`, from the RAW file's
+  white balance with the camera's as-shot gains (:func:`camera_white_balance`, from the RAW file's
   metadata), or gray-world gains when there is no metadata (a rendered PNG or an array), then
   brightening, then the sRGB transfer curve ("gamma");
 * ``srgb``: linearised with the inverse sRGB curve, brightened, re-encoded.

@@ -2,18 +2,16 @@
 progress, summary.
 
 * inputs: files, glob patterns and folders (:func:`collect_inputs`); decoding options from the
-tool's flags
-  (:func:`decode_options`);
+  tool's flags (:func:`decode_options`);
 * per image: the prediction, a visualisation PNG (``vis/<name>.png``: the input rendered
-display-ready by
-  :mod:`.display`, predictions drawn by Detectron2's ``Visualizer``), and the machine-readable
-  result: a label PNG ``labels/<name>.png`` (semantic models: ``argmax`` of ``sem_seg``, as the
-  evaluator takes it) or the image's detections in ``coco_instances_results.json`` (instance models:
-  Detectron2's ``instances_to_coco_json``, every detection, dataset category ids), with
-  ``coco_images.json`` listing ``{id, file_name, height, width}``;
+  display-ready by :mod:`.display`, predictions drawn by Detectron2's ``Visualizer``), and the
+  machine-readable result: a label PNG ``labels/<name>.png`` (semantic models: ``argmax`` of
+  ``sem_seg``, as the evaluator takes it) or the image's detections in
+  ``coco_instances_results.json`` (instance models: Detectron2's ``instances_to_coco_json``, every
+  detection, dataset category ids), with ``coco_images.json`` listing
+  ``{id, file_name, height, width}``;
 * a file that cannot be read or predicted is reported by name and skipped; :func:`run_predictions`
-returns
-  the summary (written as ``summary.json``).
+  returns the summary (written as ``summary.json``).
 
 COCO ids (:class:`CocoIds`): with a ground truth (a COCO JSON or a registered dataset) image ids are
 those of the GT images with the same file name (basename, or stem when unique), and category ids

@@ -3,12 +3,11 @@ evaluation prepares them.
 
 ``DefaultPredictor`` resizes a uint8 BGR image with PIL and feeds it to the model; it knows nothing
 of RAW decoding, black/white levels, the exposure ratio, ``INPUT.SEGALIAS.RESIZE_INTERP_TEST`` or
-``PIXEL_SCALE``.
-:class:`LowLightPredictor` builds the model and runs every input through the test-time path of
-:class:`~segalias_d2.data.LowLightDatasetMapper` (the mapper the test loader of the evaluator uses),
-so the output for a file equals what the evaluator scores for the same file. Sliding-window semantic
-models
-(``TEST.SEGALIAS.SLIDING_WINDOW``) slide inside the model's forward, as during evaluation.
+``PIXEL_SCALE``. :class:`LowLightPredictor` builds the model and runs every input through the
+test-time path of :class:`~segalias_d2.data.LowLightDatasetMapper` (the mapper the test loader of
+the evaluator uses), so the output for a file equals what the evaluator scores for the same file.
+Sliding-window semantic models (``TEST.SEGALIAS.SLIDING_WINDOW``) slide inside the model's forward,
+as during evaluation.
 
 Input format: the model's ``image_format`` is the first of ``DATASETS.TEST`` / ``DATASETS.TRAIN``
 whose metadata names one (every segalias_d2 dataset does), else
@@ -79,12 +78,11 @@ def as_decoded_image(
     """Check and convert an in-memory image to what the data layer's readers return.
 
     Contract (the output of :func:`~segalias_d2.data.raw_io.read_lowlight_image`): ``(H, W, C)``
-    numpy array,
-    **RGB** for 3 channels (sRGB for "srgb", linear raw-RGB ``[R, mean G, B]`` for "raw_rgb"), ``[R,
-    G1, B, G2]`` for 4 channels ("raw_packed"; "raw" takes 3 or 4 by ``raw_output``);
-    float32/float64 in [0, 1], or uint8 / uint16 (divided by 255 / 65535, as for files). Black/white
-    levels and the exposure ratio are part of decoding and are NOT applied to arrays. Not BGR: an
-    OpenCV ``imread`` result must be flipped.
+    numpy array, **RGB** for 3 channels (sRGB for "srgb", linear raw-RGB ``[R, mean G, B]`` for
+    "raw_rgb"), ``[R, G1, B, G2]`` for 4 channels ("raw_packed"; "raw" takes 3 or 4 by
+    ``raw_output``); float32/float64 in [0, 1], or uint8 / uint16 (divided by 255 / 65535, as for
+    files). Black/white levels and the exposure ratio are part of decoding and are NOT applied to
+    arrays. Not BGR: an OpenCV ``imread`` result must be flipped.
     """
     check_format(image_format)
     arr = np.asarray(image)
@@ -141,11 +139,13 @@ class LowLightPredictor:
 
     Usage::
 
-        cfg = segalias_d2.config.load_config("configs/...yaml", ["MODEL.WEIGHTS",
-        "model_final.pth"]) predictor = LowLightPredictor(cfg)
-        outputs = predictor("dark/0002.ARW", exposure_ratio=8.0)   # {"instances": ...} or
-        {"sem_seg": ...} outputs, decoded = predictor.predict(array)               # decoded: the
-        float image the model saw
+        cfg = segalias_d2.config.load_config(
+            "configs/...yaml", ["MODEL.WEIGHTS", "model_final.pth"]
+        )
+        predictor = LowLightPredictor(cfg)
+        # {"instances": ...} or {"sem_seg": ...}
+        outputs = predictor("dark/0002.ARW", exposure_ratio=8.0)
+        outputs, decoded = predictor.predict(array)  # decoded: the float image the model saw
 
     Args:
         cfg: a config from :func:`segalias_d2.config.load_config` (MODEL.WEIGHTS loaded when set).

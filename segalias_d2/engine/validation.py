@@ -22,9 +22,8 @@ __all__ = [
 ]
 
 #: share of the backbone's feature-extractor tensors MODEL.WEIGHTS must fill when training starts
-#: from it
-#: (an ImageNet backbone fills only these; FreqMix/AWD/SCB tensors are new, still far above one
-#: half)
+#: from it (an ImageNet backbone fills only these; FreqMix/AWD/SCB tensors are new, still far above
+#: one half)
 PRETRAINED_MIN_FRACTION = 0.5
 
 

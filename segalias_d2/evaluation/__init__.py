@@ -6,7 +6,7 @@
 * instance evaluators (Detectron2's COCOEvaluator + Boundary AP, boundary errors):
   :mod:`.coco_evaluation`, :mod:`.instance_evaluation`
 * evaluator of a dataset from the config: :mod:`.build`; strict-JSON results:
-:mod:`.evaluator_utils`
+  :mod:`.evaluator_utils`
 * per-image error maps: :mod:`.error_maps`; aliasing analysis (RECONSTRUCTION): :mod:`.aliasing`
 """
 

@@ -127,11 +127,10 @@ _HIST_MAX_PIXELS = 1 << 23  # per calcHist call: float32 bin counts stay exact (
 
 def _uint8_confusion(code: np.ndarray, gt: np.ndarray, pred: np.ndarray, K: int, ignore_label: int):
     """``(4, K+1, K+1)`` int64 counts of one uint8 image from a 2-D 256x256 byte histogram (OpenCV's
-    table-driven
-    8-bit ``calcHist``) of (GT value, ``code << 6 | min(pred, K)``): no int32/int64 index copies and
-    no bincount; GT values are mapped to rows afterwards (ignore -> K). ``None`` if a GT value is
-    neither a class nor ignore. Same counts as :meth:`BoundaryErrorCounter.image_codes` + bincount
-    (``code`` is consumed)."""
+    table-driven 8-bit ``calcHist``) of (GT value, ``code << 6 | min(pred, K)``): no int32/int64
+    index copies and no bincount; GT values are mapped to rows afterwards (ignore -> K). ``None`` if
+    a GT value is neither a class nor ignore. Same counts as
+    :meth:`BoundaryErrorCounter.image_codes` + bincount (``code`` is consumed)."""
     code <<= 6
     key = np.minimum(pred, K)
     key |= code
@@ -243,9 +242,9 @@ class BoundaryErrorCounter(StreamingCounter):
         :meth:`image_codes`).
 
         Returns the ``(4, K+1, K+1)`` counts of this image (already added to the state). uint8 maps
-        with K <= 63
-        (the evaluators' case: uint8 argmax, 8-bit PNG) are counted by :func:`_uint8_confusion`,
-        other dtypes by one bincount over combined int32 indices; the counts are the same.
+        with K <= 63 (the evaluators' case: uint8 argmax, 8-bit PNG) are counted by
+        :func:`_uint8_confusion`, other dtypes by one bincount over combined int32 indices; the
+        counts are the same.
         """
         if (
             np.asarray(pred).dtype == np.uint8

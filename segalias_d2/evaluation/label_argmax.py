@@ -3,14 +3,13 @@ hot spot).
 
 On CPU, ``torch.argmax(dim=0)`` of a (19, 1024, 2048) float32 tensor reduces over the outermost
 dimension with int64 output and is followed by ``min``/``clamp``/uint8 copies and a full
-``isfinite`` pass: several passes over
-160 MB per image. Here the classes are scanned once per block of rows, small enough to stay in
-cache: for every class ``c`` a running maximum is replaced where ``scores[c] > best`` (strictly
-greater, so the FIRST maximal class wins, as ``torch.argmax`` documents), and a running minimum
-(``np.minimum``, which propagates NaN) is kept next to it: the input is finite iff the final maximum
-and minimum are (a NaN anywhere makes the minimum NaN, +inf makes the maximum infinite, -inf the
-minimum). Row blocks are split over a few threads (NumPy releases the GIL in ufuncs); the pool is
-made per call, so forked workers are safe.
+``isfinite`` pass: several passes over 160 MB per image. Here the classes are scanned once per block
+of rows, small enough to stay in cache: for every class ``c`` a running maximum is replaced where
+``scores[c] > best`` (strictly greater, so the FIRST maximal class wins, as ``torch.argmax``
+documents), and a running minimum (``np.minimum``, which propagates NaN) is kept next to it: the
+input is finite iff the final maximum and minimum are (a NaN anywhere makes the minimum NaN, +inf
+makes the maximum infinite, -inf the minimum). Row blocks are split over a few threads (NumPy
+releases the GIL in ufuncs); the pool is made per call, so forked workers are safe.
 
 The result equals ``scores.argmax(0).to(torch.uint8)`` for finite input; ``None`` is returned when
 the input has a NaN or an infinite value (the caller raises its error) or when the fast path does

@@ -4,10 +4,8 @@
 AP: :class:`~.coco_evaluation.COCOBoundaryEvaluator` gets the file's detections (category ids mapped
 back to the contiguous ids, the form its ``process`` stores) and runs its own ``evaluate``, so box /
 mask / Boundary AP, the class restriction and the per-class names are the evaluator's. Boundary
-errors:
-:class:`~.instance_evaluation.InstanceBoundaryErrorEvaluator` gets one ``Instances`` per dataset
-image
-(masks decoded from the RLEs, scores, classes) through its ``process``.
+errors: :class:`~.instance_evaluation.InstanceBoundaryErrorEvaluator` gets one ``Instances`` per
+dataset image (masks decoded from the RLEs, scores, classes) through its ``process``.
 """
 
 from __future__ import annotations

@@ -6,18 +6,18 @@ through the evaluators' streaming counters (:class:`~.boundary_errors.BoundaryEr
 :class:`~.boundary_iou_metric.BoundaryIoUCounter`), optionally in worker processes (each scores a
 chunk of images into its own counters, the parent merges the counts: memory is constant in the
 number of images, and integer counts make the result independent of the split). The results are
-keyed and valued as those of
-:class:`~.sem_seg_evaluation.BoundaryErrorSemSegEvaluator` (``"boundary_errors"``) and
-:class:`~.sem_seg_evaluation.BoundaryIoUEvaluator` (``"boundary_iou"``), in percent.
+keyed and valued as those of :class:`~.sem_seg_evaluation.BoundaryErrorSemSegEvaluator`
+(``"boundary_errors"``) and :class:`~.sem_seg_evaluation.BoundaryIoUEvaluator` (``"boundary_iou"``),
+in percent.
 
 Instance segmentation (:func:`evaluate_instances`): a COCO-format results JSON (dataset category
 ids, RLE masks, as Detectron2's ``coco_instances_results.json``) against a registered dataset (or a
 COCO GT JSON registered on the fly, :func:`register_coco_ground_truth`), through the evaluators
-themselves:
-:class:`~.coco_evaluation.COCOBoundaryEvaluator` (bbox / segm / Boundary AP) on exactly the
-detections of the file, and :class:`~.instance_evaluation.InstanceBoundaryErrorEvaluator` (boundary
-errors of the semantic projection) on the decoded masks. Every image of the dataset is evaluated, as
-in training; an image without detections in the file counts as an image without detections.
+themselves: :class:`~.coco_evaluation.COCOBoundaryEvaluator` (bbox / segm / Boundary AP) on exactly
+the detections of the file, and :class:`~.instance_evaluation.InstanceBoundaryErrorEvaluator`
+(boundary errors of the semantic projection) on the decoded masks. Every image of the dataset is
+evaluated, as in training; an image without detections in the file counts as an image without
+detections.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ class PredictionFileError(ValueError):
     it)."""
 
 
-# -------------------------------------------------------------------------------------------
-# semantic
+# ----------------------------------------------------------------------------------------- semantic
 def index_label_pngs(folder: str, suffix: str = "", what: str = "prediction") -> Dict[str, str]:
     """``{key: path}`` of the PNGs under ``folder`` (recursive); key = file stem without ``suffix``.
 
@@ -242,8 +241,7 @@ def _merge(parts, errors, biou, progress):
             progress(n)
 
 
-# -------------------------------------------------------------------------------------------
-# instances
+# ---------------------------------------------------------------------------------------- instances
 def register_coco_ground_truth(gt_json: str, class_names: Optional[Sequence[str]] = None) -> str:
     """Register a COCO GT JSON as a dataset (name derived from its path; classes by name, default
     its categories)."""

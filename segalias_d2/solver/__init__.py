@@ -1,6 +1,5 @@
 """Optimizer with the Seg-Aliasing LR multipliers (FreqMix params, semantic head params); LR
-schedules
-(WarmupPolyLR and the scheduler builder); epoch schedules."""
+schedules (WarmupPolyLR and the scheduler builder); epoch schedules."""
 
 from .lr_scheduler import WarmupPolyWithFloorParamScheduler, build_segalias_lr_scheduler  # noqa: F401
 from .optimizer import (  # noqa: F401

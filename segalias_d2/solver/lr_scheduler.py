@@ -14,8 +14,9 @@ class WarmupPolyWithFloorParamScheduler(ParamScheduler):
     """LR multiplier at training progress ``where`` in [0, 1):
 
         poly(where)  = (1 - floor) * (1 - where) ** power + floor
-        warm(where)  = 1 - (1 - where / warmup_length) * (1 - warmup_factor)   while where <
-        warmup_length value(where) = poly(where) * warm(where)          (warm = 1 after the warm-up)
+        warm(where)  = 1 - (1 - where / warmup_length) * (1 - warmup_factor)
+                       while where < warmup_length
+        value(where) = poly(where) * warm(where)          (warm = 1 after the warm-up)
 
     With floor = min_lr / base_lr this is mmcv's ``PolyLrUpdaterHook(power, min_lr)`` with
     ``warmup="linear"``: lr(it) = ((lr0 - min_lr) (1 - it/max_it)^power + min_lr) * warm(it).

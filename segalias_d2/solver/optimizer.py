@@ -6,10 +6,9 @@ parameters and all head parameters train with twice the base LR. Here:
 * parameters whose name contains ``.freqmix.`` (or starts with ``freqmix.``):
   lr x ``SOLVER.SEGALIAS.FREQMIX_LR_MULTIPLIER``;
 * parameters under ``sem_seg_head.``: lr x ``SOLVER.SEGALIAS.HEAD_LR_MULTIPLIER`` (only applied when
-!= 1);
+  != 1);
 * LIS modules, parameters whose name contains ``.awd.`` or ``.scb.`` (AWD, SCB branches; AWD's BN
-affine
-  included): lr x ``SOLVER.SEGALIAS.AWD_SCB_LR_MULTIPLIER`` (released SynCOCO2LIS: 2).
+  affine included): lr x ``SOLVER.SEGALIAS.AWD_SCB_LR_MULTIPLIER`` (released SynCOCO2LIS: 2).
 
 Everything else follows Detectron2's ``build_optimizer``: ``BASE_LR``, ``MOMENTUM``, ``NESTEROV``,
 ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` (norm layers), ``BIAS_LR_FACTOR`` / ``WEIGHT_DECAY_BIAS``

@@ -7,8 +7,9 @@ setup, after ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``):
 
     E         = ceil(NUM_IMAGES / IMS_PER_BATCH)        iterations per epoch
     MAX_ITER  = MAX_EPOCHS * E
-    STEPS     = (e * E for e in STEP_EPOCHS)            LR x GAMMA from the first iteration of epoch
-    e + 1 CHECKPOINT_PERIOD = CHECKPOINT_EPOCHS * E           when CHECKPOINT_EPOCHS > 0
+    STEPS     = (e * E for e in STEP_EPOCHS)            LR x GAMMA from the first iteration of
+                                                        epoch e + 1
+    CHECKPOINT_PERIOD = CHECKPOINT_EPOCHS * E           when CHECKPOINT_EPOCHS > 0
 
 MMDetection's GroupSampler pads every aspect-ratio group to a multiple of the batch, which gives at
 most one more iteration per group and epoch than E (none for LIS, whose images are all landscape

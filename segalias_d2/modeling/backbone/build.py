@@ -3,7 +3,7 @@ Detectron2's ``BACKBONE_REGISTRY`` at import); the modules themselves are in :mo
 
 * ``build_segalias_resnet_backbone``     -> :class:`AAResNet` (res2..res5, Detectron2 names/strides)
 * ``build_segalias_resnet_fpn_backbone`` -> Detectron2 ``FPN`` on top of it, with
-``LastLevelMaxPool``
+  ``LastLevelMaxPool``
 """
 
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, BasicStem, ResNet

@@ -2,20 +2,17 @@
 the exact re-parameterisation of SCB for deployment.
 
 * :class:`AdaptiveWeightedDownsample` (AWD, the released ``AdaDConv``): a per-channel, per-location
-3x3 convex
-  filter predicted from the input and evaluated at stride ``s``. In the released caffe-style R50 it
-  replaces the stride-2 sub-sampling in front of res3, res4 and res5 (the stages then run at stride
-  1).
+  3x3 convex filter predicted from the input and evaluated at stride ``s``. In the released
+  caffe-style R50 it replaces the stride-2 sub-sampling in front of res3, res4 and res5 (the stages
+  then run at stride 1).
 * :class:`SmoothBranch` (the training-time branch of SCB, the released ``SmoothPriorBottleneck``):
-beside a 3x3
-  conv, a softmax-normalised learnable depthwise 3x3 low-pass (``llpf``) followed by a 1x1 conv
-  (``learnable_conv1``); the two are summed before the conv's norm. Both branches are linear with
-  the same stride and zero padding, so the branch folds exactly into the 3x3 weight:
-  :func:`fold_scb_weight`
-  (``W'[o, i] = W[o, i] + W1[o, i] * K_i``, the low-pass filter indexed by the INPUT channel ``i``;
-  the released ``utils/reparameter.py`` indexes it by the output channel, which is wrong whenever
-  the channels' filters differ) and :func:`fold_scb_state_dict` for a whole checkpoint
-  (``tools/fold_scb.py``).
+  beside a 3x3 conv, a softmax-normalised learnable depthwise 3x3 low-pass (``llpf``) followed by a
+  1x1 conv (``learnable_conv1``); the two are summed before the conv's norm. Both branches are
+  linear with the same stride and zero padding, so the branch folds exactly into the 3x3 weight:
+  :func:`fold_scb_weight` (``W'[o, i] = W[o, i] + W1[o, i] * K_i``, the low-pass filter indexed by
+  the INPUT channel ``i``; the released ``utils/reparameter.py`` indexes it by the output channel,
+  which is wrong whenever the channels' filters differ) and :func:`fold_scb_state_dict` for a whole
+  checkpoint (``tools/fold_scb.py``).
 
 Pure modules with plain arguments; placement lives in :mod:`.aa_resnet`, configuration in
 :mod:`.build`. Formulas and the released behaviour they follow: docs/lis_modules.md.
@@ -72,7 +69,8 @@ class AdaptiveWeightedDownsample(nn.Module):
     Args:
         channels: C (input = output channels).
         stride: 2 (the released caffe-style R50: AWD is the downsampler) or 1 (a content-adaptive
-        pre-filter). reduction: channel-factor compression (released: 4).
+            pre-filter).
+        reduction: channel-factor compression (released: 4).
     """
 
     def __init__(self, channels, stride=2, reduction=4):
@@ -193,9 +191,8 @@ def fold_scb_weight(conv_weight, proj_weight, lowpass_logits):
     W1[o, i] K_i[u, v]``.
 
     ``conv_weight`` (P_out, P_in, 3, 3), ``proj_weight`` (P_out, P_in, 1, 1) or (P_out, P_in),
-    ``lowpass_logits``
-    (P_in, 1, 3, 3): K is indexed by the INPUT channel (the depthwise filter runs before the 1x1
-    mixes channels). Differentiable (the fused training forward uses it).
+    ``lowpass_logits`` (P_in, 1, 3, 3): K is indexed by the INPUT channel (the depthwise filter runs
+    before the 1x1 mixes channels). Differentiable (the fused training forward uses it).
     """
     if conv_weight.dim() != 4 or tuple(conv_weight.shape[-2:]) != (3, 3):
         raise ValueError(
@@ -269,10 +266,9 @@ def fold_scb_state_dict(state_dict):
     For each ``...resN.i.scb.lowpass_logits`` the block's ``conv2.weight`` becomes
     :func:`fold_scb_weight` of it, and the block's ``scb.*`` entries are removed. A marker ``<body
     prefix>scb_folded`` is added, so that a model with SCB switched on refuses the folded weights
-    (the branch would be counted twice) while the plain model
-    (``MODEL.SEGALIAS.SCB.ENABLED False``) loads them. Returns ``(new OrderedDict, [folded block
-    prefixes])``. Values may be tensors or numpy arrays; output tensors keep each conv weight's
-    dtype.
+    (the branch would be counted twice) while the plain model (``MODEL.SEGALIAS.SCB.ENABLED False``)
+    loads them. Returns ``(new OrderedDict, [folded block prefixes])``. Values may be tensors or
+    numpy arrays; output tensors keep each conv weight's dtype.
     """
     sd = OrderedDict(
         (k, v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in state_dict.items()

@@ -25,8 +25,7 @@ class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
     ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` in train and eval mode;
     ``weight`` and ``bias`` are ordinary trainable parameters. State-dict keys are those of
     ``nn.BatchNorm2d``, so Detectron2 checkpoints (BN or FrozenBN) load into it unchanged, and
-    optimizers treat it as a norm layer
-    (``SOLVER.WEIGHT_DECAY_NORM``).
+    optimizers treat it as a norm layer (``SOLVER.WEIGHT_DECAY_NORM``).
     """
 
     def forward(self, x):

@@ -10,17 +10,14 @@ Data flow (every conv+norm+ReLU is a Detectron2 ``Conv2d`` without bias, with ``
 every resize is bilinear with ``align_corners``):
 
 1. PPM on res5: per pool scale s (1, 2, 3, 6): adaptive average pool to s x s -> 1x1 conv -> resize
-back;
-   concat [res5, pooled...] -> 3x3 conv ("ppm_bottleneck") = the fourth lateral.
+   back; concat [res5, pooled...] -> 3x3 conv ("ppm_bottleneck") = the fourth lateral.
 2. 1x1 lateral convs on res2..res4; top-down: lateral[i-1] += resize(lateral[i]) for i = 3, 2, 1
-(the PPM
-   lateral itself is not modified).
+   (the PPM lateral itself is not modified).
 3. 3x3 FPN convs on laterals 0..2 (the PPM lateral is used as is); resize levels 1..3 to level 0;
-concat
-   [lvl0, lvl1, lvl2, PPM] -> 3x3 conv ("fpn_bottleneck") -> Dropout2d -> 1x1 conv with bias
+   concat [lvl0, lvl1, lvl2, PPM] -> 3x3 conv ("fpn_bottleneck") -> Dropout2d -> 1x1 conv with bias
    ("predictor").
 4. Auxiliary FCN on res4 (training only): ``num_convs`` 3x3 convs -> Dropout2d -> 1x1 conv with
-bias.
+   bias.
 
 Losses (MMSeg semantics): logits are resized to the label size, softmax cross-entropy with the
 ignore label; ``loss_normalization="all_pixels"`` (MMSeg 0.25 ``avg_non_ignore=False``) divides the

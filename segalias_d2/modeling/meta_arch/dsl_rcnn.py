@@ -5,16 +5,15 @@ Training, per iteration: the whole detector runs on the clean twin (``"clean_ima
 and on the noisy image (``"image"``), with the same ground truth; RPN and ROI sampling run
 independently in each pass. The loss is
 
-    L = L_det(noisy) + L_det(clean) + sum_l LOSS_WEIGHT * mean( min((F_l(noisy) - F_l(clean))^2,
-    CLAMP) )
+    L = L_det(noisy) + L_det(clean)
+        + sum_l LOSS_WEIGHT * mean( min((F_l(noisy) - F_l(clean))^2, CLAMP) )
 
 over the backbone STAGE outputs ``F_l`` (``MODEL.SEGALIAS.DSL.IN_FEATURES``, C2-C5 = the FPN inputs,
 not its outputs), mean over every element (padding included), no stop-gradient on either branch
 (released: 0.01, 0.1). Loss keys: the noisy pass's own (``loss_cls``, ``loss_rpn_cls``, ...), the
-clean pass's with a ``clean_`` prefix
-(as released), and ``loss_dsl``; each level's term is logged as ``dsl/<level>``. Inference is the
-ordinary single pass of ``GeneralizedRCNN`` on ``"image"``; the parameters are those of
-``GeneralizedRCNN`` (checkpoints load either way).
+clean pass's with a ``clean_`` prefix (as released), and ``loss_dsl``; each level's term is logged
+as ``dsl/<level>``. Inference is the ordinary single pass of ``GeneralizedRCNN`` on ``"image"``; the
+parameters are those of ``GeneralizedRCNN`` (checkpoints load either way).
 """
 
 import torch
@@ -61,11 +60,12 @@ class DSLGeneralizedRCNN(GeneralizedRCNN):
     def __init__(self, *, dsl_in_features, dsl_loss_weight=0.01, dsl_clamp=0.1, **kwargs):
         """
         Args:
-            dsl_in_features: backbone stage outputs compared (e.g. ``["res2", "res3", "res4",
-            "res5"]``); taken from
-                ``backbone.bottom_up`` for FPN backbones, from the backbone's own outputs otherwise.
+            dsl_in_features: backbone stage outputs compared (e.g.
+                ``["res2", "res3", "res4", "res5"]``); taken from ``backbone.bottom_up`` for FPN
+                backbones, from the backbone's own outputs otherwise.
             dsl_loss_weight, dsl_clamp: the per-level weight and the clamp of the squared
-            difference. kwargs: ``GeneralizedRCNN``'s arguments.
+                difference.
+            kwargs: ``GeneralizedRCNN``'s arguments.
         """
         super().__init__(**kwargs)
         self.dsl_in_features = list(dsl_in_features)
