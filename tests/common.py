@@ -55,9 +55,8 @@ def make_backbone_cfg(fpn=False, daf=True, freqmix=True, **overrides):
 
 def sliding_window_semseg_cfg(num_classes, window, stride=None, narrow=False):
     """CPU ``SlidingWindowSemanticSegmentor`` on the segalias R50-FPN; ``window`` / ``stride`` as
-    [h, w]
-    (stride None: the config default, sliding off unless enabled); ``narrow``: 8x fewer channels,
-    the same computation."""
+    [h, w] (stride None: the config default, sliding off unless enabled); ``narrow``: 8x fewer
+    channels, the same computation."""
     cfg = segalias_cfg(
         {
             "MODEL.META_ARCHITECTURE": "SlidingWindowSemanticSegmentor",

@@ -2,22 +2,19 @@
 the package).
 
 Written from the description of the released code (../shared/reference/seg_aliasing_method.md
-sections 2.2, 3.2,
-3.5b, 3.6), quirks included, and independent of the module internals: Python ``round`` bounds
-computed here, a full complex ``zeros_like`` mask per call, ``torch.fft`` shifts, SE gates and
-spatial conv evaluated with ``F.conv2d`` from the module's weights only.
+sections 2.2, 3.2, 3.5b, 3.6), quirks included, and independent of the module internals: Python
+``round`` bounds computed here, a full complex ``zeros_like`` mask per call, ``torch.fft`` shifts,
+SE gates and spatial conv evaluated with ``F.conv2d`` from the module's weights only.
 
 * ``reference_daf``: ``Re(ifft2(ifftshift(fftshift(fft2(x)) * M)))``. The mask is the same for every
-batch and
-  channel index, so shifting over all dims or over (H, W) only gives the same result.
+  batch and channel index, so shifting over all dims or over (H, W) only gives the same result.
 * ``reference_freqmix_released``: the released ``_FrequencyMix.forward``. ``fftshift`` /
-``ifftshift`` are
-  called WITHOUT ``dim``, so they also roll batch and channel dims; the bands are unaffected (the
-  inverse shift undoes it) but the SE gates read the rolled spectrum.
+  ``ifftshift`` are called WITHOUT ``dim``, so they also roll batch and channel dims; the bands are
+  unaffected (the inverse shift undoes it) but the SE gates read the rolled spectrum.
 * ``reference_freqmix_per_image``: the same with the shifts restricted to (H, W) (the
-``"per_image"`` variant).
+  ``"per_image"`` variant).
 * ``reference_freqmix_band_energy``: the ``"band_energy"`` variant (SE fed with the per-channel band
-RMS).
+  RMS).
 
 Import from tests (pytest puts tests/ on sys.path) or from bench/ (which adds tests/ itself).
 """

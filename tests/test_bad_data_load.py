@@ -163,8 +163,7 @@ def test_annotation_of_unknown_image_is_dropped_and_counted(tmp_path, caplog):
     )
 
 
-# -----------------------------------------------------------------------------------------
-# structure
+# ---------------------------------------------------------------------------------------- structure
 @pytest.mark.parametrize(
     "images,annotations,missing",
     [
@@ -329,8 +328,7 @@ def test_png_read_as_camera_raw(tmp_path):
         read_lowlight_image(str(tmp_path / "r.png"), "raw")  # before: a bare KeyError
 
 
-# ------------------------------------------------------------------------------------ numeric
-# options
+# ---------------------------------------------------------------------------------- numeric options
 @pytest.mark.parametrize("ratio", [math.nan, -2.0, 0, math.inf])
 def test_bad_exposure_ratio(tmp_path, ratio):
     with pytest.raises(

@@ -37,8 +37,7 @@ RECIPE = os.path.join(
 TASK_LOSSES = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
 
 
-# ------------------------------------------------------------------------------------------------
-# the loss
+# ----------------------------------------------------------------------------------------- the loss
 def test_dsl_loss_on_hand_made_features():
     noisy = {
         "res2": torch.tensor([0.0, 0.2, 0.5, -1.0]).view(1, 1, 2, 2).requires_grad_(),
@@ -75,8 +74,7 @@ def test_dsl_loss_on_hand_made_features():
         dsl_feature_loss({"a": torch.ones(1, 2)}, {"a": torch.ones(2, 1)})
 
 
-# -------------------------------------------------------------------------------------------
-# meta-arch
+# ---------------------------------------------------------------------------------------- meta-arch
 def _cfg(**opts):
     cfg = load_config(INSTANT, [x for kv in opts.items() for x in (kv[0], str(kv[1]))])
     cfg.MODEL.DEVICE = "cpu"
@@ -199,8 +197,7 @@ def test_dsl_errors_name_what_is_missing(dsl_model):
         build_model(_cfg(**{"MODEL.SEGALIAS.DSL.IN_FEATURES": "['res6']"}))
 
 
-# ---------------------------------------------------------------------------------------------
-# clean twins
+# -------------------------------------------------------------------------------------- clean twins
 def _demo_record(name, index=0):
     return copy.deepcopy(DatasetCatalog.get(name)[index])
 
@@ -325,8 +322,7 @@ def test_twin_file_names_and_registration(demo_datasets):
         MetadataCatalog.remove(name)
 
 
-# --------------------------------------------------------------------------------------- COCO init
-# recipe
+# --------------------------------------------------------------------------------- COCO init recipe
 def test_coco_init_of_the_released_recipe_reports_awd_and_scb_as_new(tmp_path):
     zoo = get_cfg()
     zoo.merge_from_file(

@@ -1,8 +1,7 @@
 """tools/evaluate_predictions.py: saved predictions scored exactly as the in-training evaluators
-score them
-(semantic label PNGs of a sliding-window model on the 16-bit raw-RGB demo; COCO results of a Mask
-R-CNN on the LIS demo), hand-computed values on label maps, the real demo label maps, worker
-processes, and bad inputs."""
+score them (semantic label PNGs of a sliding-window model on the 16-bit raw-RGB demo; COCO results
+of a Mask R-CNN on the LIS demo), hand-computed values on label maps, the real demo label maps,
+worker processes, and bad inputs."""
 
 import json
 import os

@@ -40,14 +40,12 @@ def n_params(m, token=None):
     return sum(p.numel() for k, p in m.named_parameters() if token is None or token in k)
 
 
-# ------------------------------------------------------------------------------------------------
-# AWD
+# ---------------------------------------------------------------------------------------------- AWD
 def awd_transcription(x, tap_w, gamma, beta, eps, w_a, w_b, stride):
     """lis_modules.md §2.1, element by element (float64): zero-padded depthwise logits (channel c
-    owns outputs
-    9c..9c+8), eval-mode BN with statistics (0, 1), channel factor a = W_b ReLU(W_a GAP(x)) without
-    sigmoid, softmax over the 9 taps of a * logit, weighted sum over the REFLECT-padded 3x3 patch at
-    stride s."""
+    owns outputs 9c..9c+8), eval-mode BN with statistics (0, 1), channel factor a = W_b ReLU(W_a
+    GAP(x)) without sigmoid, softmax over the 9 taps of a * logit, weighted sum over the
+    REFLECT-padded 3x3 patch at stride s."""
     b_n, c_n, h, w = x.shape
     h_out, w_out = (h - 1) // stride + 1, (w - 1) // stride + 1
     xz = F.pad(x, (1, 1, 1, 1))  # zeros (the logit conv)
@@ -169,8 +167,7 @@ def test_awd_parameter_count_by_hand():
     assert total == 865_536  # lis_modules.md §2.2: 58,112 + 181,760 + 625,664
 
 
-# ------------------------------------------------------------------------------------------------
-# SCB
+# ---------------------------------------------------------------------------------------------- SCB
 def test_scb_initial_lowpass_is_the_softmax_of_the_binomial_values():
     k = SmoothBranch(4).lowpass_kernel()[0, 0]
     z = 4 * math.exp(1 / 16) + 4 * math.exp(2 / 16) + math.exp(4 / 16)
@@ -270,8 +267,7 @@ def test_r50_totals_training_time_and_folded():
     ) == 3 * (9 * 64 + 64 * 64)
 
 
-# --------------------------------------------------------------------------------------- placement
-# in R50
+# --------------------------------------------------------------------------------- placement in R50
 def _randomise_scb(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -426,8 +422,7 @@ def test_bad_lis_config_raises(overrides, match):
         build_backbone(lis_cfg(**overrides))
 
 
-# ------------------------------------------------------------------------------------------------
-# folding
+# ------------------------------------------------------------------------------------------ folding
 @pytest.fixture(scope="module")
 def trained_form():
     torch.manual_seed(8)
@@ -528,8 +523,7 @@ def test_fold_tool_output_loads_with_scb_off_and_is_refused_with_scb_on(
     assert "no SCB branch" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------------------
-# optimizer
+# ---------------------------------------------------------------------------------------- optimizer
 def test_awd_scb_lr_multiplier_group():
     m = build_backbone(lis_cfg(freqmix=True))
     groups = get_segalias_param_groups(

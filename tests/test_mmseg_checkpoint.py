@@ -320,8 +320,7 @@ def test_key_shapes_helper_matches_the_note_for_other_class_counts():
 
 def test_imagenet_v1c_weights_fill_the_recipe_backbone(tmp_path):
     """The recipes' MODEL.WEIGHTS: resnet50_v1c-2cccc1ad.pth (mmcv names, fc.* included) converted
-    with
-    --format mmcv_v1c --prefix backbone. fills every backbone tensor but FreqMix (new, as
+    with --format mmcv_v1c --prefix backbone. fills every backbone tensor but FreqMix (new, as
     released)."""
 
     sd = {

@@ -1,8 +1,7 @@
 """The data path against values the test writes itself (issue 17): exposure ratio through the mapper
 (16-bit PNG, and a real Sony ARW pair whose EXIF exposure times differ by a known factor), channel
 order of a pure-red image for INPUT.FORMAT RGB / BGR, the train / test resize interpolation keys on
-a checkerboard, and DecodeCache eviction
-(LRU order, max items, disk cache, through the mapper)."""
+a checkerboard, and DecodeCache eviction (LRU order, max items, disk cache, through the mapper)."""
 
 import os
 import struct
@@ -42,8 +41,7 @@ def _hwc(t):
     return t.permute(1, 2, 0).numpy().astype(np.float64)
 
 
-# ------------------------------------------------------------------------------------------
-# exposure ratio
+# ----------------------------------------------------------------------------------- exposure ratio
 @pytest.fixture
 def dark_png16(tmp_path):
     """A dark 16-bit raw-RGB PNG with known DN values: 0..2000 ramps, one channel with saturating
@@ -185,8 +183,7 @@ def test_real_raw_pair_with_exif_ratio_8_through_the_mapper(sony_arw, tmp_path):
     )  # the dark frame, 8x brighter
 
 
-# ----------------------------------------------------------------------------------------------
-# channel order
+# ------------------------------------------------------------------------------------ channel order
 @pytest.mark.parametrize("fmt,red_channel", [("RGB", 0), ("BGR", 2)])
 @pytest.mark.parametrize("image_format", ["srgb", "raw_rgb"])
 def test_pure_red_image_lands_in_the_channel_of_input_format(
@@ -212,8 +209,7 @@ def test_pure_red_image_lands_in_the_channel_of_input_format(
         torch.testing.assert_close(img, expected, rtol=0, atol=1e-4)
 
 
-# ----------------------------------------------------------------------------------- resize
-# interpolation keys
+# ------------------------------------------------------------------------ resize interpolation keys
 def _checkerboard(tmp_path):
     yy, xx = np.mgrid[0:8, 0:10]
     board = (((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)  # 2-px squares of 0 / 255
@@ -271,8 +267,7 @@ def test_resize_interp_keys_choose_the_train_and_test_interpolation(
             assert len(levels) > 2  # bilinear makes intermediate values at the square edges
 
 
-# ------------------------------------------------------------------------------------------------
-# DecodeCache
+# -------------------------------------------------------------------------------------- DecodeCache
 def _files(tmp_path, names):
     paths = {}
     for n in names:

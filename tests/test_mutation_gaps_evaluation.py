@@ -4,15 +4,13 @@
 * The worked example of seg_aliasing_method.md §5.5 (64x200, boundary displaced by 4 px) through
   BoundaryErrorSemSegEvaluator.process/evaluate, the instance evaluator's semantic projection and
   the error maps, all at their DEFAULT band width and through build_segalias_evaluator's config
-  default: its numbers depend on the
-  15x15 band (17x17 gives BIoU 9/13, not 8/12).
+  default: its numbers depend on the 15x15 band (17x17 gives BIoU 9/13, not 8/12).
 * A two-image semantic case (ignore labels, a class never predicted, dataset-level accumulation)
-whose bands cover
-  every pixel, and its Cheng et al. Boundary IoU from the definition (detectron2_style.md §4),
-  counted pixel by pixel.
+  whose bands cover every pixel, and its Cheng et al. Boundary IoU from the definition
+  (detectron2_style.md §4), counted pixel by pixel.
 * Two simulated processes (comm.gather / all_gather patched) give the one-pass semantic Boundary
-IoU. Boundary AP and the instance boundary errors by hand:
-tests/test_mutation_gaps_instance_eval.py.
+  IoU.
+Boundary AP and the instance boundary errors by hand: tests/test_mutation_gaps_instance_eval.py.
 """
 
 import os
@@ -51,8 +49,7 @@ def _default_cfg():
     return cfg
 
 
-# ------------------------------------------------------------------------------------ the worked
-# example (§5.5)
+# ------------------------------------------------------------------------ the worked example (§5.5)
 def _worked_example():
     gt = np.zeros((64, 200), np.uint8)
     gt[:, 100:] = 1
@@ -195,8 +192,7 @@ def test_worked_example_through_the_instance_projection_at_the_default_band():
         unregister(name)
 
 
-# -------------------------------------------------------------------------- a hand-computed
-# two-image semantic set
+# ----------------------------------------------------------- a hand-computed two-image semantic set
 @pytest.fixture
 def two_image_semseg(tmp_path):
     """8x8 images, so every band (+-7 px) covers the whole image once the map has an edge.

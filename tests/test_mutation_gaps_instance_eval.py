@@ -1,14 +1,12 @@
 """Instance evaluators against numbers computed by hand (issue 17).
 
 * Boundary AP with three instances and a false positive, one matched by mask IoU (0.82) but never by
-boundary IoU
-  (1/3), one whose boundary IoU (2/3) keeps it only up to threshold 0.65; AP from COCO's 101-point
-  rule by hand.
+  boundary IoU (1/3), one whose boundary IoU (2/3) keeps it only up to threshold 0.65; AP from
+  COCO's 101-point rule by hand.
 * Two simulated processes (comm.gather / all_gather patched) give the one-pass numbers of the
-instance evaluator
-  (box, mask, Boundary AP, boundary errors).
+  instance evaluator (box, mask, Boundary AP, boundary errors).
 * The instance boundary errors of a hand-made projection (score order, threshold, crowd = ignore,
-smaller GT wins).
+  smaller GT wins).
 """
 
 import json
@@ -29,8 +27,7 @@ from eval_case_helpers import (
 
 from segalias_d2.evaluation import InstanceBoundaryEvaluator
 
-# ------------------------------------------------------------------------------------- Boundary AP
-# by hand
+# ------------------------------------------------------------------------------ Boundary AP by hand
 # Boundary AP band: d = max(1, round(0.02 * sqrt(40^2 + 40^2))) = 1 px, the 1-px inner ring of a box
 H = W = 40
 GT_BOXES = [((5, 14), (5, 14)), ((20, 35), (20, 35)), ((2, 9), (25, 36))]  # (rows, cols), inclusive
@@ -192,16 +189,15 @@ def test_instance_evaluator_merges_two_processes_into_the_one_pass_numbers(
     )  # the merge did not touch rank 0's own counter
 
 
-# ------------------------------------------------------------------------- instance boundary
-# errors, by hand
+# ---------------------------------------------------------------- instance boundary errors, by hand
 def test_instance_boundary_errors_of_a_hand_made_projection():
     """8x8 image, classes a, b (+ background). Every band covers the whole image, so the regions are
     all pixels.
 
     GT: a = rows 0-7 x cols 0-5, b = rows 2-5 x cols 2-3 (smaller: wins), a crowd at rows 0-1 x cols
-    6-7 (ignored). Predictions: a rows 0-7 x cols 0-6 (0.9) hides b rows 2-5 x cols 1-3 (0.6, pasted
-    first); b rows 6-7 x cols 0-1
-    (0.95) is pasted last; b column 7 (0.3) is under the 0.5 threshold.
+    6-7 (ignored).
+    Predictions: a rows 0-7 x cols 0-6 (0.9) hides b rows 2-5 x cols 1-3 (0.6, pasted first); b rows
+    6-7 x cols 0-1 (0.95) is pasted last; b column 7 (0.3) is under the 0.5 threshold.
     """
     anns = [
         rle_annotation(box(8, 8, (0, 7), (0, 5)), 0),

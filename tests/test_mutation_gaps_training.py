@@ -1,6 +1,5 @@
 """Exact resume with OUR Trainer, in process (issue 17): segalias_d2.engine.Trainer with its own
-train loader
-(LowLightDatasetMapper, random flip and multi-size resize, TrainingSampler or
+train loader (LowLightDatasetMapper, random flip and multi-size resize, TrainingSampler or
 RepeatFactorTrainingSampler, the skip-ahead sampler on resume), SeedEveryIterationHook, segalias
 optimizer / scheduler and checkpointing, around a tiny model that records what it is fed.
 Interrupted after an iteration that was not checkpointed, then resumed, the run must see the same

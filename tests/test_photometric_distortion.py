@@ -35,9 +35,8 @@ def test_brightness_and_contrast_truncate_and_clip_after_each_step_by_hand():
     last = PhotometricDistortionTransform(
         brightness=-20.3, contrast=1.5, contrast_last=True
     ).apply_image(img)
-    # 100-20.3 = 79.7 -> 79 -> 118.5 -> 118; 229.7 -> 229 -> 343.5 -> 255; -17.3 -> 0 -> 0; 10-20.3
-    # -> 0; 0 -> 0;
-    # 107.7 -> 107 -> 160.5 -> 160
+    # 100-20.3 = 79.7 -> 79 -> 118.5 -> 118; 229.7 -> 229 -> 343.5 -> 255; -17.3 -> 0 -> 0;
+    # 10-20.3 -> 0; 0 -> 0; 107.7 -> 107 -> 160.5 -> 160
     assert last.tolist() == [[[118, 255, 0], [0, 0, 160]]]
 
 

@@ -63,8 +63,8 @@ def test_lambda_sampler_frequencies_follow_the_repeats():
     mult = {k: RELEASED_G_SHAPE_X70.count(k) for k in set(RELEASED_G_SHAPE_X70)}
     assert set(values) == set(mult)
     # 6/70 appears 4 times in 18 entries (p = 0.222; a sampler over the 10 distinct values gives
-    # 0.1),
-    # 2/70 three times, 1/70 once (0.056; the distinct-value sampler gives 0.1): tolerance 0.02
+    # 0.1), 2/70 three times, 1/70 once (0.056; the distinct-value sampler gives 0.1): tolerance
+    # 0.02
     for v, c in zip(values, counts):
         assert c / n == pytest.approx(mult[v] / 18, abs=0.02), (v, c / n, mult[v] / 18)
 
@@ -155,8 +155,7 @@ def test_clean_twin_comes_from_the_same_unprocess_draw():
         )
         np.testing.assert_array_equal(res["clean"], twin["clean"])
         # the noisy image carries the clean twin's white balance / brightness (per-channel means
-        # within
-        # 3 % at r = 10), while another unprocess draw moves some channel by more than 5 %
+        # within 3 % at r = 10), while another unprocess draw moves some channel by more than 5 %
         np.testing.assert_allclose(mean(res["noisy"]) / mean(res["clean"]), 1.0, atol=0.03)
         other = S.synthesize_lowlight(img, seed + 50, noise=False, **S.RELEASED_SYNTHESIS)["clean"]
         assert np.abs(mean(other) / mean(res["clean"]) - 1).max() > 0.05
