@@ -23,17 +23,16 @@ file number - 1 (LIS convention). Modalities:
 * ``RGB-normal/JPEGImages/<odd>.png``: the sRGB photo;
 * ``RAW-normal/JPEGImages/<odd>.png``: clean synthetic raw-RGB, 16-bit;
 * ``RAW-dark/JPEGImages/<even>.png``: noisy synthetic raw-RGB (PGRU, r ~ U(10, 100), amplified by
-r), 16-bit;
+  r), 16-bit;
 * ``RGB-dark/JPEGImages/<even>.JPG``: the same dark capture, **not** amplified, rendered back to
-sRGB
-  with the inverse of the unprocess draw (WB, CCM, gamma, tone curve), 8-bit JPEG;
+  sRGB with the inverse of the unprocess draw (WB, CCM, gamma, tone curve), 8-bit JPEG;
 * ``RAW-dark-packed/JPEGImages/<even>.png``: the noisy packed Bayer ``[R, G1, B, G2]`` at half
   resolution as a 4-channel 16-bit PNG (for the ``raw_packed`` format);
 * ``annotations/lis_coco_png_{train,test}.json`` (odd .png names),
-``lis_coco_png_{train,test}+1.json``
-  and ``lis_coco_JPG_{train,test}+1.json`` (even names). LIS ships no non-``+1`` JPG file
-  (RGB-normal is .png), so none is written. Categories are the REVISED LIS list (true names by id,
-  :data:`LIS_CLASSES`), so loading them needs no renaming and logs no warning.
+  ``lis_coco_png_{train,test}+1.json`` and ``lis_coco_JPG_{train,test}+1.json`` (even names). LIS
+  ships no non-``+1`` JPG file (RGB-normal is .png), so none is written. Categories are the REVISED
+  LIS list (true names by id, :data:`LIS_CLASSES`), so loading them needs no renaming and logs no
+  warning.
 
 Cityscapes demo (``<root>/cityscapes_demo``): frames resized to 512x288; train = frames 100-102,
 val = 103-104, city "labelme"; ``gtFine/<split>/labelme/*_gtFine_labelIds.png`` and the

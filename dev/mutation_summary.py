@@ -4,17 +4,14 @@ Usage: python dev/mutation_summary.py WORK_DIR [--survivors FILE] [--baseline EA
 
 Reads ``mutmut results --all true`` in WORK_DIR (the scratch copy the run used) and prints, per
 mutated module, the number of mutants, killed, survived, timeouts and others, and how many survivors
-change only a string literal
-(error messages, log text: a weaker signal than a survivor that changes a number or an operator).
-Those are told apart by comparing each surviving mutant's function with its original in mutmut's
-trampolined copy
-(``mutants/<module>.py``), string constants blanked.
+change only a string literal (error messages, log text: a weaker signal than a survivor that changes
+a number or an operator). Those are told apart by comparing each surviving mutant's function with
+its original in mutmut's trampolined copy (``mutants/<module>.py``), string constants blanked.
 
 ``--baseline`` compares with an earlier run (e.g. one whose survivors were rerun with
-``run_mutation_tests.sh
---mutants``): per module, the earlier survivors, how many of them the later run killed, how many
-still survive, and how many it did not check (not rerun, or the mutated function changed so the name
-is gone).
+``run_mutation_tests.sh --mutants``): per module, the earlier survivors, how many of them the later
+run killed, how many still survive, and how many it did not check (not rerun, or the mutated
+function changed so the name is gone).
 """
 
 import argparse

@@ -3,15 +3,16 @@
 record.
 
     python tools/check_dataset.py --dataset lis_raw_dark_train
-    python tools/check_dataset.py --config-file configs/LIS/mask_rcnn_R50_FPN_daf.yaml   #
-    DATASETS.TRAIN + TEST
+    python tools/check_dataset.py --config-file configs/LIS/mask_rcnn_R50_FPN_daf.yaml
+                                  # DATASETS.TRAIN + TEST
 
 Each image is read as the test-time mapper reads it (the config's INPUT options; camera RAW through
 rawpy), and checked: it exists and is a file, its pixels are finite, its size fits the record's
 height/width, no 16-bit file is registered as sRGB, pair / clean-twin files exist, semantic label
 maps decode with the image's size. Prints "N ok, M bad" per dataset and the bad files with their
-reasons (a progress bar on stderr meanwhile). Exit code: 0 all good, 1 a bad file or annotation, 2 a
-setup error (unknown dataset, bad config). The logic: segalias_d2.data.image_checks.check_dataset.
+reasons (a progress bar on stderr meanwhile).
+Exit code: 0 all good, 1 a bad file or annotation, 2 a setup error (unknown dataset, bad config).
+The logic: segalias_d2.data.image_checks.check_dataset.
 """
 
 import argparse

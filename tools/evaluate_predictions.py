@@ -5,11 +5,11 @@ types.
 Semantic segmentation: a folder of predicted label PNGs (one channel, class index per pixel, named
 like the images: <image stem>.png) against a registered dataset or a folder of GT label PNGs:
 
-    python tools/evaluate_predictions.py --predictions preds/labels --dataset
-    cityscapes_demo_sem_seg_val python tools/evaluate_predictions.py --predictions preds/ --gt-dir
-    gtFine/val --gt-suffix _gtFine_labelTrainIds \\
-        --pred-suffix _leftImg8bit --classes-from segalias_cityscapes_sem_seg_val --workers 4
-        --output scores/
+    python tools/evaluate_predictions.py --predictions preds/labels \\
+        --dataset cityscapes_demo_sem_seg_val
+    python tools/evaluate_predictions.py --predictions preds/ --gt-dir gtFine/val \\
+        --gt-suffix _gtFine_labelTrainIds --pred-suffix _leftImg8bit \\
+        --classes-from segalias_cityscapes_sem_seg_val --workers 4 --output scores/
 
 -> mIoU, BIoU, BAcc, FErr, MErr, DErr (overall and per class) and Boundary IoU.
 
@@ -17,8 +17,8 @@ Instance segmentation: a COCO results JSON (dataset category ids, RLE masks) aga
 dataset or a COCO GT JSON -> box / mask / Boundary AP and the boundary errors of the semantic
 projection:
 
-    python tools/evaluate_predictions.py --predictions coco_instances_results.json --gt-json
-    instances_val.json
+    python tools/evaluate_predictions.py --predictions coco_instances_results.json \\
+        --gt-json instances_val.json
 
 The numbers equal those of the in-training evaluators on the same predictions. Band width, Boundary
 IoU dilation ratio and the projection's score threshold default to --config-file's TEST.SEGALIAS (or

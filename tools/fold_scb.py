@@ -5,10 +5,9 @@ docs/lis_modules.md).
     python tools/fold_scb.py output/.../model_final.pth output/.../model_final_scb_folded.pth
 
 Every ``resN.i.scb.*`` (low-pass logits, 1x1 weight) is folded exactly into that block's
-``conv2.weight``
-(``W2 + W1[o, i] softmax(theta_i)``, the low-pass filter indexed by the input channel) and removed;
-optimizer and scheduler state are dropped (they belong to the training form). Run the folded model
-with the training config and the SCB switch off:
+``conv2.weight`` (``W2 + W1[o, i] softmax(theta_i)``, the low-pass filter indexed by the input
+channel) and removed; optimizer and scheduler state are dropped (they belong to the training form).
+Run the folded model with the training config and the SCB switch off:
 
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.SEGALIAS.SCB.ENABLED False \\
         MODEL.WEIGHTS output/.../model_final_scb_folded.pth

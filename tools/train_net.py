@@ -1,17 +1,17 @@
 #!/usr/bin/env python
 """Train or evaluate segalias_d2 models.
 
-    python tools/train_net.py --config-file
-    configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_1x_raw_dark.yaml python tools/train_net.py
-    --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth python tools/train_net.py
-    --config-file CONFIG --resume            # continue from OUTPUT_DIR/last_checkpoint python
-    tools/train_net.py --config-file CONFIG --num-gpus 8        # one machine, 8 GPUs (NCCL)
+    python tools/train_net.py \\
+        --config-file configs/LIS-InstanceSegmentation/mask_rcnn_R_50_AAFPN_1x_raw_dark.yaml
+    python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
+    # continue from OUTPUT_DIR/last_checkpoint
+    python tools/train_net.py --config-file CONFIG --resume
+    python tools/train_net.py --config-file CONFIG --num-gpus 8      # one machine, 8 GPUs (NCCL)
     --allow-partial-weights   load MODEL.WEIGHTS that fill too little of the model (deliberate
-    partial load)
+                              partial load)
     --force-output-dir        write into an OUTPUT_DIR whose lock names another live run
     python tools/train_net.py --config-file CONFIG --num-gpus 8 --num-machines 2 --machine-rank 0 \\
-        --dist-url tcp://HOST:PORT                                      # multi-machine (run on
-        each)
+        --dist-url tcp://HOST:PORT                                    # multi-machine (run on each)
 
 Without GPUs, ``--num-gpus N`` runs N CPU processes with the GLOO backend.
 """

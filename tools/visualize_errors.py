@@ -7,8 +7,9 @@ Examples:
   python tools/visualize_errors.py --config-file cfg.yaml --dataset cityscapes_fine_sem_seg_val \
       --output vis/ --images 0,5,frankfurt_000000_000294 MODEL.WEIGHTS model_final.pth
   # saved predictions: a folder of <basename>.png label maps (semantic) or
-  coco_instances_results.json python tools/visualize_errors.py --config-file cfg.yaml --dataset
-  my_val --predictions preds/ --output vis/
+  # coco_instances_results.json
+  python tools/visualize_errors.py --config-file cfg.yaml --dataset my_val --predictions preds/ \\
+      --output vis/
 
 Colours: red = false response only (predicted band), blue = merging only (GT band), yellow =
 displacement (both bands), grey = interior error; white/black outlines = GT/predicted band. Each

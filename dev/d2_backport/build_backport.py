@@ -5,17 +5,14 @@ importable).
 Detectron2 is not on the package index. The only copy there is the ``pb1-detectron2==0.6`` source
 distribution, whose Python files are identical to the official v0.6 tag but which has no C++ sources
 (its setup.py cannot build). This script turns it into a pure-Python distribution named
-``detectron2``
-(so ``pip show``/``pip uninstall detectron2`` behave normally):
+``detectron2`` (so ``pip show``/``pip uninstall detectron2`` behave normally):
 
 1. fetch the pinned sdist (datasets/pinned_sources.py: pip download + sha256) and extract
-``detectron2/``;
+   ``detectron2/``;
 2. apply every fix in ``patches/*.patch``, in name order (unified diffs; the first line of each file
-says
-   what it fixes, and each must apply exactly);
+   says what it fixes, and each must apply exactly);
 3. copy ``files/`` over the tree (``detectron2/_C.py``, a stand-in for the compiled extension; the
-marker
-   module ``detectron2/_segalias_backport.py``; ``setup.py``) and write the build record
+   marker module ``detectron2/_segalias_backport.py``; ``setup.py``) and write the build record
    ``detectron2/_segalias_backport.json``;
 4. ``pip install --no-deps --no-build-isolation`` the tree into the target environment.
 
@@ -23,10 +20,12 @@ Fixing at build time, not by monkeypatching at import, keeps the fixes independe
 never touches numpy/PIL globally, and never modifies an official Detectron2: ``--install`` does
 nothing when one is importable. Standard library only (it runs before Detectron2 exists)::
 
-    python dev/d2_backport/build_backport.py --install         # no-op if an official Detectron2 is
-    there python dev/d2_backport/build_backport.py --status          # missing / official /
-    backport-REV-KEY python dev/d2_backport/build_backport.py --source-tree DIR # only write the
-    patched tree
+    # no-op if an official Detectron2 is there
+    python dev/d2_backport/build_backport.py --install
+    # missing / official / backport-REV-KEY
+    python dev/d2_backport/build_backport.py --status
+    # only write the patched tree
+    python dev/d2_backport/build_backport.py --source-tree DIR
 
 To change a fix: write the tree with ``--source-tree``, edit it, and ``diff -u`` the file against
 the unpatched one into a patch here. Any change to this folder changes the build key, and set-up
