@@ -8,6 +8,7 @@ to 1e-6."""
 
 import os
 import pickle
+import shutil
 import sys
 
 import numpy as np
@@ -76,7 +77,8 @@ def converted_file(released_sd, tmp_path_factory):
     d = tmp_path_factory.mktemp("mmseg")
     src, dst = str(d / "iter_80000.pth"), str(d / "converted.pth")
     torch.save(_mmcv_file(released_sd), src)
-    return src, dst
+    yield src, dst
+    shutil.rmtree(d, ignore_errors=True)  # ~480 MB: not kept to the session's end
 
 
 def _model(cfg_path, weights):
