@@ -5,13 +5,13 @@ Models, built with the same config apart from the filters (Mask R-CNN style: Fro
 STRIDE_IN_1X1 False), same seed, so the two DAF+FreqMix variants share weights:
 
 * ``plain``: Detectron2-equivalent R50-FPN;
-* ``new``: DAF+FreqMix with the modules' custom autograd functions
-(segalias_d2/modeling/fourier_ops.py);
-* ``old``: the same model switched to the previous implementation (bench/legacy_fourier.py);
-* ``recompute`` (opt-in): ``new`` with the DAF outputs recomputed in backward instead of being kept
-by the
-  stages' first convs (bench/daf_recompute.py, a bench-only experiment: what a change in
-  aa_resnet.py gives).
+* ``new``: DAF+FreqMix as the package builds it: the modules' custom autograd functions
+  (segalias_d2/modeling/fourier_ops.py) and the DAF outputs recomputed in backward instead of kept
+  (``AAResNet(recompute_filter_outputs=True)``, the default);
+* ``keep`` (opt-in): ``new`` keeping the DAF outputs for backward
+  (``MODEL.SEGALIAS.RECOMPUTE_FILTER_OUTPUTS False``): the time/memory trade-off of the recompute;
+* ``old``: the implementation before issue 15: autograd through rfft2/irfft2
+  (bench/legacy_fourier.py), DAF outputs kept.
 
 Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Inference = eval + no_grad
 forward; training step = train-mode forward + backward of the summed mean of all FPN outputs. All
@@ -38,19 +38,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_util as bu  # noqa: E402
-from daf_recompute import use_daf_recompute  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
 from legacy_fourier import use_legacy  # noqa: E402
 
 from segalias_d2 import add_segalias_config  # noqa: E402
 
-MODELS = ("plain", "new", "old", "recompute")
+MODELS = ("plain", "new", "keep", "old")
 LABELS = {
     "plain": "plain R50-FPN",
     "new": "DAF+FreqMix (new)",
     "old": "DAF+FreqMix (old)",
-    "recompute": "DAF+FreqMix (new, DAF recomputed)",
+    "keep": "DAF+FreqMix (new, DAF outputs kept)",
 }
 
 
@@ -65,11 +64,10 @@ def build(name, norm="FrozenBN", device="cpu"):
     cfg.MODEL.BACKBONE.FREEZE_AT = 2
     cfg.MODEL.SEGALIAS.DAF.ENABLED = name != "plain"
     cfg.MODEL.SEGALIAS.FREQMIX.ENABLED = name != "plain"
+    cfg.MODEL.SEGALIAS.RECOMPUTE_FILTER_OUTPUTS = name not in ("keep", "old")
     torch.manual_seed(0)
     model = build_backbone(cfg).to(device)
-    if name == "old":
-        return use_legacy(model)
-    return use_daf_recompute(model) if name == "recompute" else model
+    return use_legacy(model) if name == "old" else model
 
 
 def infer(model, x, device, amp):

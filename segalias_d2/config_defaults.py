@@ -26,6 +26,11 @@ def _add_backbone_config(cfg):
     # them with a warning
     _default(sa, "ALLOW_PARTIAL_WEIGHTS", False)
 
+    # Training: recompute each stage filter's output (DAF / BlurPool) in backward instead of
+    # keeping it for the next stage's first convs: the same gradients, less memory (BENCHMARKS.md:
+    # the step's peak without it is ~10 points higher), one more filter pass per stage.
+    _default(sa, "RECOMPUTE_FILTER_OUTPUTS", True)
+
     daf = _default(sa, "DAF", CN())
     # De-aliasing filter (paper: DAF, `blur_type='flc'`) on the inputs of the listed stages.
     _default(daf, "ENABLED", True)

@@ -22,6 +22,7 @@ input after the
 """
 
 import fvcore.nn.weight_init as weight_init
+import torch
 import torch.nn.functional as F
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, get_norm
 from detectron2.modeling.backbone import BottleneckBlock, ResNet
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..fourier_filters import FreqMix
 from .lis_modules import SCB_FOLDED_MARKER, SmoothBranch
+from .recompute import recompute_saved_copies_of
 
 __all__ = [
     "AABottleneckBlock",
@@ -122,8 +124,8 @@ class AABottleneckBlock(BottleneckBlock):
             out = self.conv2.norm(out)
         out = F.relu_(out)
         out = self.conv3(out)
-        shortcut = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu_(out + shortcut)
+        out += self.shortcut(x) if self.shortcut is not None else x  # in place, as Detectron2 does
+        return F.relu_(out)
 
 
 class DeepStem(CNNBlockBase):
@@ -167,6 +169,11 @@ class AAResNet(ResNet):
         (AWD) applied
             to that stage's input after its filter; its stride counts towards the stage's output
             stride. Frozen with its stage (``freeze_at``).
+        recompute_filter_outputs (bool): in training, do not keep a stage filter's output for
+            backward but recompute it from the filter's input (which is kept anyway) when backward
+            needs it: same gradients, less memory, one more filter pass per stage
+            (:mod:`.recompute`). Only for parameter-free filters (DAF, BlurPool); a no-op when no
+            graph is recorded.
     """
 
     def __init__(
@@ -178,6 +185,7 @@ class AAResNet(ResNet):
         freeze_at=0,
         stage_filters=None,
         stage_downsamplers=None,
+        recompute_filter_outputs=True,
     ):
         super().__init__(
             stem, stages, num_classes=num_classes, out_features=out_features, freeze_at=freeze_at
@@ -209,6 +217,14 @@ class AAResNet(ResNet):
                 for p in self.awd[name].parameters():
                     p.requires_grad_(False)
                 self.awd[name] = FrozenBatchNorm2d.convert_frozen_batchnorm(self.awd[name])
+        self.recompute_filter_outputs = bool(recompute_filter_outputs)
+        if self.recompute_filter_outputs:
+            for name, filt in self.aa_filters.items():
+                if any(True for _ in filt.parameters()):
+                    raise ValueError(
+                        f"recompute_filter_outputs needs parameter-free stage filters; the filter "
+                        f"of {name} ({type(filt).__name__}) has parameters"
+                    )
         self._has_scb = any(
             getattr(b, "scb", None) is not None for stage in self.stages for b in stage
         )
@@ -223,12 +239,7 @@ class AAResNet(ResNet):
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name, stage in zip(self.stage_names, self.stages):
-            if name in self.aa_filters:
-                # only the copy flowing into the stage is filtered; `outputs` keeps the raw features
-                x = self.aa_filters[name](x)
-            if name in self.awd:
-                x = self.awd[name](x)
-            x = stage(x)
+            x = self._filtered_stage(name, stage, x)
             if name in self._out_features:
                 outputs[name] = x
         if self.num_classes is not None:
@@ -237,6 +248,18 @@ class AAResNet(ResNet):
             if "linear" in self._out_features:
                 outputs["linear"] = x
         return outputs
+
+    def _filtered_stage(self, name, stage, x):
+        """[filter] -> [AWD] -> stage. Only the copy flowing into the stage is filtered; the caller
+        keeps the stage outputs (the raw features)."""
+        if name not in self.aa_filters:
+            return stage(self.awd[name](x) if name in self.awd else x)
+        filt = self.aa_filters[name]
+        y = filt(x)
+        if not (self.recompute_filter_outputs and torch.is_grad_enabled()):
+            return stage(self.awd[name](y) if name in self.awd else y)
+        with recompute_saved_copies_of(y, lambda: filt(x)):
+            return stage(self.awd[name](y) if name in self.awd else y)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

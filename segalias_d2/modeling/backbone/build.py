@@ -213,6 +213,7 @@ def build_segalias_resnet_backbone(cfg, input_shape=None):
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         stage_filters=filters,
         stage_downsamplers=downsamplers,
+        recompute_filter_outputs=cfg.MODEL.SEGALIAS.RECOMPUTE_FILTER_OUTPUTS,
     )
 
 
