@@ -441,18 +441,25 @@ def test_freqmix_saved_low_band_variant_same_gradients(monkeypatch):
     x = torch.randn(2, 6, 10, 8, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(2, 6, 10, 8, dtype=torch.float64)
     grads = []
-    for save in (False, True):
+    # (always save, size limit): recomputed, saved by the flag, saved by the size rule (960
+    # elements <= 960), recomputed just above the limit
+    cases = [(False, 0, False), (True, 0, True), (False, 960, True), (False, 959, False)]
+    for save, limit, saved in cases:
         monkeypatch.setattr(ops, "FREQMIX_SAVE_LOW_BAND", save)
+        monkeypatch.setattr(ops, "FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS", limit)
         y = m(x)
-        assert (y.grad_fn.x_lo is not None) == save
+        assert (y.grad_fn.x_lo is not None) == saved
         grads.append(torch.autograd.grad(y, [x] + list(m.parameters()), gy))
-    for a, b in zip(*grads):
-        assert _max_abs(a, b) <= 1e-13
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            assert _max_abs(a, b) <= 1e-13
 
 
-def test_backward_saves_no_spectra():
-    """DAF saves nothing for backward; FreqMix saves its input (no copy), its parameters and small
-    (B, C)/(B, 2, H, W) tensors, and no complex tensor."""
+def test_backward_saves_no_spectra(monkeypatch):
+    """DAF saves nothing for backward; FreqMix (here above its keep-the-low-band size) saves its
+    input (no copy), its parameters and small (B, C)/(B, 2, H, W) tensors, and no complex
+    tensor."""
+    monkeypatch.setattr(ops, "FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS", 0)
     x = torch.randn(2, 6, 12, 10, requires_grad=True)
     saved = []
     hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)

@@ -42,8 +42,12 @@ from .spectral_lowpass import (  # noqa: F401  (the low-pass helpers are re-expo
 )
 
 # True: keep x_lo from the forward (one full-size tensor per FreqMix held until backward); False:
-# recompute it in backward (one more rfft/irfft pass). See BENCHMARKS.md for the measured trade-off.
+# recompute it in backward (one more rfft/irfft pass). Inputs of at most
+# FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS elements keep it either way: there the pass is a third of the
+# op's time and the memory is small (res5 of R50 at 800x1344: 2 MiB per block). BENCHMARKS.md has
+# the measured trade-off. Both are read at call time.
 FREQMIX_SAVE_LOW_BAND = False
+FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS = 1 << 20
 
 
 # -----------------------------------------------------------------------------------------------
@@ -57,7 +61,8 @@ def _shift_add_(dst, src, dy, dx):
     """``dst[..., i, j] += src[..., i + dy, j + dx]`` where that index exists (zero padding)."""
     h, w = dst.shape[-2:]
     i0, i1, j0, j1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
-    dst[..., i0:i1, j0:j1] += src[..., i0 + dy : i1 + dy, j0 + dx : j1 + dx]
+    # add_ on the view, not `dst[...] +=` (that writes the view back onto itself with a copy)
+    dst[..., i0:i1, j0:j1].add_(src[..., i0 + dy : i1 + dy, j0 + dx : j1 + dx])
 
 
 def conv3x3_few_outputs(x, weight, bias):
@@ -273,7 +278,7 @@ def freqmix(x, conv_w, conv_b, se_lo_params, se_hi_params, se_lo, se_hi, gate, c
             gate=gate,
             cutoff=cutoff,
             chunk=chunk,
-            save_low_band=FREQMIX_SAVE_LOW_BAND,
+            save_low_band=FREQMIX_SAVE_LOW_BAND or x.numel() <= FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS,
         )
         return _FreqMixFn.apply(x, *params, opts)
     y, _ = _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep=False)
