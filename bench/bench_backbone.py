@@ -1,5 +1,4 @@
-"""Whole R50-FPN backbone: DAF + FreqMix (paper placement: res3-res5) vs plain R50-FPN, side by
-side.
+"""Whole R50-FPN backbone: DAF + FreqMix (paper placement: res3-res5) vs plain R50-FPN side by side.
 
 Models, built with the same config apart from the filters (Mask R-CNN style: FrozenBN, FREEZE_AT 2,
 STRIDE_IN_1X1 False), same seed, so the two DAF+FreqMix variants share weights:
@@ -20,9 +19,8 @@ models run interleaved (plain, new, old, plain, ...) after one warm-up each; med
 the profiler's tensor-allocation peak as a cross-check), CUDA = max_memory_allocated increase (see
 bench/bench_util.py).
 
-    .venv/bin/python bench/bench_backbone.py [--reps 5] [--models plain new old] [--device
-    auto|cpu|cuda]
-        [--amp fp32 fp16 bf16] [--batch 1] [--no-mem] [--profile N]
+    .venv/bin/python bench/bench_backbone.py [--reps 5] [--models plain new old]
+        [--device auto|cpu|cuda] [--amp fp32 fp16 bf16] [--batch 1] [--no-mem] [--profile N]
 
 CUDA default: fp32 plus fp16/bf16 autocast; CPU: fp32 unless --amp says otherwise. --profile N
 prints the N most expensive ops (torch.profiler, self time) of one training step per model and

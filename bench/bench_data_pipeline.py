@@ -16,10 +16,9 @@ Throughputs are single-process (one DataLoader worker); the DataLoader multiplie
 NUM_WORKERS. Numbers are medians over --repeats runs after one warm-up.
 
 Device: the data stages are NumPy/OpenCV/rawpy code and always run on the CPU. The training step
-runs on
---device (default: CUDA when present); on CUDA it is timed with CUDA events and synchronisation
-(bench/bench_util.py), also under fp16 and bf16 autocast, and its peak max_memory_allocated is
-printed.
+runs on --device (default: CUDA when present); on CUDA it is timed with CUDA events and
+synchronisation (bench/bench_util.py), also under fp16 and bf16 autocast, and its peak
+max_memory_allocated is printed.
 --train-only skips the data stages (e.g. on a GPU machine without the pinned RAW file).
 """
 

@@ -13,22 +13,21 @@ Rows (all interleaved, --reps rounds over the --n images after one warm-up round
 
 * ``process`` -- ``evaluator.process([input], [{"sem_seg": logits}])``; images/s = 1000 / median ms;
 * breakdown, the same stages called one by one on the same data: ``argmax``
-(``prediction_to_label_map``),
-  ``PNG decode`` (``load_sem_seg_gt``), ``bands`` (the two 15x15 boundary bands and the band code),
-  ``counter update`` (``BoundaryErrorCounter.update`` minus ``bands``: checks, indices, bincount,
-  sum), ``other`` = process minus the three stage sums (loop, lookups, dtype checks);
+  (``prediction_to_label_map``), ``PNG decode`` (``load_sem_seg_gt``), ``bands`` (the two 15x15
+  boundary bands and the band code), ``counter update`` (``BoundaryErrorCounter.update`` minus
+  ``bands``: checks, indices, bincount, sum), ``other`` = process minus the three stage sums (loop,
+  lookups, dtype checks);
 * ``evaluate()`` (metrics from the counts + the JSON / CSV / npz files), once per round;
 * the CPU time (``time.process_time``, all threads) of every ``process`` call: on a shared machine
-it is far less
-  inflated than wall time, and on an idle one a call's wall time is at most its CPU time, so ``1000
-  / CPU ms`` is a lower bound of the idle-machine images/s.
+  it is far less inflated than wall time, and on an idle one a call's wall time is at most its CPU
+  time, so ``1000 / CPU ms`` is a lower bound of the idle-machine images/s.
 
 --impl current|legacy|both: ``legacy`` runs the previous code path kept in bench/legacy_evaluator.py
 (the same evaluator class with the old ``process`` stages), so before/after come from one run; the
 counts of both are checked identical on every image.
 
-    .venv/bin/python bench/bench_evaluator_e2e.py [--n 3] [--reps 5] [--impl both] [--device
-    cpu|cuda]
+    .venv/bin/python bench/bench_evaluator_e2e.py [--n 3] [--reps 5] [--impl both]
+        [--device cpu|cuda]
 
 Timing is wall clock around each call (``process`` returns host arrays, so GPU work is finished
 inside the call).

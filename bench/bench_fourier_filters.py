@@ -1,8 +1,7 @@
 """DAF and FreqMix: the modules ("new": custom autograd functions, fourier_ops.py) vs the previous
-fast path
-("old": bench/legacy_fourier.py, autograd through rfft2/irfft2) vs the literal transcriptions
-("reference": tests/reference_fourier.py, fftshift + full complex mask, autograd through it), side
-by side in one process.
+fast path ("old": bench/legacy_fourier.py, autograd through rfft2/irfft2) vs the literal
+transcriptions ("reference": tests/reference_fourier.py, fftshift + full complex mask, autograd
+through it), side by side in one process.
 
 Shapes: R50-FPN on an 800x1333 image padded to 800x1344: DAF on the res3/res4/res5 stage inputs,
 FreqMix on the conv2 outputs of res3/res4/res5; batch 1. "fwd" = forward under no_grad, "fwd+bwd" =
@@ -12,9 +11,8 @@ parameters). All variants of a row run interleaved (``--reps`` rounds after one 
 variant, shape), CUDA = max_memory_allocated increase (see bench/bench_util.py). The last table
 times DAF at the res3 input against copying the same tensor.
 
-    .venv/bin/python bench/bench_fourier_filters.py [--reps 7] [--only {DAF,FreqMix}] [--device
-    auto|cpu|cuda]
-        [--amp fp32 fp16 bf16] [--no-mem]
+    .venv/bin/python bench/bench_fourier_filters.py [--reps 7] [--only {DAF,FreqMix}]
+        [--device auto|cpu|cuda] [--amp fp32 fp16 bf16] [--no-mem]
 
 On CUDA the default runs fp32 and the fp16/bf16 autocast variants (input in that dtype, as the
 backbone feeds it under autocast); on CPU only fp32 unless --amp says otherwise.

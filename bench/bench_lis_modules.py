@@ -2,28 +2,24 @@
 cost, side by side.
 
 Shapes are those of the LIS recipe: a 600x400 image padded to 608x416 (--size H W), batch 1,
-caffe-style R50-FPN
-(FrozenStatsBN, FREEZE_AT 2, STRIDE_IN_1X1 True). Three parts, each timed interleaved in one process
-(variant 1, variant 2, ..., repeated --reps times after one warm-up each; median and min), so
-machine load hits all variants alike; the load average is printed before and after.
+caffe-style R50-FPN (FrozenStatsBN, FREEZE_AT 2, STRIDE_IN_1X1 True). Three parts, each timed
+interleaved in one process (variant 1, variant 2, ..., repeated --reps times after one warm-up each;
+median and min), so machine load hits all variants alike; the load average is printed before and
+after.
 
 1. Stage-input modules at the res3/res4/res5 inputs (C x H/4 ... C x H/16): AWD (stride 2, what the
-LIS R50 uses
-   instead of the stages' stride-2 convs) and DAF (the Seg-Aliasing filter of the same slot, full
-   resolution). The AWD weighted tap sum alone: our custom autograd function, plain autograd through
-   9 strided views, and the released unfold, fwd+bwd.
+   LIS R50 uses instead of the stages' stride-2 convs) and DAF (the Seg-Aliasing filter of the same
+   slot, full resolution). The AWD weighted tap sum alone: our custom autograd function, plain
+   autograd through 9 strided views, and the released unfold, fwd+bwd.
 2. Bottleneck conv2 modules (P x H/8 ... P x H/32, stride 1 as in the LIS R50): the plain 3x3 conv,
-the 3x3 conv
-   with SCB (fused = one conv with W2 + W1 K, our training forward; two-branch = the released
-   computation; the folded deployment conv costs exactly the plain conv), the 3x3 conv followed by
-   FreqMix.
+   the 3x3 conv with SCB (fused = one conv with W2 + W1 K, our training forward; two-branch = the
+   released computation; the folded deployment conv costs exactly the plain conv), the 3x3 conv
+   followed by FreqMix.
 3. Whole backbones (R50-FPN): plain, DAF+FreqMix, AWD, SCB, AWD+SCB (training form), AWD+SCB folded
-(= AWD),
-   all four; inference (eval, no_grad) and a training step (forward + backward of the summed mean of
-   p2..p6).
+   (= AWD), all four; inference (eval, no_grad) and a training step (forward + backward of the
+   summed mean of p2..p6).
 4. DSL (--detector): a Mask R-CNN training step of GeneralizedRCNN vs DSLGeneralizedRCNN (plain
-backbone, one
-   image with 3 instances and its clean twin): DSL runs the detector twice.
+   backbone, one image with 3 instances and its clean twin): DSL runs the detector twice.
 
     .venv/bin/python bench/bench_lis_modules.py [--reps 5] [--backbone-reps 3] [--detector-reps 3]
         [--size 416 608] [--parts modules aggregation conv2 backbone detector] [--threads 2]

@@ -2,9 +2,8 @@
 the package).
 
 Timing: ``time_interleaved`` runs every variant once as warm-up, then ``reps`` rounds of (variant 1,
-variant 2,
-...), so background load and clock changes hit all variants alike; the tables report median (and
-min). On CPU a call is timed with ``time.perf_counter`` (or ``time.process_time`` with
+variant 2, ...), so background load and clock changes hit all variants alike; the tables report
+median (and min). On CPU a call is timed with ``time.perf_counter`` (or ``time.process_time`` with
 ``SEGALIAS_BENCH_CLOCK=process``, for a shared machine); on CUDA with a pair of CUDA events recorded
 around the call on the current stream and ``torch.cuda.synchronize()`` after it (the host waits for
 the queued kernels; the events bracket exactly the GPU work of the call).
@@ -12,23 +11,21 @@ the queued kernels; the events bracket exactly the GPU work of the call).
 Peak memory:
 
 * CUDA: ``torch.cuda.reset_peak_memory_stats()`` before the call,
-``torch.cuda.max_memory_allocated()`` after
-  it, minus the memory allocated before the call: the peak of tensor memory the call needed on top
-  of what already existed (model, inputs). Caching-allocator reserve and cuFFT plan workspaces are
-  not included.
+  ``torch.cuda.max_memory_allocated()`` after it, minus the memory allocated before the call: the
+  peak of tensor memory the call needed on top of what already existed (model, inputs).
+  Caching-allocator reserve and cuFFT plan workspaces are not included.
 * CPU: PyTorch has no CPU allocator statistics and ``tracemalloc`` does not see tensor memory (it is
-malloc'd
-  by c10, not by Python). ``cpu_peak_in_child`` therefore runs the call in a FRESH subprocess per
-  configuration, with ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc serves every block >= 64 KiB by mmap
-  and returns it to the kernel on free (otherwise freed heap memory stays resident and hides later
-  peaks, or a previous configuration's peak hides this one). The child builds its inputs, runs the
-  call once (warm-up: masks, FFT descriptors, oneDNN primitives), resets the kernel's peak-RSS mark
-  (``/proc/self/clear_refs``, "5"), reads VmRSS, runs the call again and reads VmHWM: ``peak -
-  before`` is the physical memory the call touched at its peak, including library scratch (oneDNN,
-  MKL) and allocator slack. As a cross-check ``profiler_tensor_peak`` replays the c10 allocation
-  events recorded by ``torch.profiler`` (profile_memory) in time order: the peak of live tensor
-  bytes, without library scratch; allocations freed inside one op are netted out, so it is a lower
-  bound.
+  malloc'd by c10, not by Python). ``cpu_peak_in_child`` therefore runs the call in a FRESH
+  subprocess per configuration, with ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc serves every block
+  >= 64 KiB by mmap and returns it to the kernel on free (otherwise freed heap memory stays resident
+  and hides later peaks, or a previous configuration's peak hides this one). The child builds its
+  inputs, runs the call once (warm-up: masks, FFT descriptors, oneDNN primitives), resets the
+  kernel's peak-RSS mark (``/proc/self/clear_refs``, "5"), reads VmRSS, runs the call again and
+  reads VmHWM: ``peak - before`` is the physical memory the call touched at its peak, including
+  library scratch (oneDNN, MKL) and allocator slack. As a cross-check ``profiler_tensor_peak``
+  replays the c10 allocation events recorded by ``torch.profiler`` (profile_memory) in time order:
+  the peak of live tensor bytes, without library scratch; allocations freed inside one op are netted
+  out, so it is a lower bound.
 """
 
 import contextlib

@@ -3,9 +3,9 @@ benchmarks.
 
 Same outputs as the modules (rfft2 -> real mask -> irfft2, SE inputs from the same rfft), but the
 backward is PyTorch autograd through every op: rfft2's backward is a full complex c2c transform of a
-zero-padded spectrum, the mix saves four full-size tensors. ``use_legacy(model)`` switches every DAF
-/ FreqMix instance of a model to this code in place (parameters shared), so old and new run in one
-process on the same weights. Bench code only, not part of the package.
+zero-padded spectrum, the mix saves four full-size tensors. ``use_legacy(model)`` switches every
+DAF / FreqMix instance of a model to this code in place (parameters shared), so old and new run in
+one process on the same weights. Bench code only, not part of the package.
 """
 
 import types

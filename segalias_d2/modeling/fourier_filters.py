@@ -6,28 +6,26 @@ released-vs-variant options.
 Released semantics (what the paper's code computes), for real input ``x`` of shape (B, C, H, W):
 
 * ``DeAliasingFilter`` (DAF): ``Re(IFFT2(ifftshift(fftshift(FFT2(x)) * M)))`` with the centred box
-mask
-  ``M[r0:r1, c0:c1] = 1``, ``r0 = round(H/2 - H*t)``, ``r1 = round(H/2 + H*t)`` (Python round, half
-  to even), same for columns. Shape preserving, no parameters, same in train and eval.
+  mask ``M[r0:r1, c0:c1] = 1``, ``r0 = round(H/2 - H*t)``, ``r1 = round(H/2 + H*t)`` (Python round,
+  half to even), same for columns. Shape preserving, no parameters, same in train and eval.
 * ``FreqMix``: spatial band weights ``w = sigmoid(conv3x3(x))``, band split with the same mask
   (``x_lo = DAF(x)``, ``x_hi = x - x_lo``), two SE gates fed with the global average of the real and
-  imaginary parts of each masked *spectrum*, combined as a magnitude, ``y = w0*a_lo*x_lo +
-  w1*a_hi*x_hi``. The released code shifts the spectrum over ALL dims (``fftshift`` without
-  ``dim``), so the gate of image b, channel c is computed from image ``(b - B//2) mod B`` with its
-  channels rolled by ``C//2`` (gate ``"released"``); ``"per_image"`` gates every image from its own
-  spectrum (a variant), ``"band_energy"`` feeds band RMS values.
+  imaginary parts of each masked *spectrum*, combined as a magnitude,
+  ``y = w0*a_lo*x_lo + w1*a_hi*x_hi``. The released code shifts the spectrum over ALL dims
+  (``fftshift`` without ``dim``), so the gate of image b, channel c is computed from image
+  ``(b - B//2) mod B`` with its channels rolled by ``C//2`` (gate ``"released"``); ``"per_image"``
+  gates every image from its own spectrum (a variant), ``"band_energy"`` feeds band RMS values.
 
 Fast path (used by the modules, ``fourier_ops.py`` and ``spectral_lowpass.py``): ``Re(...)`` of the
-box-masked spectrum equals filtering with the Hermitian symmetrised mask ``M_sym(k) = (M(k) + M(-k))
-/ 2`` (values 0, 0.5, 1), so one real FFT pair with a real mask cached per (H, W, cutoff, device,
-dtype) gives the same output as the complex reference without any full-size complex mask. FreqMix's
-SE inputs are recovered exactly from the same transform
+box-masked spectrum equals filtering with the Hermitian symmetrised mask
+``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 0.5, 1), so one real FFT pair with a real mask cached
+per (H, W, cutoff, device, dtype) gives the same output as the complex reference without any
+full-size complex mask. FreqMix's SE inputs are recovered exactly from the same transform
 (``GAP(Re S_lo) = x_lo[..., 0, 0]``; ``GAP(Im S_lo)`` = a weighted sum over the few asymmetric edge
 bins), and for ``"released"`` these (B, C) values are rolled over (batch, channel) exactly as the
 all-dims shift does. Both modules have custom autograd functions: the DAF backward is the same
-filter applied to the gradient
-(the filter is self-adjoint), the FreqMix backward is written out with one FFT pair for the whole
-band split; neither saves a spectrum.
+filter applied to the gradient (the filter is self-adjoint), the FreqMix backward is written out
+with one FFT pair for the whole band split; neither saves a spectrum.
 
 The slow literal transcriptions of the released computation live in ``tests/reference_fourier.py``.
 
@@ -116,8 +114,8 @@ class DeAliasingFilter(nn.Module):
     """De-aliasing filter (DAF): shape-preserving Fourier box low-pass, no parameters, no buffers.
 
     Args:
-        cutoff: box half-width in cycles/pixel, in (0, 0.5]. The paper configs use 0.35 (= 0.25 *
-        1.4).
+        cutoff: box half-width in cycles/pixel, in (0, 0.5]. The paper configs use 0.35
+            (= 0.25 * 1.4).
     """
 
     def __init__(self, cutoff=0.35):
@@ -171,27 +169,24 @@ class FreqMix(nn.Module):
         gate: how the two SE gates are fed (see docs/backbone.md):
 
             * ``"released"`` (default): the shipped computation. Each SE gate gets the global
-            average of the real
-              and imaginary parts of its masked spectrum, i.e. the (complex) band signal at the
-              top-left pixel
-              (0, 0); the two outputs are combined as a magnitude (values in (0, sqrt 2)). Because
-              the released code shifts the spectrum over all dims, the gate of image b, channel c is
-              computed from image ``(b - B//2) mod B`` with its channels rolled by ``C//2``:
-              batch-dependent in training, a fixed channel permutation of the SE input at batch 1.
-              The released checkpoints were trained this way.
+              average of the real and imaginary parts of its masked spectrum, i.e. the (complex)
+              band signal at the top-left pixel (0, 0); the two outputs are combined as a magnitude
+              (values in (0, sqrt 2)). Because the released code shifts the spectrum over all dims,
+              the gate of image b, channel c is computed from image ``(b - B//2) mod B`` with its
+              channels rolled by ``C//2``: batch-dependent in training, a fixed channel permutation
+              of the SE input at batch 1. The released checkpoints were trained this way.
             * ``"per_image"`` (variant): the same descriptor, but every image gated from its own
-            spectrum
-              (what one would expect from the paper, not what was shipped; formerly named
+              spectrum (what one would expect from the paper, not what was shipped; formerly named
               ``"faithful"``).
             * ``"band_energy"`` (variant, presumably the intended behaviour): each SE gate is fed
-            the per-channel
-              RMS of its band, ``sqrt(mean(x_band^2))`` (per image), gate values in (0, 1).
+              the per-channel RMS of its band, ``sqrt(mean(x_band^2))`` (per image), gate values in
+              (0, 1).
 
             The variants will not reproduce the paper's numbers. The old name ``"faithful"`` raises
             an error.
 
-    Parameters: 3x3 conv C->2 (with bias) and two SE gates; 6,674 / 21,538 / 75,842 for C = 128 /
-    256 / 512.
+    Parameters: 3x3 conv C->2 (with bias) and two SE gates; 6,674 / 21,538 / 75,842 for
+    C = 128 / 256 / 512.
     """
 
     def __init__(self, channels, cutoff=0.35, reduction=16, gate="released"):
@@ -250,8 +245,7 @@ class BlurPool(nn.Module):
 
     Args:
         channels: number of channels, or None to accept any channel count (the same filter is
-        applied to every
-            channel either way; the argument only adds a shape check).
+            applied to every channel either way; the argument only adds a shape check).
         kernel_size: binomial kernel size >= 1 (paper baselines: 3, 5, 7).
     """
 

@@ -4,24 +4,23 @@ FreqMix).
 Everything here takes float32/float64 tensors with autocast already disabled; the modules cast.
 
 * The filter ``L x = irfft2(R * rfft2(x))`` with the Hermitian-symmetrised real box mask ``R``
-(values 0, 0.5,
-  1) is real, linear and self-adjoint (R is real and even in k), so the DAF backward is ``L``
-  applied to the incoming gradient: nothing is saved. The 2-D transform is done as row rfft ->
-  column fft of only the ``kc`` columns where R is non-zero -> mask -> column ifft -> row irfft
+  (values 0, 0.5, 1) is real, linear and self-adjoint (R is real and even in k), so the DAF backward
+  is ``L`` applied to the incoming gradient: nothing is saved. The 2-D transform is done as row rfft
+  -> column fft of only the ``kc`` columns where R is non-zero -> mask -> column ifft -> row irfft
   (zero-padding the dropped columns): the same arithmetic as rfft2/irfft2, minus the column
   transforms of bins the mask zeroes (~30% of them at t = 0.35).
-* FreqMix, ``y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo)`` with ``w = sigmoid(conv3x3(x))``, ``x_lo = L
-x`` and SE
-  gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands. Backward, for incoming
-  ``p``: ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``, ``g_a_lo = sum_hw p w0 x_lo``,
-  ``g_a_hi = sum_hw p w1 x_hi`` (batched matrix products), ``g_s`` by autograd through the tiny gate
-  graph (recomputed), then ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00
-  e00 + conv3x3^T(g_logits)``, where the released gate statistics are ``s = (x[0,0], x_lo[0,0] = <L
-  e00, x>, im = <v, x>)`` (section 3.6 of the method notes), so their gradients enter as an impulse
-  before ``L`` (one row of the row spectrum) and as a few sparse bins of ``rfft2(v)`` after the
-  mask: ONE rfft/irfft pass for the whole spectral part. FreqMix saves its input, the spatial
-  weights and (B, C) gate tensors, no spectra; ``x_lo`` is saved or recomputed in backward
-  (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
+* FreqMix, ``y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo)`` with ``w = sigmoid(conv3x3(x))``,
+  ``x_lo = L x`` and SE gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands.
+  Backward, for incoming ``p``: ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``,
+  ``g_a_lo = sum_hw p w0 x_lo``, ``g_a_hi = sum_hw p w1 x_hi`` (batched matrix products), ``g_s`` by
+  autograd through the tiny gate graph (recomputed), then
+  ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00 e00
+  + conv3x3^T(g_logits)``, where the released gate statistics are
+  ``s = (x[0,0], x_lo[0,0] = <L e00, x>, im = <v, x>)`` (section 3.6 of the method notes), so their
+  gradients enter as an impulse before ``L`` (one row of the row spectrum) and as a few sparse bins
+  of ``rfft2(v)`` after the mask: ONE rfft/irfft pass for the whole spectral part. FreqMix saves its
+  input, the spatial weights and (B, C) gate tensors, no spectra; ``x_lo`` is saved or recomputed in
+  backward (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
 """
 
 import functools
@@ -50,8 +49,7 @@ FREQMIX_SAVE_LOW_BAND = False
 FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS = 1 << 20
 
 
-# -----------------------------------------------------------------------------------------------
-# FreqMix parts
+# ------------------------------------------------------------------------------------ FreqMix parts
 _TAPS = [
     (dy - 1, dx - 1) for dy in range(3) for dx in range(3)
 ]  # offsets of the 3x3 taps, weight[..., dy, dx]
@@ -120,8 +118,8 @@ def freqmix_gates(stats, gate, se_lo, se_hi):
     """Gates ``a_lo, a_hi`` (B, C, 1, 1) from per-(image, channel) statistics ``stats``.
 
     ``stats`` is (B, C, 3) = (x[0, 0], x_lo[0, 0], GAP(Im S_lo)) for the spectral gates, (B, C, 2) =
-    mean squares of the two bands for "band_energy". ``se_lo``/``se_hi`` map (N, C, 1, 1) to (N, C,
-    1, 1).
+    mean squares of the two bands for "band_energy". ``se_lo``/``se_hi`` map (N, C, 1, 1) to
+    (N, C, 1, 1).
     """
     b, c = stats.shape[:2]
     if gate == "band_energy":

@@ -45,8 +45,8 @@ def box_mask_centered(h, w, cutoff):
 
 
 def _uncentred_parts(h, w, cutoff):
-    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at [0,
-    0])."""
+    """Symmetric and antisymmetric parts of the box mask in un-shifted FFT coordinates (DC at
+    [0, 0])."""
     mu = np.fft.ifftshift(box_mask_centered(h, w, cutoff))
     mneg = mu[(-np.arange(h)) % h][:, (-np.arange(w)) % w]  # M(-k), indices modulo (h, w)
     return 0.5 * (mu + mneg), 0.5 * (mu - mneg)
@@ -70,8 +70,9 @@ def _np_plan(h, w, cutoff):
     im_weight = manti[:, :nh] * col_w[None, :] / float(h * w)
     im_r, im_c = np.nonzero(im_weight)
     im_w = im_weight[im_r, im_c]
-    # its gradient w.r.t. the plane: v[n] = sum_k im_w[k] * dIm(S[k])/dx[n] = -sum_k im_w[k] sin(2
-    # pi k.n), with sin(a + b) = sin a cos b + cos a sin b as two (h, K) @ (K, w) products
+    # its gradient w.r.t. the plane: v[n] = sum_k im_w[k] * dIm(S[k])/dx[n] =
+    # -sum_k im_w[k] sin(2 pi k.n), with sin(a + b) = sin a cos b + cos a sin b as two
+    # (h, K) @ (K, w) products
     ay = 2 * np.pi * np.outer(np.arange(h), im_r) / h
     ax = 2 * np.pi * np.outer(im_c, np.arange(w)) / w
     v = -((np.sin(ay) * im_w) @ np.cos(ax) + (np.cos(ay) * im_w) @ np.sin(ax))
@@ -146,11 +147,10 @@ def spectral_lowpass(planes, cutoff, chunk, overwrite=False, im_out=None, add_e0
 
     Planes are processed ``chunk // (h*w)`` at a time so the spectrum-sized temporaries stay small.
     With ``overwrite`` the result may be written into ``planes`` (use the returned tensor either
-    way). Optional, per plane (all (n,) tensors): ``im_out`` receives ``<v, plane> =
-    mean(Im(fftshift(fft2(plane)) * M))`` read from the spectrum; ``add_e00[i]`` filters ``plane +
-    add_e00[i] * e00`` instead (e00: unit impulse at
-    (0, 0)); ``add_v[i]`` adds ``add_v[i] * v`` to the result (v: the gradient of the ``im``
-    functional).
+    way). Optional, per plane (all (n,) tensors): ``im_out`` receives
+    ``<v, plane> = mean(Im(fftshift(fft2(plane)) * M))`` read from the spectrum; ``add_e00[i]``
+    filters ``plane + add_e00[i] * e00`` instead (e00: unit impulse at (0, 0)); ``add_v[i]`` adds
+    ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
     """
     n, h, w = planes.shape
     p = _plan(h, w, float(cutoff), planes.device, planes.dtype)

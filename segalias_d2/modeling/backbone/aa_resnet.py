@@ -6,19 +6,16 @@ The modules; their builders from config (``build_segalias_resnet_backbone``,
 What differs from Detectron2's ResNet:
 
 * DAF (or the BlurPool baseline) filters the *input* of the configured stages (paper: res3, res4,
-res5), i.e.
-  the copy that flows into the next stage; the features returned to FPN/heads are the unfiltered
-  stage outputs.
+  res5), i.e. the copy that flows into the next stage; the features returned to FPN/heads are the
+  unfiltered stage outputs.
 * :class:`AABottleneckBlock` puts FreqMix after conv2 and before conv2's norm (paper: every
-bottleneck of
-  res3-res5). State-dict keys are those of Detectron2's ``BottleneckBlock`` plus ``*.freqmix.*``, so
-  stock Detectron2/MSRA/torchvision conversions load unchanged.
+  bottleneck of res3-res5). State-dict keys are those of Detectron2's ``BottleneckBlock`` plus
+  ``*.freqmix.*``, so stock Detectron2/MSRA/torchvision conversions load unchanged.
 * Optional ResNet-V1c "deep" stem (3x3 convs 32/32/64 + max-pool), as in the paper's ResNet-50-V1c.
 * LIS modules (:mod:`.lis_modules`, docs/lis_modules.md): AWD (``awd.resN.*``) runs on a stage's
-input after the
-  DAF/BlurPool slot; with stride 2 it takes over the stage's stride (the released caffe-style R50).
-  SCB
-  (``resN.i.scb.*``) adds its low-pass branch to conv2's output, before FreqMix and conv2's norm.
+  input after the DAF/BlurPool slot; with stride 2 it takes over the stage's stride (the released
+  caffe-style R50). SCB (``resN.i.scb.*``) adds its low-pass branch to conv2's output, before
+  FreqMix and conv2's norm.
 """
 
 import fvcore.nn.weight_init as weight_init
@@ -57,14 +54,13 @@ class AABottleneckBlock(BottleneckBlock):
     norm.
 
     conv1 -> norm -> ReLU -> conv2 [+ SCB branch] -> [FreqMix] -> norm -> ReLU -> conv3 -> norm ->
-    (+ shortcut)
-    -> ReLU. Detectron2 builds and initialises every layer; the block adds ``self.freqmix``
-    (PyTorch's default init, paper: "allno0init") and ``self.scb`` (:class:`SmoothBranch`, released
-    init), so state-dict keys are those of ``BottleneckBlock`` plus ``freqmix.*`` / ``scb.*``
-    (tokens for the LR multipliers). SCB sits before FreqMix so that it stays foldable into conv2.
-    ``scb_fused`` (default) runs conv2 with the folded weight ``W2 + W1 K_i`` (one conv,
-    mathematically the released two-branch sum); ``False`` runs the two branches. With neither
-    module it is Detectron2's block unchanged.
+    (+ shortcut) -> ReLU. Detectron2 builds and initialises every layer; the block adds
+    ``self.freqmix`` (PyTorch's default init, paper: "allno0init") and ``self.scb``
+    (:class:`SmoothBranch`, released init), so state-dict keys are those of ``BottleneckBlock`` plus
+    ``freqmix.*`` / ``scb.*`` (tokens for the LR multipliers). SCB sits before FreqMix so that it
+    stays foldable into conv2. ``scb_fused`` (default) runs conv2 with the folded weight
+    ``W2 + W1 K_i`` (one conv, mathematically the released two-branch sum); ``False`` runs the two
+    branches. With neither module it is Detectron2's block unchanged.
     """
 
     def __init__(
@@ -163,12 +159,10 @@ class AAResNet(ResNet):
     Args:
         stem, stages, num_classes, out_features, freeze_at: as in Detectron2's ``ResNet``.
         stage_filters (dict[str, nn.Module]): stage name -> filter applied to that stage's input.
-        Filters for
-            stages not built (because of ``out_features``) are dropped.
+            Filters for stages not built (because of ``out_features``) are dropped.
         stage_downsamplers (dict[str, nn.Module]): stage name -> module with a ``stride`` attribute
-        (AWD) applied
-            to that stage's input after its filter; its stride counts towards the stage's output
-            stride. Frozen with its stage (``freeze_at``).
+            (AWD) applied to that stage's input after its filter; its stride counts towards the
+            stage's output stride. Frozen with its stage (``freeze_at``).
         recompute_filter_outputs (bool): in training, do not keep a stage filter's output for
             backward but recompute it from the filter's input (which is kept anyway) when backward
             needs it: same gradients, less memory, one more filter pass per stage
