@@ -3,8 +3,9 @@
 record.
 
     python tools/check_dataset.py --dataset lis_raw_dark_train
-    python tools/check_dataset.py --config-file configs/LIS/mask_rcnn_R50_FPN_daf.yaml
-                                  # DATASETS.TRAIN + TEST
+    # every dataset of a config (DATASETS.TRAIN + TEST)
+    python tools/check_dataset.py \\
+        --config-file configs/LIS-InstanceSegmentation/mask_rcnn_R_50_DAF_FPN_1x_raw_dark.yaml
 
 Each image is read as the test-time mapper reads it (the config's INPUT options; camera RAW through
 rawpy), and checked: it exists and is a file, its pixels are finite, its size fits the record's

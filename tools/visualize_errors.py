@@ -4,7 +4,7 @@ and, when the model is run, of its predictions (``<image>_predictions.png``).
 
 Examples:
   # run a model
-  python tools/visualize_errors.py --config-file cfg.yaml --dataset cityscapes_fine_sem_seg_val \
+  python tools/visualize_errors.py --config-file cfg.yaml --dataset cityscapes_fine_sem_seg_val \\
       --output vis/ --images 0,5,frankfurt_000000_000294 MODEL.WEIGHTS model_final.pth
   # saved predictions: a folder of <basename>.png label maps (semantic) or
   # coco_instances_results.json
