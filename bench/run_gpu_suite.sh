@@ -40,7 +40,7 @@ run() {  # title, command...
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
     "$PY" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version())"
     run "Fourier filters" "$PY" bench/bench_fourier_filters.py --device cuda --reps 20
-    run "Backbone, batch 1" "$PY" bench/bench_backbone.py --device cuda --reps 10 --batch 1
+    run "Backbone, batch 1" "$PY" bench/bench_backbone.py --device cuda --reps 10 --batch 1 --models plain new keep old
     run "Backbone, batch 8 (the released per-GPU batch)" "$PY" bench/bench_backbone.py --device cuda --reps 10 --batch 8
     run "Backbone profile, batch 8, fp16" "$PY" bench/bench_backbone.py --device cuda --batch 8 --amp fp16 --profile 20
     run "Mask R-CNN training step" "$PY" bench/bench_data_pipeline.py --device cuda --train-only --train-iters 10
