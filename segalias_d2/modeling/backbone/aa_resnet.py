@@ -18,8 +18,9 @@ What differs from Detectron2's ResNet:
   FreqMix and conv2's norm.
 """
 
+import contextlib
+
 import fvcore.nn.weight_init as weight_init
-import torch
 import torch.nn.functional as F
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, get_norm
 from detectron2.modeling.backbone import BottleneckBlock, ResNet
@@ -163,11 +164,10 @@ class AAResNet(ResNet):
         stage_downsamplers (dict[str, nn.Module]): stage name -> module with a ``stride`` attribute
             (AWD) applied to that stage's input after its filter; its stride counts towards the
             stage's output stride. Frozen with its stage (``freeze_at``).
-        recompute_filter_outputs (bool): in training, do not keep a stage filter's output for
-            backward but recompute it from the filter's input (which is kept anyway) when backward
-            needs it: same gradients, less memory, one more filter pass per stage
-            (:mod:`.recompute`). Only for parameter-free filters (DAF, BlurPool); a no-op when no
-            graph is recorded.
+        recompute_filter_outputs (bool): when a graph is recorded, do not keep a stage filter's
+            output for backward but recompute it from the filter's input (which is kept anyway)
+            when backward needs it: same gradients, less memory, one more filter pass per stage
+            (:mod:`.recompute`). Only for parameter-free filters (DAF, BlurPool).
     """
 
     def __init__(
@@ -214,7 +214,7 @@ class AAResNet(ResNet):
         self.recompute_filter_outputs = bool(recompute_filter_outputs)
         if self.recompute_filter_outputs:
             for name, filt in self.aa_filters.items():
-                if any(True for _ in filt.parameters()):
+                if list(filt.parameters()):
                     raise ValueError(
                         f"recompute_filter_outputs needs parameter-free stage filters; the filter "
                         f"of {name} ({type(filt).__name__}) has parameters"
@@ -246,13 +246,10 @@ class AAResNet(ResNet):
     def _filtered_stage(self, name, stage, x):
         """[filter] -> [AWD] -> stage. Only the copy flowing into the stage is filtered; the caller
         keeps the stage outputs (the raw features)."""
-        if name not in self.aa_filters:
-            return stage(self.awd[name](x) if name in self.awd else x)
-        filt = self.aa_filters[name]
-        y = filt(x)
-        if not (self.recompute_filter_outputs and torch.is_grad_enabled()):
-            return stage(self.awd[name](y) if name in self.awd else y)
-        with recompute_saved_copies_of(y, lambda: filt(x)):
+        filt = self.aa_filters[name] if name in self.aa_filters else None
+        y = x if filt is None else filt(x)
+        keep = filt is None or not self.recompute_filter_outputs
+        with contextlib.nullcontext() if keep else recompute_saved_copies_of(y, lambda: filt(x)):
             return stage(self.awd[name](y) if name in self.awd else y)
 
     def _load_from_state_dict(
