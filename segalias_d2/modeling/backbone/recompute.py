@@ -3,9 +3,11 @@
 In the anti-aliased ResNet the DAF output of res3/res4/res5 is the input of the stage's first
 block, whose conv1 and shortcut conv save it for their weight gradients: the largest part of the
 training-step memory the filters add (BENCHMARKS.md, issue 15). The filter's input (the previous
-stage's output) is kept anyway (that stage's last ReLU saves it, FPN's lateral conv too), so the
-output can be dropped after the forward and recomputed from the input when backward needs it: one
-more filter pass per stage, the same gradients.
+stage's output) is kept anyway in the usual set-ups (FPN's lateral conv saves it, and so does that
+stage's last ReLU when the stage trains), so the output can be dropped after the forward and
+recomputed from the input when backward needs it: one more filter pass per stage, the same
+gradients. Where nothing else keeps the input, the recompute keeps it instead of the output (the
+same size): no saving, no loss.
 
 :func:`recompute_saved_copies_of` does this with ``torch.autograd.graph.saved_tensors_hooks``:
 while the stage runs, every tensor that autograd saves and that *is* the filter output (same
