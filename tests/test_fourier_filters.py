@@ -19,6 +19,7 @@ from reference_fourier import (
 
 import segalias_d2.modeling.fourier_filters as ff
 import segalias_d2.modeling.fourier_ops as ops
+import segalias_d2.modeling.spectral_lowpass as sl
 from segalias_d2.modeling.fourier_filters import (
     FREQMIX_GATES,
     BlurPool,
@@ -36,6 +37,15 @@ FM_SIZES = [(9, 7), (8, 10), (7, 12)]  # odd/odd, even/even, odd/even (FreqMix t
 
 def _max_abs(a, b):
     return (a - b).abs().max().item()
+
+
+@pytest.fixture(autouse=True, params=["fft", "matrix"])
+def lowpass_form(request, monkeypatch):
+    """Every test of this module runs with each form of the low-pass on every plane size: the
+    transforms, and the matrix products the CPU uses for small planes."""
+    limit = 0 if request.param == "fft" else 10**9
+    monkeypatch.setattr(sl, "MATRIX_FORM_MAX_SIDE_SUM", limit)
+    return request.param
 
 
 def _freqmix(c, gate="released", seed=0, reduction=2, double=False):
@@ -522,3 +532,39 @@ def test_cpu_autocast_training_step(dtype):
     for a, b in zip(grads["amp"], grads["fp32"]):
         assert a.dtype == torch.float32 and torch.isfinite(a).all()
         assert _max_abs(a, b) <= 0.05 * b.abs().max().item() + 1e-6
+
+
+@pytest.mark.parametrize("hw", [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44)])
+@pytest.mark.parametrize("cutoff", [0.35, 0.25, 0.05, 0.5])
+def test_matrix_form_equals_transform_form(hw, cutoff, monkeypatch):
+    """The matrix form gives the transform form's result in float64 (1e-13), with every option:
+    the im functional, the impulse and v terms, several chunks, writing over the input."""
+    torch.manual_seed(40)
+    x = torch.randn(5, *hw, dtype=torch.float64)
+    a_e00, a_v = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    chunk = 2 * hw[0] * hw[1]  # two planes per chunk: three chunks
+    results = []
+    for limit in (0, 10**9):
+        monkeypatch.setattr(sl, "MATRIX_FORM_MAX_SIDE_SUM", limit)
+        im = torch.empty(5, dtype=torch.float64)
+        y = sl.spectral_lowpass(x, cutoff, chunk, im_out=im)
+        y2 = sl.spectral_lowpass(x.clone(), cutoff, chunk, overwrite=True, add_e00=a_e00, add_v=a_v)
+        results.append((y, im, y2))
+    for a, b in zip(*results):
+        assert _max_abs(a, b) <= 1e-13
+    if hw in [(25, 42), (31, 44)] and cutoff == 0.35:  # asymmetric box along W: im is not 0
+        assert results[1][1].abs().min() > 1e-3
+
+
+def test_matrix_form_used_for_small_cpu_planes(monkeypatch):
+    """With the default rule (h + w <= 80, not both sides powers of two from 32x32 on) the CPU
+    filters res5-sized planes (25x42; 24x24 and 16x16 of crops) by matrix products, res4-sized ones
+    (50x84) and 32x32 by transforms."""
+    monkeypatch.undo()  # the form fixture's override
+    assert sl.MATRIX_FORM_MAX_SIDE_SUM == 80
+    calls = []
+    real = sl._matrix_lowpass
+    monkeypatch.setattr(sl, "_matrix_lowpass", lambda *a: calls.append(a[0].shape) or real(*a))
+    for hw in [(25, 42), (50, 84), (24, 24), (32, 32), (16, 16), (16, 64), (30, 50), (30, 51)]:
+        sl.spectral_lowpass(torch.randn(2, *hw), 0.35, 1 << 20)
+    assert calls == [(2, 25, 42), (2, 24, 24), (2, 16, 16), (2, 30, 50)]

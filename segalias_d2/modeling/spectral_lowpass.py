@@ -1,6 +1,6 @@
 """The DAF low-pass ``L x = irfft2(R * rfft2(x))`` (masks, cached plans, the chunked row-rfft /
-pruned-column kernel and its self-adjoint autograd function); FreqMix's parts that use it are in
-:mod:`.fourier_ops`, whose docstring gives the maths."""
+pruned-column kernel, its matrix form for small CPU planes and its self-adjoint autograd function);
+FreqMix's parts that use it are in :mod:`.fourier_ops`, whose docstring gives the maths."""
 
 import functools
 from contextlib import ExitStack
@@ -12,6 +12,21 @@ import torch
 # masks are tiny (H x W//2+1 floats); bound the caches so varying test-time sizes cannot grow them
 # forever
 _CACHE_SIZE = 128
+
+# On the CPU, planes with H + W at most this are filtered by the matrix form (``_matrix_lowpass``),
+# except planes of 32x32 and more with both sides powers of two: the matrix products cost
+# ~H*W*(H+W) per plane, the transforms ~H*W*log(H*W) with larger fixed costs and their best case at
+# powers of two (bench/bench_lowpass_forms.py; BENCHMARKS.md, "matrix form"). A fixed rule, not a
+# timing at run time, so that a run and its resumption compute the same. 0 turns the matrix form
+# off. Read at call time.
+MATRIX_FORM_MAX_SIDE_SUM = 80
+
+
+def _uses_matrix_form(h, w, device):
+    if device.type != "cpu" or h + w > MATRIX_FORM_MAX_SIDE_SUM:
+        return False
+    both_pow2 = h & (h - 1) == 0 and w & (w - 1) == 0
+    return not (both_pow2 and h * w >= 1024)
 
 
 def fp32_region(device_type):
@@ -142,6 +157,92 @@ def _chunks(n, per_chunk):
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
+def _circulant_parts(n, cutoff):
+    """Real and imaginary parts of the (n, n) circulant ``F^-1 diag(m) F`` of the 1-D box ``m``
+    (un-shifted coordinates): the 1-D low-pass along one axis, before symmetrisation."""
+    r0, r1 = box_mask_bounds(n, cutoff)
+    m = np.zeros(n)
+    m[max(r0, 0) : r1] = 1.0
+    kernel = np.fft.ifft(np.fft.ifftshift(m))
+    c = kernel[(np.arange(n)[:, None] - np.arange(n)[None, :]) % n]
+    return c.real, c.imag
+
+
+def _low_rank(a):
+    """``(U, V)`` with ``a = U @ V.T`` and as few columns as ``a``'s rank (relative tol 1e-12)."""
+    u, s, vt = np.linalg.svd(a)
+    r = int((s > 1e-12 * s[0]).sum()) if s.size and s[0] > 0 else 0
+    return u[:, :r] * s[:r], vt[:r].T
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _matrix_plan(h, w, cutoff, device, dtype):
+    """Tensors of the matrix form of ``L`` for an (h, w) plane.
+
+    The box mask is separable, ``M = my mx^T``; with ``my = sy + ay`` (even + odd part) the
+    symmetrised mask is ``sy sx^T + ay ax^T`` (the cross terms are odd and cancel), so
+    ``L X = Ry X Rx^T - Iy X Ix^T`` with ``Ry + i Iy`` the circulant of ``my`` (Ry symmetric, Iy
+    antisymmetric and of rank <= 2: ``ay`` lives on the unmatched edge bin pair of an even-length
+    box). The second term is applied in low-rank form, ``Iy (X Vx) Ux^T`` with ``Ix = Ux Vx^T``.
+    """
+    ry, iy = _circulant_parts(h, cutoff)
+    rx, ix = _circulant_parts(w, cutoff)
+    ux, vx = _low_rank(ix)
+    if not _low_rank(iy)[0].shape[1]:  # an even box along H: no second term
+        ux, vx = ux[:, :0], vx[:, :0]
+    v = _np_plan(h, w, cutoff)["v_plane"]  # <v, X> = sum over r of av_r . (X bv_r)
+    av, bv = _low_rank(v)
+    l_e00 = np.outer(ry[:, 0], rx[:, 0]) - np.outer(iy[:, 0], ix[:, 0])
+    with torch.inference_mode(False), torch.no_grad():
+
+        def t(a):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+
+        return SimpleNamespace(
+            right=t(np.concatenate([rx.T, vx, bv], 1)),  # X @ right gives X Rx^T | X Vx | X bv
+            rank=vx.shape[1],
+            ry=t(ry),
+            iy=t(iy),
+            ux_t=t(ux.T),
+            av=t(av),
+            l_e00=t(l_e00.reshape(1, -1)),
+            v=t(v.reshape(1, -1)),
+        )
+
+
+def _matrix_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
+    """``spectral_lowpass`` by matrix products (same arguments and results, see
+    ``_matrix_plan``)."""
+    n, h, w = planes.shape
+    q = _matrix_plan(h, w, float(cutoff), planes.device, planes.dtype)
+    out = planes if overwrite else torch.empty_like(planes)
+    # matmul is an autocast op (the transforms are not): a backward run under autocast would
+    # otherwise compute in half precision
+    with fp32_region(planes.device.type):
+        _matrix_lowpass_chunks(planes, q, out, chunk, im_out, add_e00, add_v)
+    return out
+
+
+def _matrix_lowpass_chunks(planes, q, out, chunk, im_out, add_e00, add_v):
+    n, h, w = planes.shape
+    r = q.rank
+    for i, j in _chunks(n, chunk // max(1, h * w)):
+        # from planes[i:j] before out[i:j] (which may be the same memory) is written
+        t = torch.matmul(planes[i:j].reshape(-1, w), q.right).view(j - i, h, -1)
+        if im_out is not None:
+            im_out[i:j] = (t[..., w + r :] * q.av).sum((1, 2))
+        o = out[i:j]
+        torch.matmul(q.ry, t[..., :w], out=o)
+        if r:
+            a = torch.matmul(q.iy, t[..., w : w + r])
+            o.view(-1, w).addmm_(a.reshape(-1, r), q.ux_t, alpha=-1.0)
+        # L(plane + a e00) = L plane + a L e00; + b v: rank-1 updates of the flattened planes
+        if add_e00 is not None:
+            o.view(j - i, -1).addmm_(add_e00[i:j, None].to(o.dtype), q.l_e00)
+        if add_v is not None:
+            o.view(j - i, -1).addmm_(add_v[i:j, None].to(o.dtype), q.v)
+
+
 def spectral_lowpass(planes, cutoff, chunk, overwrite=False, im_out=None, add_e00=None, add_v=None):
     """``L`` applied to every (h, w) plane of ``planes`` (n, h, w), no autograd; returns the result.
 
@@ -153,6 +254,8 @@ def spectral_lowpass(planes, cutoff, chunk, overwrite=False, im_out=None, add_e0
     ``add_v[i] * v`` to the result (v: the gradient of the ``im`` functional).
     """
     n, h, w = planes.shape
+    if _uses_matrix_form(h, w, planes.device):
+        return _matrix_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v)
     p = _plan(h, w, float(cutoff), planes.device, planes.dtype)
     chunks = _chunks(n, chunk // max(1, h * w))
     out = None

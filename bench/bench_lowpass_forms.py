@@ -1,0 +1,139 @@
+"""The DAF low-pass on the CPU: transform form vs matrix form (``spectral_lowpass.py``), side by
+side in one process, to place ``MATRIX_FORM_MAX_SIDE_SUM`` (the largest H + W filtered by matrix
+products).
+
+Table 1: ``spectral_lowpass`` alone (with the im functional, as FreqMix's forward calls it) on
+about 2^20 elements of (H, W) planes, for a range of plane sizes. Table 2: DAF and FreqMix forward +
+backward at R50-FPN sizes where the default rule picks the matrix form or nearly does (800x1344
+input: res5 FreqMix; 768 and 512 crops: res5 FreqMix and DAF), with the form forced each way. Every
+call runs after a 64 MiB write that evicts the caches (inside a network the filter's input and
+temporaries are not cache-resident either; ``--warm`` skips it). Variants interleave (``--reps``
+rounds after one warm-up round); min / median in ms.
+
+    SEGALIAS_BENCH_THREADS=1 SEGALIAS_BENCH_CLOCK=process .venv/bin/python \\
+        bench/bench_lowpass_forms.py [--reps 15] [--warm]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_util as bu  # noqa: E402
+
+import segalias_d2.modeling.spectral_lowpass as sl  # noqa: E402
+from segalias_d2.modeling.fourier_filters import DeAliasingFilter, FreqMix  # noqa: E402
+
+PLANE_SIZES = [
+    (16, 16),
+    (24, 24),
+    (25, 42),
+    (32, 32),
+    (30, 50),
+    (38, 38),
+    (48, 48),
+    (40, 64),
+    (64, 64),
+    (50, 84),
+]
+FORMS = {"transform": 0, "matrix": 10**9}  # MATRIX_FORM_MAX_SIDE_SUM that forces each form
+
+
+def in_form(form, fn):
+    def call():
+        old = sl.MATRIX_FORM_MAX_SIDE_SUM
+        sl.MATRIX_FORM_MAX_SIDE_SUM = FORMS[form]
+        try:
+            fn()
+        finally:
+            sl.MATRIX_FORM_MAX_SIDE_SUM = old
+
+    return call
+
+
+def time_cold(fns, reps, warm):
+    """{name: [ms, ...]}, interleaved, each call after a cache-evicting write unless ``warm``."""
+    evict = torch.zeros(16 << 20)
+    cpu = torch.device("cpu")
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            if not warm:
+                evict.add_(1.0)
+            times[k].append(bu.time_call(f, cpu))
+    return times
+
+
+def plane_rows(args):
+    print(
+        "\n| planes N x H x W | H + W | default form | transform ms | matrix ms | "
+        "transform / matrix |"
+    )
+    print("|---|---|---|---|---|---|")
+    for h, w in PLANE_SIZES:
+        n = max(1, (1 << 20) // (h * w))
+        x, im = torch.randn(n, h, w), torch.empty(n)
+
+        def lowpass(x=x, im=im):
+            sl.spectral_lowpass(x, 0.35, 1 << 20, im_out=im)
+
+        t = time_cold({f: in_form(f, lowpass) for f in FORMS}, args.reps, args.warm)
+        default = "matrix" if sl._uses_matrix_form(h, w, x.device) else "transform"
+        print(
+            f"| {n}x{h}x{w} | {h + w} | {default} | {bu.min_med(t['transform'], '{:.2f}')} | "
+            f"{bu.min_med(t['matrix'], '{:.2f}')} | "
+            f"{bu.med(t['transform']) / bu.med(t['matrix']):.2f}x |",
+            flush=True,
+        )
+
+
+def module_rows(args):
+    print("\n| op | where | C x H x W | transform ms | matrix ms | transform / matrix |")
+    print("|---|---|---|---|---|---|")
+    cases = [
+        ("FreqMix", "res5 conv2, 800x1344 input", (512, 25, 42)),
+        ("FreqMix", "res5 conv2, 768x768 crop", (512, 24, 24)),
+        ("DAF", "res5 input, 512x512 crop", (1024, 32, 32)),
+    ]
+    for op, where, (c, h, w) in cases:
+        torch.manual_seed(0)
+        mod = FreqMix(c) if op == "FreqMix" else DeAliasingFilter(0.35)
+        x, gy = torch.randn(1, c, h, w), torch.randn(1, c, h, w)
+
+        def fwd_bwd(mod=mod, x=x, gy=gy):
+            mod(x.detach().requires_grad_()).backward(gy)
+            for p in mod.parameters():
+                p.grad = None
+
+        t = time_cold({f: in_form(f, fwd_bwd) for f in FORMS}, args.reps, args.warm)
+        print(
+            f"| {op} fwd+bwd | {where} | {c}x{h}x{w} | {bu.min_med(t['transform'])} | "
+            f"{bu.min_med(t['matrix'])} | {bu.med(t['transform']) / bu.med(t['matrix']):.2f}x |",
+            flush=True,
+        )
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--warm", action="store_true", help="no cache eviction before each call")
+    args = ap.parse_args()
+    torch.set_num_threads(bu.cpu_threads())
+    print(
+        f"torch {torch.__version__}, {bu.describe(torch.device('cpu'))}, "
+        f"{'warm' if args.warm else 'cold'} caches, reps {args.reps}, "
+        f"MATRIX_FORM_MAX_SIDE_SUM = {sl.MATRIX_FORM_MAX_SIDE_SUM}, load {bu.load_average():.2f}"
+    )
+    plane_rows(args)
+    module_rows(args)
+    print(f"\nload average at the end: {bu.load_average():.2f}")
+
+
+if __name__ == "__main__":
+    main()
