@@ -1,14 +1,13 @@
-"""The DAF low-pass on the CPU: transform form vs matrix form (``spectral_lowpass.py``), side by
-side in one process, to place ``MATRIX_FORM_MAX_SIDE_SUM`` (the largest H + W filtered by matrix
-products).
+"""The DAF low-pass on the CPU in its three forms (``spectral_lowpass.lowpass_form``): the
+transforms, the matrix form and the row form, side by side in one process, to place the rule's
+limits (``MATRIX_FORM_MAX_SIDE_SUM``, ``ROW_FORM_MAX_HEIGHT``).
 
 Table 1: ``spectral_lowpass`` alone (with the im functional, as FreqMix's forward calls it) on
-about 2^20 elements of (H, W) planes, for a range of plane sizes. Table 2: DAF and FreqMix forward +
-backward at R50-FPN sizes where the default rule picks the matrix form or nearly does (800x1344
-input: res5 FreqMix; 768 and 512 crops: res5 FreqMix and DAF), with the form forced each way. Every
-call runs after a 64 MiB write that evicts the caches (inside a network the filter's input and
-temporaries are not cache-resident either; ``--warm`` skips it). Variants interleave (``--reps``
-rounds after one warm-up round); min / median in ms.
+about 2^20 elements of (H, W) planes, for the plane sizes of R50-FPN at 800x1344 and of the usual
+crops. Table 2: DAF and FreqMix forward + backward at R50-FPN sizes where a product form is the
+default or nearly is. Every call runs after a 64 MiB write that evicts the caches (inside a
+network the filter's input and temporaries are not cache-resident either; ``--warm`` skips it).
+Forms interleave (``--reps`` rounds after one warm-up round); min / median in ms.
 
     SEGALIAS_BENCH_THREADS=1 SEGALIAS_BENCH_CLOCK=process .venv/bin/python \\
         bench/bench_lowpass_forms.py [--reps 15] [--warm]
@@ -26,29 +25,38 @@ import bench_util as bu  # noqa: E402
 import segalias_d2.modeling.spectral_lowpass as sl  # noqa: E402
 from segalias_d2.modeling.fourier_filters import DeAliasingFilter, FreqMix  # noqa: E402
 
+# R50-FPN at 800x1344 (FreqMix at res3-res5: 100x168, 50x84, 25x42; DAF adds 200x336), crops of
+# 512x1024 (64x128, 32x64, 16x32), 768 (96, 48, 24) and 512 (64, 32, 16), and sizes between
 PLANE_SIZES = [
     (16, 16),
+    (16, 32),
     (24, 24),
     (25, 42),
     (32, 32),
     (30, 50),
     (38, 38),
+    (32, 64),
     (48, 48),
     (40, 64),
-    (64, 64),
     (50, 84),
+    (56, 96),
+    (64, 64),
+    (64, 128),
+    (84, 50),
+    (96, 96),
+    (100, 168),
 ]
-FORMS = {"transform": 0, "matrix": 10**9}  # MATRIX_FORM_MAX_SIDE_SUM that forces each form
+FORMS = sl.LOWPASS_FORMS
 
 
 def in_form(form, fn):
     def call():
-        old = sl.MATRIX_FORM_MAX_SIDE_SUM
-        sl.MATRIX_FORM_MAX_SIDE_SUM = FORMS[form]
+        old = sl.FORCE_FORM
+        sl.FORCE_FORM = form
         try:
             fn()
         finally:
-            sl.MATRIX_FORM_MAX_SIDE_SUM = old
+            sl.FORCE_FORM = old
 
     return call
 
@@ -70,10 +78,10 @@ def time_cold(fns, reps, warm):
 
 def plane_rows(args):
     print(
-        "\n| planes N x H x W | H + W | default form | transform ms | matrix ms | "
-        "transform / matrix |"
+        "\n| planes N x H x W | H + W | default form | transform ms | matrix ms | rows ms | "
+        "transform / matrix | transform / rows |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for h, w in PLANE_SIZES:
         n = max(1, (1 << 20) // (h * w))
         x, im = torch.randn(n, h, w), torch.empty(n)
@@ -82,20 +90,31 @@ def plane_rows(args):
             sl.spectral_lowpass(x, 0.35, 1 << 20, im_out=im)
 
         t = time_cold({f: in_form(f, lowpass) for f in FORMS}, args.reps, args.warm)
-        default = "matrix" if sl._uses_matrix_form(h, w, x.device) else "transform"
         print(
-            f"| {n}x{h}x{w} | {h + w} | {default} | {bu.min_med(t['transform'], '{:.2f}')} | "
-            f"{bu.min_med(t['matrix'], '{:.2f}')} | "
-            f"{bu.med(t['transform']) / bu.med(t['matrix']):.2f}x |",
+            f"| {n}x{h}x{w} | {h + w} | {sl.lowpass_form(h, w, x.device)} | " + row(t, "{:.2f}"),
             flush=True,
         )
 
 
+def row(t, fmt="{:.1f}"):
+    """min / median of each form, then the transform's median over each product form's."""
+    med = {f: bu.med(t[f]) for f in FORMS}
+    return (
+        " | ".join(bu.min_med(t[f], fmt) for f in FORMS)
+        + f" | {med['transform'] / med['matrix']:.2f}x | {med['transform'] / med['rows']:.2f}x |"
+    )
+
+
 def module_rows(args):
-    print("\n| op | where | C x H x W | transform ms | matrix ms | transform / matrix |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| op | where | C x H x W | default form | transform ms | matrix ms | rows ms | "
+        "transform / matrix | transform / rows |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     cases = [
+        ("FreqMix", "res4 conv2, 800x1344 input", (256, 50, 84)),
         ("FreqMix", "res5 conv2, 800x1344 input", (512, 25, 42)),
+        ("DAF", "res5 input, 800x1344 input", (1024, 50, 84)),
         ("FreqMix", "res5 conv2, 768x768 crop", (512, 24, 24)),
         ("DAF", "res5 input, 512x512 crop", (1024, 32, 32)),
     ]
@@ -110,11 +129,8 @@ def module_rows(args):
                 p.grad = None
 
         t = time_cold({f: in_form(f, fwd_bwd) for f in FORMS}, args.reps, args.warm)
-        print(
-            f"| {op} fwd+bwd | {where} | {c}x{h}x{w} | {bu.min_med(t['transform'])} | "
-            f"{bu.min_med(t['matrix'])} | {bu.med(t['transform']) / bu.med(t['matrix']):.2f}x |",
-            flush=True,
-        )
+        form = sl.lowpass_form(h, w, x.device)
+        print(f"| {op} fwd+bwd | {where} | {c}x{h}x{w} | {form} | " + row(t), flush=True)
 
 
 def main():
@@ -128,7 +144,8 @@ def main():
     print(
         f"torch {torch.__version__}, {bu.describe(torch.device('cpu'))}, "
         f"{'warm' if args.warm else 'cold'} caches, reps {args.reps}, "
-        f"MATRIX_FORM_MAX_SIDE_SUM = {sl.MATRIX_FORM_MAX_SIDE_SUM}, load {bu.load_average():.2f}"
+        f"MATRIX_FORM_MAX_SIDE_SUM = {sl.MATRIX_FORM_MAX_SIDE_SUM}, "
+        f"ROW_FORM_MAX_HEIGHT = {sl.ROW_FORM_MAX_HEIGHT}, load {bu.load_average():.2f}"
     )
     plane_rows(args)
     module_rows(args)

@@ -10,7 +10,7 @@
 # are CPU code, and the GPU machine may not have the pinned RAW file); the evaluator end-to-end bench runs with the
 # logits on the GPU (argmax there, uint8 labels copied to the host; the counting is CPU code); the metric-core
 # bench bench_boundary_evaluator.py is CPU-only (NumPy/OpenCV) and is not part of this suite, nor is
-# bench_lowpass_forms.py (it compares the CPU's two low-pass forms; CUDA always uses the transforms).
+# bench_lowpass_forms.py (it compares the CPU's three low-pass forms; CUDA always uses the transforms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

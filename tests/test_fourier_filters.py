@@ -39,12 +39,11 @@ def _max_abs(a, b):
     return (a - b).abs().max().item()
 
 
-@pytest.fixture(autouse=True, params=["fft", "matrix"])
+@pytest.fixture(autouse=True, params=sl.LOWPASS_FORMS)
 def lowpass_form(request, monkeypatch):
     """Every test of this module runs with each form of the low-pass on every plane size: the
-    transforms, and the matrix products the CPU uses for small planes."""
-    limit = 0 if request.param == "fft" else 10**9
-    monkeypatch.setattr(sl, "MATRIX_FORM_MAX_SIDE_SUM", limit)
+    transforms, and the two product forms the CPU uses for small and short planes."""
+    monkeypatch.setattr(sl, "FORCE_FORM", request.param)
     return request.param
 
 
@@ -534,37 +533,68 @@ def test_cpu_autocast_training_step(dtype):
         assert _max_abs(a, b) <= 0.05 * b.abs().max().item() + 1e-6
 
 
-@pytest.mark.parametrize("hw", [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44)])
+@pytest.mark.parametrize(
+    "hw", [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44), (50, 84), (30, 17)]
+)
 @pytest.mark.parametrize("cutoff", [0.35, 0.25, 0.05, 0.5])
-def test_matrix_form_equals_transform_form(hw, cutoff, monkeypatch):
-    """The matrix form gives the transform form's result in float64 (1e-13), with every option:
-    the im functional, the impulse and v terms, several chunks, writing over the input."""
+def test_product_forms_equal_transform_form(hw, cutoff, lowpass_form):
+    """Each form gives the transform form's result in float64 (1e-13), with every option: the im
+    functional, the impulse and v terms, several chunks, writing over the input."""
     torch.manual_seed(40)
     x = torch.randn(5, *hw, dtype=torch.float64)
     a_e00, a_v = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     chunk = 2 * hw[0] * hw[1]  # two planes per chunk: three chunks
     results = []
-    for limit in (0, 10**9):
-        monkeypatch.setattr(sl, "MATRIX_FORM_MAX_SIDE_SUM", limit)
+    for form in ("transform", lowpass_form):
+        sl.FORCE_FORM = form  # restored by the fixture
         im = torch.empty(5, dtype=torch.float64)
         y = sl.spectral_lowpass(x, cutoff, chunk, im_out=im)
+        y1 = sl.spectral_lowpass(x, cutoff, 10**9)  # one chunk, a fresh result
         y2 = sl.spectral_lowpass(x.clone(), cutoff, chunk, overwrite=True, add_e00=a_e00, add_v=a_v)
-        results.append((y, im, y2))
+        results.append((y, y1, im, y2))
     for a, b in zip(*results):
         assert _max_abs(a, b) <= 1e-13
-    if hw in [(25, 42), (31, 44)] and cutoff == 0.35:  # asymmetric box along W: im is not 0
-        assert results[1][1].abs().min() > 1e-3
+    assert _max_abs(results[0][0], results[0][1]) <= 1e-13
+    if hw in [(25, 42), (31, 44), (50, 84)] and cutoff == 0.35:  # asymmetric box along W: im != 0
+        assert results[1][2].abs().min() > 1e-3
 
 
-def test_matrix_form_used_for_small_cpu_planes(monkeypatch):
-    """With the default rule (h + w <= 80, not both sides powers of two from 32x32 on) the CPU
-    filters res5-sized planes (25x42; 24x24 and 16x16 of crops) by matrix products, res4-sized ones
-    (50x84) and 32x32 by transforms."""
-    monkeypatch.undo()  # the form fixture's override
-    assert sl.MATRIX_FORM_MAX_SIDE_SUM == 80
+def test_default_form_rule(monkeypatch):
+    """The default rule on the CPU: the transforms for power-of-two planes from 32x32 on and for
+    planes taller than 56, matrix products for the others with H + W <= 80 (res5-sized 25x42;
+    24x24 and 16x16 of crops), the row form for the rest (res4-sized 50x84); the transforms on other
+    devices. The dispatch follows the rule."""
+    monkeypatch.setattr(sl, "FORCE_FORM", None)
+    assert (sl.MATRIX_FORM_MAX_SIDE_SUM, sl.ROW_FORM_MAX_HEIGHT) == (80, 56)
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    expected = {
+        (25, 42): "matrix",
+        (24, 24): "matrix",
+        (16, 16): "matrix",
+        (30, 50): "matrix",
+        (32, 32): "transform",
+        (16, 64): "transform",
+        (48, 48): "rows",
+        (30, 51): "rows",
+        (50, 84): "rows",
+        (56, 400): "rows",
+        (57, 40): "transform",
+        (64, 64): "transform",
+        (100, 168): "transform",
+    }
+    assert {hw: sl.lowpass_form(*hw, cpu) for hw in expected} == expected
+    assert {sl.lowpass_form(*hw, meta) for hw in expected} == {"transform"}
     calls = []
-    real = sl._matrix_lowpass
-    monkeypatch.setattr(sl, "_matrix_lowpass", lambda *a: calls.append(a[0].shape) or real(*a))
-    for hw in [(25, 42), (50, 84), (24, 24), (32, 32), (16, 16), (16, 64), (30, 50), (30, 51)]:
+    for form in ("matrix", "rows"):
+        real = sl._PRODUCT_FORMS[form]
+        monkeypatch.setitem(
+            sl._PRODUCT_FORMS,
+            form,
+            lambda *a, f=form, r=real: calls.append((f, a[0].shape)) or r(*a),
+        )
+    for hw in expected:
         sl.spectral_lowpass(torch.randn(2, *hw), 0.35, 1 << 20)
-    assert calls == [(2, 25, 42), (2, 24, 24), (2, 16, 16), (2, 30, 50)]
+    assert calls == [(f, (2, *hw)) for hw, f in expected.items() if f != "transform"]
+    monkeypatch.setattr(sl, "FORCE_FORM", "fft")
+    with pytest.raises(ValueError, match="FORCE_FORM must be None or one of"):
+        sl.lowpass_form(8, 8, cpu)

@@ -13,7 +13,7 @@ Everything here takes float32/float64 tensors with autocast already disabled; th
   ``x_lo = L x`` and SE gates ``a`` fed with per-(image, channel) statistics ``s`` of the bands.
   Backward, for incoming ``p``: ``g_w0 = sum_c p a_lo x_lo``, ``g_w1 = sum_c p a_hi x_hi``,
   ``g_a_lo = sum_hw p w0 x_lo``, ``g_a_hi = sum_hw p w1 x_hi`` (batched matrix products), ``g_s`` by
-  autograd through the tiny gate graph (recomputed), then
+  the written-out backward of the tiny gate graph (recomputed), then
   ``g_x = L(p (w0 a_lo - w1 a_hi) + g_re e00) + g_im v + p w1 a_hi + g_x00 e00
   + conv3x3^T(g_logits)``, where the released gate statistics are
   ``s = (x[0,0], x_lo[0,0] = <L e00, x>, im = <v, x>)`` (section 3.6 of the method notes), so their
@@ -23,7 +23,6 @@ Everything here takes float32/float64 tensors with autocast already disabled; th
   backward (``FREQMIX_SAVE_LOW_BAND``: memory for one extra transform pair).
 """
 
-import functools
 from types import SimpleNamespace
 
 import torch
@@ -139,6 +138,58 @@ def freqmix_gates(stats, gate, se_lo, se_hi):
     )
 
 
+def _se_backward(t, g, w1, b1, w2, b2):
+    """Backward of ``se_apply`` for pooled input ``t`` (N, C) and output gradient ``g`` (N, C),
+    recomputing its forward, in the weights' dtype: (grad t, grad w1, grad b1, grad w2, grad b2)."""
+    t, g = t.to(w1.dtype), g.to(w1.dtype)
+    m1, m2 = w1.flatten(1), w2.flatten(1)
+    z = F.linear(t, m1, b1)
+    h = torch.relu(z)
+    s = torch.sigmoid(F.linear(h, m2, b2))
+    d2 = g * s * (1 - s)
+    d1 = torch.mm(d2, m2).mul_(z > 0)
+    return (
+        torch.mm(d1, m1),
+        torch.mm(d1.t(), t).view_as(w1),
+        d1.sum(0),
+        torch.mm(d2.t(), h).view_as(w2),
+        d2.sum(0),
+    )
+
+
+def _gates_backward(stats, gate, se, g_alo, g_ahi):
+    """Gradients of ``freqmix_gates`` (with ``se_apply`` gates of parameters ``se``, fc1 weight,
+    fc1 bias, fc2 weight, fc2 bias of the low then the high gate) w.r.t. ``stats`` and ``se``, for
+    gate gradients ``g_alo``/``g_ahi`` (B, C): written out, since autograd through the tiny gate
+    graph called from a backward costs ~1 ms per FreqMix."""
+    b, c = stats.shape[:2]
+    g_alo, g_ahi = g_alo.reshape(b, c), g_ahi.reshape(b, c)
+    if gate == "band_energy":
+        r = torch.sqrt(stats + 1e-12)  # (B, C, 2): the SE inputs
+        t_lo, *p_lo = _se_backward(r[..., 0], g_alo, *se[:4])
+        t_hi, *p_hi = _se_backward(r[..., 1], g_ahi, *se[4:])
+        g_st = torch.stack([t_lo, t_hi], -1).to(stats.dtype) / (2 * r)
+        return g_st, p_lo + p_hi
+    st = torch.roll(stats, shifts=(b // 2, c // 2), dims=(0, 1)) if gate == "released" else stats
+    x00, re_lo, im_lo = st.unbind(-1)
+    in_lo, in_hi = torch.cat([re_lo, im_lo], 0), torch.cat([x00 - re_lo, -im_lo], 0)
+    # a = sqrt(g_re^2 + g_im^2 + 1e-8): d a / d g = g / a, the same for both halves
+    outs = []
+    for t, g_a, prm in ((in_lo, g_alo, se[:4]), (in_hi, g_ahi, se[4:])):
+        w1, b1, w2, b2 = prm
+        gv = torch.sigmoid(
+            F.linear(torch.relu(F.linear(t.to(w1.dtype), w1.flatten(1), b1)), w2.flatten(1), b2)
+        ).to(t.dtype)
+        a = torch.sqrt(gv[:b] ** 2 + gv[b:] ** 2 + 1e-8)
+        outs.append(_se_backward(t, gv * (g_a / a).repeat(2, 1), *prm))
+    (d_lo, *p_lo), (d_hi, *p_hi) = outs
+    d_lo, d_hi = d_lo.to(stats.dtype), d_hi.to(stats.dtype)
+    g_st = torch.stack([d_hi[:b], d_lo[:b] - d_hi[:b], d_lo[b:] - d_hi[b:]], -1)
+    if gate == "released":
+        g_st = torch.roll(g_st, shifts=(-(b // 2), -(c // 2)), dims=(0, 1))
+    return g_st, p_lo + p_hi
+
+
 def _band_stats(x, x_lo, im, gate):
     b, c = x.shape[:2]
     if gate == "band_energy":
@@ -211,19 +262,9 @@ class _FreqMixFn(torch.autograd.Function):
         g_w0, g_alo = torch.bmm(al.transpose(1, 2), q), torch.bmm(q, wv[:, 0:1].transpose(1, 2))
         q.neg_().addcmul_(p, xv)
         g_w1, g_ahi = torch.bmm(ah.transpose(1, 2), q), torch.bmm(q, wv[:, 1:2].transpose(1, 2))
-        # gate statistics and SE parameters: autograd through the tiny gate graph, recomputed
-        with torch.enable_grad():
-            st = stats.detach().requires_grad_()
-            sp = [t.detach().requires_grad_(bool(r)) for t, r in zip(se, need[3:11])]
-            se_lo = functools.partial(se_apply, w1=sp[0], b1=sp[1], w2=sp[2], b2=sp[3])
-            se_hi = functools.partial(se_apply, w1=sp[4], b1=sp[5], w2=sp[6], b2=sp[7])
-            r_lo, r_hi = freqmix_gates(st, o.gate, se_lo, se_hi)
-            wrt = [st] + [t for t in sp if t.requires_grad]
-            got = list(
-                torch.autograd.grad((r_lo, r_hi), wrt, (g_alo.view_as(r_lo), g_ahi.view_as(r_hi)))
-            )
-        g_st = got.pop(0)
-        g_se = [got.pop(0) if t.requires_grad else None for t in sp]
+        # gate statistics and SE parameters, by the written-out backward of the gates
+        g_st, g_se = _gates_backward(stats, o.gate, se, g_alo, g_ahi)
+        g_se = [gt if r else None for gt, r in zip(g_se, need[3:11])]
         # g_x_lo = p * (w0 a_lo - w1 a_hi), the rank-2 factor built by one batched product into q's
         # buffer
         g = torch.bmm(torch.cat([al, -ah], 2), wv, out=q).mul_(p)
