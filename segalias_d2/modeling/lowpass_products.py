@@ -123,7 +123,14 @@ def _row_plan(h, w, cutoff, device, dtype):
     edge = np.flatnonzero((sx[:kc] != 1.0) | (ax[:kc] != 0.0))
     e0, e1 = (int(edge[0]), int(edge[-1]) + 1) if edge.size else (kc, kc)
     uy, vy = _low_rank(iy)
-    av, bv = _low_rank(p["v_plane"])  # <v, X> = sum over r of av_r . (X bv_r)
+    # <v, X> from the row spectrum S = rfft(X) (Parseval along W, bins k < kc hold all of v's):
+    # sum over y, k of (c_k / w) Re(conj(V[y, k]) S[y, k]), c_k = 2 except for the self-mirrored
+    # bins 0 and w/2; with v = av bv^T, rows av_r^T appended to Ry give av_r^T S, then a dot
+    # product with the weights of rfft(bv_r) finishes it
+    av, bv = _low_rank(p["v_plane"])
+    c_k = np.where((np.arange(kc) == 0) | (2 * np.arange(kc) == w), 1.0, 2.0) / w
+    bv_hat = np.fft.rfft(bv.T, axis=-1)[:, :kc] * c_k  # (r, kc)
+    im_weight = np.stack([bv_hat.real, bv_hat.imag], -1).reshape(-1, 2 * kc)
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     with torch.inference_mode(False), torch.no_grad():
 
@@ -133,14 +140,14 @@ def _row_plan(h, w, cutoff, device, dtype):
         return SimpleNamespace(
             kc=kc,
             ry=t(ry),
+            ry_im=t(np.concatenate([ry, av.T], 0)),
+            im_weight=t(im_weight),
             e0=e0,
             e1=e1,
             edge_scale=t(sx[e0:e1]),
             edge_iax=t(1j * ax[e0:e1], cdtype),
             uy=t(uy, cdtype) if ax[e0:e1].any() else None,
             vy_t=t(vy.T, cdtype),
-            av=t(av),
-            bv=t(bv),
             # the row spectrum of v, added after the products for add_v (real, imaginary last)
             v_row=t(
                 np.stack([(vr := np.fft.rfft(p["v_plane"], axis=-1)[:, :kc]).real, vr.imag], -1)
@@ -160,26 +167,26 @@ def _row_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
         out = planes if overwrite else torch.empty_like(planes)
     for i, j in chunks:
         m = j - i
-        if im_out is not None:
-            if q.av.shape[1]:
-                xb = torch.matmul(planes[i:j].reshape(-1, w), q.bv).view(m, h, -1)
-                im_out[i:j] = xb.mul_(q.av).sum((1, 2))
-            else:
-                im_out[i:j] = 0
         s = torch.fft.rfft(planes[i:j], dim=-1)
         if add_e00 is not None:  # the row rfft of e00 is 1 on row 0, 0 elsewhere
             s[:, 0, :kc] += add_e00[i:j, None]
         # the product reads the strided real view of the kept columns; writing it back into s
         # with out= would loop over planes, so it gets its own buffer
-        t = torch.matmul(q.ry, torch.view_as_real(s).view(m, h, 2 * nh)[..., : 2 * kc])
-        tc = torch.view_as_complex(t.view(m, h, kc, 2))
+        sr = torch.view_as_real(s).view(m, h, 2 * nh)[..., : 2 * kc]
+        if im_out is None:
+            t = torch.matmul(q.ry, sr)
+        else:  # <v, e00> = v[0, 0] = 0: the impulse does not change im
+            t = torch.matmul(q.ry_im, sr)
+            im_out[i:j] = (t[:, h:] * q.im_weight).sum((1, 2))
+            t = t[:, :h]
+        tc = torch.view_as_complex(t.reshape(m, h, kc, 2))
         if q.e1 > q.e0:
             tc[:, :, q.e0 : q.e1] *= q.edge_scale
             if q.uy is not None:
                 edge = torch.matmul(q.uy, torch.matmul(q.vy_t, s[:, :, q.e0 : q.e1]))
                 tc[:, :, q.e0 : q.e1] += edge * q.edge_iax
         if add_v is not None:
-            t.view(m, h, kc, 2).addcmul_(q.v_row, add_v[i:j, None, None, None].to(t.dtype))
+            torch.view_as_real(tc).addcmul_(q.v_row, add_v[i:j, None, None, None].to(t.dtype))
         s[..., :kc] = tc
         s[..., kc:] = 0
         if out is None:
