@@ -551,7 +551,10 @@ def test_product_forms_equal_transform_form(hw, cutoff, lowpass_form):
         y = sl.spectral_lowpass(x, cutoff, chunk, im_out=im)
         y1 = sl.spectral_lowpass(x, cutoff, 10**9)  # one chunk, a fresh result
         y2 = sl.spectral_lowpass(x.clone(), cutoff, chunk, overwrite=True, add_e00=a_e00, add_v=a_v)
-        results.append((y, y1, im, y2))
+        x0 = x.clone()
+        y3 = sl.spectral_lowpass(x, cutoff, chunk, add_e00=a_e00, add_v=a_v)  # x left as it was
+        assert torch.equal(x, x0)
+        results.append((y, y1, im, y2, y3))
     for a, b in zip(*results):
         assert _max_abs(a, b) <= 1e-13
     assert _max_abs(results[0][0], results[0][1]) <= 1e-13

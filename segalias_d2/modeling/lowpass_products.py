@@ -76,9 +76,13 @@ def _matrix_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
     q = _matrix_plan(h, w, float(cutoff), planes.device, planes.dtype)
     out = planes if overwrite else torch.empty_like(planes)
     r = q.rank
+    # the bv columns only when the im functional is asked for
+    right = q.right if im_out is not None else q.right[:, : w + r]
     for i, j in _chunks(n, chunk // max(1, h * w)):
+        if overwrite and add_e00 is not None:  # our own buffer: the impulse goes in before L
+            planes[i:j, 0, 0] += add_e00[i:j].to(planes.dtype)
         # from planes[i:j] before out[i:j] (which may be the same memory) is written
-        t = torch.matmul(planes[i:j].reshape(-1, w), q.right).view(j - i, h, -1)
+        t = torch.matmul(planes[i:j].reshape(-1, w), right).view(j - i, h, -1)
         if im_out is not None:
             im_out[i:j] = (t[..., w + r :] * q.av).sum((1, 2))
         o = out[i:j]
@@ -87,7 +91,7 @@ def _matrix_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
             a = torch.matmul(q.iy, t[..., w : w + r])
             o.view(-1, w).addmm_(a.reshape(-1, r), q.ux_t, alpha=-1.0)
         # L(plane + a e00) = L plane + a L e00; + b v: rank-1 updates of the flattened planes
-        if add_e00 is not None:
+        if add_e00 is not None and not overwrite:
             o.view(j - i, -1).addmm_(add_e00[i:j, None].to(o.dtype), q.l_e00)
         if add_v is not None:
             o.view(j - i, -1).addmm_(add_v[i:j, None].to(o.dtype), q.v)
