@@ -10,7 +10,9 @@ STRIDE_IN_1X1 False), same seed, so the two DAF+FreqMix variants share weights:
 * ``keep`` (opt-in): ``new`` keeping the DAF outputs for backward
   (``MODEL.SEGALIAS.RECOMPUTE_FILTER_OUTPUTS False``): the time/memory trade-off of the recompute;
 * ``old``: the implementation before issue 15: autograd through rfft2/irfft2
-  (bench/legacy_fourier.py), DAF outputs kept.
+  (bench/legacy_fourier.py), DAF outputs kept;
+* ``transforms`` (opt-in): ``new`` with every low-pass computed by the transforms
+  (``spectral_lowpass.FORCE_FORM = "transform"``): what the CPU's product forms bring.
 
 Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Inference = eval + no_grad
 forward; training step = train-mode forward + backward of the summed mean of all FPN outputs. All
@@ -40,15 +42,32 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
 from legacy_fourier import use_legacy  # noqa: E402
 
+import segalias_d2.modeling.spectral_lowpass as sl  # noqa: E402
 from segalias_d2 import add_segalias_config  # noqa: E402
 
-MODELS = ("plain", "new", "keep", "old")
+MODELS = ("plain", "new", "keep", "old", "transforms")
 LABELS = {
     "plain": "plain R50-FPN",
     "new": "DAF+FreqMix (new)",
     "old": "DAF+FreqMix (old)",
     "keep": "DAF+FreqMix (new, DAF outputs kept)",
+    "transforms": "DAF+FreqMix (new, transforms only)",
 }
+FORCED_FORM = {"transforms": "transform"}  # spectral_lowpass.FORCE_FORM while a model runs
+
+
+def in_form(name, fn):
+    """``fn`` run with the model's forced low-pass form, if it has one."""
+
+    def call():
+        old = sl.FORCE_FORM
+        sl.FORCE_FORM = FORCED_FORM.get(name)
+        try:
+            fn()
+        finally:
+            sl.FORCE_FORM = old
+
+    return call
 
 
 def build(name, norm="FrozenBN", device="cpu"):
@@ -91,7 +110,7 @@ def mem_child(name, device_s, amp, batch):
     torch.set_num_threads(bu.cpu_threads())
     device = bu.pick_device(device_s)
     model, x = build(name, device=device), make_input(int(batch), device)
-    step = lambda: train_step(model, x, device, amp)  # noqa: E731
+    step = in_form(name, lambda: train_step(model, x, device, amp))
     rss = bu.rss_peak_of_call(step)
     print(json.dumps({"rss_mib": rss, "tensor_mib": bu.profiler_tensor_peak(step)}))
 
@@ -117,9 +136,9 @@ def profile(models, x, device, amp, top):
             else "self_cuda_time_total"
         )
     for name, m in models.items():
-        train_step(m, x, device, amp)
+        in_form(name, lambda: train_step(m, x, device, amp))()
         with prof(activities=acts) as p:
-            train_step(m, x, device, amp)
+            in_form(name, lambda: train_step(m, x, device, amp))()
             bu.synchronize(device)
         print(f"\n#### {LABELS[name]}, one training step, {amp}\n")
         print(p.key_averages().table(sort_by=key, row_limit=top))
@@ -173,7 +192,7 @@ def main():
         )
         print("|" + "---|" * (1 + 2 * len(names) - ("plain" in names)))
         for mode, fn in (("inference", infer), ("training step (fwd+bwd)", train_step)):
-            fns = {k: (lambda m=m: fn(m, x, device, amp)) for k, m in models.items()}
+            fns = {k: in_form(k, lambda m=m: fn(m, x, device, amp)) for k, m in models.items()}
             t = bu.time_interleaved(fns, args.reps, device)
             cols = [bu.min_med([v / 1000 for v in t[k]], "{:.3f}") for k in names]
             ratios = [
