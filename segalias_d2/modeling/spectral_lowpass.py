@@ -7,13 +7,10 @@ docstring gives the maths."""
 import torch
 
 from .lowpass_products import _matrix_lowpass, _row_lowpass
-from .spectral_plans import (  # noqa: F401  (re-exported: the helpers' former home)
-    _CACHE_SIZE,
+from .spectral_plans import (  # noqa: F401  (the plan helpers fourier_ops takes from here)
     _chunks,
     _np_plan,
     _plan,
-    _rfft_mask,
-    _uncentred_parts,
     box_mask_bounds,
     box_mask_centered,
     fp32_region,
