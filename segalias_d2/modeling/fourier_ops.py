@@ -138,18 +138,23 @@ def freqmix_gates(stats, gate, se_lo, se_hi):
     )
 
 
-def _se_backward(t, g, w1, b1, w2, b2):
-    """Backward of ``se_apply`` for pooled input ``t`` (N, C) and output gradient ``g`` (N, C),
-    recomputing its forward, in the weights' dtype: (grad t, grad w1, grad b1, grad w2, grad b2)."""
-    t, g = t.to(w1.dtype), g.to(w1.dtype)
-    m1, m2 = w1.flatten(1), w2.flatten(1)
-    z = F.linear(t, m1, b1)
+def _se_forward(t, w1, b1, w2, b2):
+    """``se_apply`` on (N, C) input ``t`` in the weights' dtype, with what its backward needs:
+    (input, pre-ReLU, hidden, output)."""
+    t = t.to(w1.dtype)
+    z = F.linear(t, w1.flatten(1), b1)
     h = torch.relu(z)
-    s = torch.sigmoid(F.linear(h, m2, b2))
-    d2 = g * s * (1 - s)
-    d1 = torch.mm(d2, m2).mul_(z > 0)
+    return t, z, h, torch.sigmoid(F.linear(h, w2.flatten(1), b2))
+
+
+def _se_backward(saved, g, w1, w2):
+    """Backward of ``se_apply`` from ``_se_forward``'s ``saved`` and the output gradient ``g``
+    (N, C): (grad input, grad fc1 weight, grad fc1 bias, grad fc2 weight, grad fc2 bias)."""
+    t, z, h, s = saved
+    d2 = g.to(w1.dtype) * s * (1 - s)
+    d1 = torch.mm(d2, w2.flatten(1)).mul_(z > 0)
     return (
-        torch.mm(d1, m1),
+        torch.mm(d1, w1.flatten(1)),
         torch.mm(d1.t(), t).view_as(w1),
         d1.sum(0),
         torch.mm(d2.t(), h).view_as(w2),
@@ -164,10 +169,11 @@ def _gates_backward(stats, gate, se, g_alo, g_ahi):
     graph called from a backward costs ~1 ms per FreqMix."""
     b, c = stats.shape[:2]
     g_alo, g_ahi = g_alo.reshape(b, c), g_ahi.reshape(b, c)
+    lo, hi = se[:4], se[4:]
     if gate == "band_energy":
         r = torch.sqrt(stats + 1e-12)  # (B, C, 2): the SE inputs
-        t_lo, *p_lo = _se_backward(r[..., 0], g_alo, *se[:4])
-        t_hi, *p_hi = _se_backward(r[..., 1], g_ahi, *se[4:])
+        t_lo, *p_lo = _se_backward(_se_forward(r[..., 0], *lo), g_alo, lo[0], lo[2])
+        t_hi, *p_hi = _se_backward(_se_forward(r[..., 1], *hi), g_ahi, hi[0], hi[2])
         g_st = torch.stack([t_lo, t_hi], -1).to(stats.dtype) / (2 * r)
         return g_st, p_lo + p_hi
     st = torch.roll(stats, shifts=(b // 2, c // 2), dims=(0, 1)) if gate == "released" else stats
@@ -175,13 +181,11 @@ def _gates_backward(stats, gate, se, g_alo, g_ahi):
     in_lo, in_hi = torch.cat([re_lo, im_lo], 0), torch.cat([x00 - re_lo, -im_lo], 0)
     # a = sqrt(g_re^2 + g_im^2 + 1e-8): d a / d g = g / a, the same for both halves
     outs = []
-    for t, g_a, prm in ((in_lo, g_alo, se[:4]), (in_hi, g_ahi, se[4:])):
-        w1, b1, w2, b2 = prm
-        gv = torch.sigmoid(
-            F.linear(torch.relu(F.linear(t.to(w1.dtype), w1.flatten(1), b1)), w2.flatten(1), b2)
-        ).to(t.dtype)
+    for t, g_a, prm in ((in_lo, g_alo, lo), (in_hi, g_ahi, hi)):
+        saved = _se_forward(t, *prm)
+        gv = saved[3].to(t.dtype)
         a = torch.sqrt(gv[:b] ** 2 + gv[b:] ** 2 + 1e-8)
-        outs.append(_se_backward(t, gv * (g_a / a).repeat(2, 1), *prm))
+        outs.append(_se_backward(saved, gv * (g_a / a).repeat(2, 1), prm[0], prm[2]))
     (d_lo, *p_lo), (d_hi, *p_hi) = outs
     d_lo, d_hi = d_lo.to(stats.dtype), d_hi.to(stats.dtype)
     g_st = torch.stack([d_hi[:b], d_lo[:b] - d_hi[:b], d_lo[b:] - d_hi[b:]], -1)
