@@ -19,6 +19,7 @@ from reference_fourier import (
 
 import segalias_d2.modeling.fourier_filters as ff
 import segalias_d2.modeling.fourier_ops as ops
+import segalias_d2.modeling.lowpass_products as lowpass_products
 import segalias_d2.modeling.spectral_lowpass as sl
 from segalias_d2.modeling.fourier_filters import (
     FREQMIX_GATES,
@@ -534,12 +535,17 @@ def test_cpu_autocast_training_step(dtype):
 
 
 @pytest.mark.parametrize(
-    "hw", [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44), (50, 84), (30, 17)]
+    "hw",
+    [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44), (50, 84), (30, 17)],
 )
 @pytest.mark.parametrize("cutoff", [0.35, 0.25, 0.05, 0.5])
-def test_product_forms_equal_transform_form(hw, cutoff, lowpass_form):
+@pytest.mark.parametrize("row_dft_max_width", [128, 0])  # the row form along W: products, FFTs
+def test_product_forms_equal_transform_form(
+    hw, cutoff, row_dft_max_width, lowpass_form, monkeypatch
+):
     """Each form gives the transform form's result in float64 (1e-13), with every option: the im
     functional, the impulse and v terms, several chunks, writing over the input."""
+    monkeypatch.setattr(lowpass_products, "ROW_FORM_DFT_MAX_WIDTH", row_dft_max_width)
     torch.manual_seed(40)
     x = torch.randn(5, *hw, dtype=torch.float64)
     a_e00, a_v = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
@@ -565,10 +571,12 @@ def test_product_forms_equal_transform_form(hw, cutoff, lowpass_form):
 def test_default_form_rule(monkeypatch):
     """The default rule on the CPU: the transforms for power-of-two planes from 32x32 on and for
     planes taller than 56, matrix products for the others with H + W <= 80 (res5-sized 25x42;
-    24x24 and 16x16 of crops), the row form for the rest (res4-sized 50x84); the transforms on other
-    devices. The dispatch follows the rule."""
+    24x24 and 16x16 of crops), the row form for the rest (res4-sized 50x84), its transforms along W
+    as products up to W = 128; the transforms on other devices. The dispatch follows the rule.
+    """
     monkeypatch.setattr(sl, "FORCE_FORM", None)
     assert (sl.MATRIX_FORM_MAX_SIDE_SUM, sl.ROW_FORM_MAX_HEIGHT) == (80, 56)
+    assert lowpass_products.ROW_FORM_DFT_MAX_WIDTH == 128
     cpu, meta = torch.device("cpu"), torch.device("meta")
     expected = {
         (25, 42): "matrix",

@@ -19,6 +19,12 @@ import torch
 
 from .spectral_plans import _CACHE_SIZE, _chunks, _np_plan, box_mask_bounds
 
+# The row form does its transforms along W as products with the DFT matrices of the kept bins
+# (``_row_dft_bases``) for widths up to this, with rfft / irfft above it: at W = 84 (res4 at
+# 800x1344) the products take about half the transforms' time, at W = 168 as long, at W = 336
+# twice as long (bench/bench_lowpass_forms.py; BENCHMARKS.md, issue 15). Read at call time.
+ROW_FORM_DFT_MAX_WIDTH = 128
+
 
 def _circulant_parts(n, cutoff):
     """Real and imaginary parts of the (n, n) circulant ``F^-1 diag(m) F`` of the 1-D box ``m``
@@ -108,6 +114,19 @@ def _even_odd_box(n, cutoff):
     return 0.5 * (m + mirror), 0.5 * (m - mirror)
 
 
+def _row_dft_bases(w, kc):
+    """The row rfft and irfft restricted to the bins ``k < kc``, as real matrices on interleaved
+    (real, imaginary) columns: ``X @ fw`` is ``view_as_real(rfft(X)[..., :kc])`` flattened, and
+    ``T @ gw`` is ``irfft`` of the row spectrum ``T`` (zero beyond ``kc``, ``n=w``): weight 1/w on
+    bin 0 and on the Nyquist bin of an even ``w``, 2/w on the others, whose mirrors irfft implies;
+    the imaginary parts of bins 0 and w/2 drop out (their sines vanish), as in irfft."""
+    a = 2 * np.pi * np.outer(np.arange(w), np.arange(kc)) / w  # (w, kc)
+    fw = np.stack([np.cos(a), -np.sin(a)], -1).reshape(w, 2 * kc)
+    c_k = np.where((np.arange(kc) == 0) | (2 * np.arange(kc) == w), 1.0, 2.0) / w
+    gw = np.stack([np.cos(a.T) * c_k[:, None], -np.sin(a.T) * c_k[:, None]], 1).reshape(2 * kc, w)
+    return fw, gw
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _row_plan(h, w, cutoff, device, dtype):
     """Tensors of the row form of ``L`` for an (h, w) plane.
@@ -135,6 +154,9 @@ def _row_plan(h, w, cutoff, device, dtype):
     c_k = np.where((np.arange(kc) == 0) | (2 * np.arange(kc) == w), 1.0, 2.0) / w
     bv_hat = np.fft.rfft(bv.T, axis=-1)[:, :kc] * c_k  # (r, kc)
     im_weight = np.stack([bv_hat.real, bv_hat.imag], -1).reshape(-1, 2 * kc)
+    fw, gw = _row_dft_bases(w, kc)
+    v_row = np.fft.rfft(p["v_plane"], axis=-1)[:, :kc]
+    v_row = np.stack([v_row.real, v_row.imag], -1)
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     with torch.inference_mode(False), torch.no_grad():
 
@@ -143,6 +165,7 @@ def _row_plan(h, w, cutoff, device, dtype):
 
         return SimpleNamespace(
             kc=kc,
+            products=_row_products_plan(fw, gw, sx[:kc], ax[:kc], e0, e1, uy @ vy.T, v_row, t),
             ry=t(ry),
             ry_im=t(np.concatenate([ry, av.T], 0)),
             im_weight=t(im_weight),
@@ -153,10 +176,56 @@ def _row_plan(h, w, cutoff, device, dtype):
             uy=t(uy, cdtype) if ax[e0:e1].any() else None,
             vy_t=t(vy.T, cdtype),
             # the row spectrum of v, added after the products for add_v (real, imaginary last)
-            v_row=t(
-                np.stack([(vr := np.fft.rfft(p["v_plane"], axis=-1)[:, :kc]).real, vr.imag], -1)
-            ),
+            v_row=t(v_row),
         )
+
+
+def _row_products_plan(fw, gw, sx, ax, e0, e1, iy, v_row, t):
+    """The row form's tensors when the transforms along W are products (``_row_dft_bases``).
+
+    The scale ``sx`` goes into the inverse basis, so the products along H give ``Ry S`` plus, on
+    the edge columns, ``i (ax / sx) Iy S`` (``sx`` is 1/2 wherever ``ax != 0``): the forward
+    product also gives ``(-a Im S, a Re S)``, ``a = ax / sx``, of the edge columns (``fw_j``), and
+    one product with ``Iy`` adds them. ``imp_row``: what the impulse ``e00`` adds to row 0 of the
+    forward product's output; ``v_row``: the v term, divided by the scale like all before it."""
+    kc = sx.shape[0]
+    a = np.divide(ax, sx, out=np.zeros_like(ax), where=sx != 0)[e0:e1]
+    iy_term = bool(a.any() and np.abs(iy).max() > 0)
+    nj = e1 - e0 if iy_term else 0
+    fw_j = np.stack([-a * fw[:, 2 * e0 + 1 : 2 * e1 : 2], a * fw[:, 2 * e0 : 2 * e1 : 2]], -1)
+    scale = np.repeat(sx, 2)
+    v_flat = v_row.reshape(v_row.shape[0], -1)
+    v_scaled = np.divide(v_flat, scale, out=np.zeros_like(v_flat), where=scale != 0)
+    imp = np.zeros(2 * kc + 2 * nj)
+    imp[: 2 * kc : 2] = 1.0  # the row rfft of e00 is 1 on row 0, 0 elsewhere: real parts ...
+    imp[2 * kc + 1 :: 2] = a[:nj]  # ... and the a Re S columns
+    return SimpleNamespace(
+        fw=t(np.concatenate([fw, fw_j.reshape(fw.shape[0], -1)[:, : 2 * nj]], 1)),
+        gw=t(gw * scale[:, None]),
+        nj=nj,
+        iy=t(iy),
+        imp_row=t(imp),
+        v_row=t(v_scaled),
+    )
+
+
+def _row_products_chunk(x, q, h, w, out, im_out, add_e00, add_v):
+    """The row form of ``L`` on the (m, h, w) planes ``x`` into ``out`` (m, h, w), with the
+    transforms along W as products (``_row_products_plan``); optional arguments as in
+    ``_row_lowpass``."""
+    m, kc, p = x.shape[0], q.kc, q.products
+    sr = torch.matmul(x.reshape(m * h, w), p.fw).view(m, h, -1)  # Re / Im of the kept columns
+    if add_e00 is not None:
+        sr[:, 0].addcmul_(add_e00[:, None].to(sr.dtype), p.imp_row)
+    t = torch.matmul(q.ry, sr[..., : 2 * kc])
+    if im_out is not None:  # <v, e00> = v[0, 0] = 0: the impulse does not change im
+        # the av rows by their own small product: appended to Ry they would make t strided
+        im_out.copy_((torch.matmul(q.ry_im[h:], sr[..., : 2 * kc]) * q.im_weight).sum((1, 2)))
+    if p.nj:
+        t[..., 2 * q.e0 : 2 * q.e0 + 2 * p.nj] += torch.matmul(p.iy, sr[..., 2 * kc :])
+    if add_v is not None:
+        t.addcmul_(p.v_row, add_v[:, None, None].to(t.dtype))
+    torch.matmul(t.reshape(m * h, 2 * kc), p.gw, out=out.view(m * h, w))
 
 
 def _row_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
@@ -166,6 +235,20 @@ def _row_lowpass(planes, cutoff, chunk, overwrite, im_out, add_e00, add_v):
     q = _row_plan(h, w, float(cutoff), planes.device, planes.dtype)
     kc = q.kc
     chunks = _chunks(n, chunk // max(1, h * w))
+    if w <= ROW_FORM_DFT_MAX_WIDTH:  # each chunk's result written in place by the last product
+        out = planes if overwrite and planes.is_contiguous() else planes.new_empty(planes.shape)
+        for i, j in chunks:
+            _row_products_chunk(
+                planes[i:j],
+                q,
+                h,
+                w,
+                out[i:j],
+                None if im_out is None else im_out[i:j],
+                None if add_e00 is None else add_e00[i:j],
+                None if add_v is None else add_v[i:j],
+            )
+        return out
     out = None
     if len(chunks) > 1:  # out= copies from a chunk-sized result, cheaper than a second full buffer
         out = planes if overwrite else torch.empty_like(planes)
