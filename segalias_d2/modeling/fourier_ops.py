@@ -201,23 +201,30 @@ def _band_stats(x, x_lo, im, gate):
     return torch.stack([x[:, :, 0, 0], x_lo[:, :, 0, 0], im.view(b, c)], -1)
 
 
-def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk):
-    """y and the tensors the backward may need."""
+def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep_low_band=True):
+    """y and the tensors the backward may need (``x_lo`` None unless ``keep_low_band``)."""
     b, c, h, w = x.shape
     wts = torch.sigmoid(conv3x3_few_outputs(x, conv_w, conv_b))
     im = x.new_empty(b * c) if gate != "band_energy" else None
     x_lo = spectral_lowpass(x.reshape(b * c, h, w), cutoff, chunk, im_out=im).view(b, c, h, w)
     stats = _band_stats(x, x_lo, im, gate)
     a_lo, a_hi = freqmix_gates(stats, gate, se_lo, se_hi)
-    # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo) = x f + x_lo (a_lo w0 - f), f = a_hi w1: the factor
-    # by broadcasting into one buffer, then updated in place (a batched product with K = 1 or 2
-    # writing a fresh plane-sized result is ~1.5x slower on the CPU; bench/bench_fourier_filters.py)
+    # y = w0*a_lo*x_lo + w1*a_hi*(x - x_lo) = x f + x_lo g, f = a_hi w1, g = a_lo w0 - f: the
+    # factors by broadcasting into one buffer updated in place (a batched product with K = 1 or 2
+    # writing a fresh plane-sized result is ~1.5x slower on the CPU), y written over x_lo when it
+    # is not kept (each fresh plane-sized buffer costs its page faults; BENCHMARKS.md, issue 15)
     n = h * w
     wv, al, ah = wts.view(b, 2, n), a_lo.view(b, c, 1), a_hi.view(b, c, 1)
-    f = torch.mul(ah, wv[:, 1:2])
-    y = torch.mul(x.view(b, c, n), f)
-    y.addcmul_(x_lo.view(b, c, n), f.neg_().addcmul_(al, wv[:, 0:1]))
-    return y.view(b, c, h, w), (wts, x_lo, a_lo, a_hi, stats)
+    xv, xl = x.view(b, c, n), x_lo.view(b, c, n)
+    if keep_low_band:
+        f = torch.mul(ah, wv[:, 1:2])
+        y = torch.mul(xv, f)
+        y.addcmul_(xl, f.neg_().addcmul_(al, wv[:, 0:1]))
+        return y.view(b, c, h, w), (wts, x_lo, a_lo, a_hi, stats)
+    g = torch.mul(ah.neg(), wv[:, 1:2]).addcmul_(al, wv[:, 0:1])
+    y = xl.mul_(g)  # x_lo g, then + x f with f = -(g - a_lo w0), from g's buffer
+    y.addcmul_(xv, g.addcmul_(al, wv[:, 0:1], value=-1.0), value=-1.0)
+    return y.view(b, c, h, w), (wts, None, a_lo, a_hi, stats)
 
 
 class _FreqMixFn(torch.autograd.Function):
@@ -234,9 +241,10 @@ class _FreqMixFn(torch.autograd.Function):
             opts.gate,
             opts.cutoff,
             opts.chunk,
+            keep_low_band=opts.save_low_band,
         )
         ctx.opts = opts
-        ctx.x_lo = x_lo if opts.save_low_band else None  # an intermediate: kept as an attribute
+        ctx.x_lo = x_lo  # an intermediate (None unless kept): an attribute, not saved_tensors
         ctx.save_for_backward(
             x, conv_w, conv_b, lo_w1, lo_b1, lo_w2, lo_b2, hi_w1, hi_b1, hi_w2, hi_b2
         )
@@ -327,5 +335,5 @@ def freqmix(x, conv_w, conv_b, se_lo_params, se_hi_params, se_lo, se_hi, gate, c
             save_low_band=FREQMIX_SAVE_LOW_BAND or x.numel() <= FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS,
         )
         return _FreqMixFn.apply(x, *params, opts)
-    y, _ = _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk)
+    y, _ = _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, False)
     return y
