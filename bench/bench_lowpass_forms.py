@@ -1,6 +1,7 @@
 """The DAF low-pass on the CPU in its three forms (``spectral_lowpass.lowpass_form``): the
 transforms, the matrix form and the row form, side by side in one process, to place the rule's
-limits (``MATRIX_FORM_MAX_SIDE_SUM``, ``ROW_FORM_MAX_HEIGHT``).
+limits (``MATRIX_FORM_MAX_SIDE_SUM``, ``ROW_FORM_MAX_HEIGHT``); and the row form with rfft / irfft
+along W against its default products there (``lowpass_products.ROW_FORM_DFT_MAX_WIDTH``).
 
 Table 1: ``spectral_lowpass`` alone (with the im functional, as FreqMix's forward calls it) on
 about 2^20 elements of (H, W) planes, for the plane sizes of R50-FPN at 800x1344 and of the usual
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_util as bu  # noqa: E402
 
+import segalias_d2.modeling.lowpass_products as lp  # noqa: E402
 import segalias_d2.modeling.spectral_lowpass as sl  # noqa: E402
 from segalias_d2.modeling.fourier_filters import DeAliasingFilter, FreqMix  # noqa: E402
 
@@ -41,24 +43,35 @@ PLANE_SIZES = [
     (50, 84),
     (56, 96),
     (64, 64),
+    (40, 128),
     (64, 128),
     (84, 50),
     (96, 96),
     (100, 168),
 ]
-FORMS = sl.LOWPASS_FORMS
+# the three forms, and the row form with rfft / irfft along W at every width ("rows_fft"; the
+# default does them as products up to lowpass_products.ROW_FORM_DFT_MAX_WIDTH)
+FORMS = sl.LOWPASS_FORMS + ("rows_fft",)
 
 
 def in_form(form, fn):
     def call():
-        old = sl.FORCE_FORM
-        sl.FORCE_FORM = form
+        old, old_width = sl.FORCE_FORM, lp.ROW_FORM_DFT_MAX_WIDTH
+        sl.FORCE_FORM = "rows" if form == "rows_fft" else form
+        if form == "rows_fft":
+            lp.ROW_FORM_DFT_MAX_WIDTH = 0
         try:
             fn()
         finally:
-            sl.FORCE_FORM = old
+            sl.FORCE_FORM, lp.ROW_FORM_DFT_MAX_WIDTH = old, old_width
 
     return call
+
+
+HEAD = (
+    "default form | transform ms | matrix ms | rows ms | rows, FFTs along W ms | "
+    "transform / matrix | transform / rows | rows FFTs / rows |"
+)
 
 
 def time_cold(fns, reps, warm):
@@ -77,11 +90,8 @@ def time_cold(fns, reps, warm):
 
 
 def plane_rows(args):
-    print(
-        "\n| planes N x H x W | H + W | default form | transform ms | matrix ms | rows ms | "
-        "transform / matrix | transform / rows |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| planes N x H x W | H + W | " + HEAD)
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for h, w in PLANE_SIZES:
         n = max(1, (1 << 20) // (h * w))
         x, im = torch.randn(n, h, w), torch.empty(n)
@@ -97,20 +107,19 @@ def plane_rows(args):
 
 
 def row(t, fmt="{:.1f}"):
-    """min / median of each form, then the transform's median over each product form's."""
+    """min / median of each form, then the transform's median over each product form's, and the
+    row form's with FFTs along W over its default."""
     med = {f: bu.med(t[f]) for f in FORMS}
     return (
         " | ".join(bu.min_med(t[f], fmt) for f in FORMS)
-        + f" | {med['transform'] / med['matrix']:.2f}x | {med['transform'] / med['rows']:.2f}x |"
+        + f" | {med['transform'] / med['matrix']:.2f}x | {med['transform'] / med['rows']:.2f}x"
+        + f" | {med['rows_fft'] / med['rows']:.2f}x |"
     )
 
 
 def module_rows(args):
-    print(
-        "\n| op | where | C x H x W | default form | transform ms | matrix ms | rows ms | "
-        "transform / matrix | transform / rows |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| op | where | C x H x W | " + HEAD)
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     cases = [
         ("FreqMix", "res4 conv2, 800x1344 input", (256, 50, 84)),
         ("FreqMix", "res5 conv2, 800x1344 input", (512, 25, 42)),
@@ -145,7 +154,8 @@ def main():
         f"torch {torch.__version__}, {bu.describe(torch.device('cpu'))}, "
         f"{'warm' if args.warm else 'cold'} caches, reps {args.reps}, "
         f"MATRIX_FORM_MAX_SIDE_SUM = {sl.MATRIX_FORM_MAX_SIDE_SUM}, "
-        f"ROW_FORM_MAX_HEIGHT = {sl.ROW_FORM_MAX_HEIGHT}, load {bu.load_average():.2f}"
+        f"ROW_FORM_MAX_HEIGHT = {sl.ROW_FORM_MAX_HEIGHT}, "
+        f"ROW_FORM_DFT_MAX_WIDTH = {lp.ROW_FORM_DFT_MAX_WIDTH}, load {bu.load_average():.2f}"
     )
     plane_rows(args)
     module_rows(args)

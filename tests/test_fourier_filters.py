@@ -539,7 +539,7 @@ def test_cpu_autocast_training_step(dtype):
     [(9, 7), (8, 10), (1, 5), (2, 2), (5, 1), (25, 42), (31, 44), (50, 84), (30, 17)],
 )
 @pytest.mark.parametrize("cutoff", [0.35, 0.25, 0.05, 0.5])
-@pytest.mark.parametrize("row_dft_max_width", [128, 0])  # the row form along W: products, FFTs
+@pytest.mark.parametrize("row_dft_max_width", [90, 0])  # the row form along W: products, FFTs
 def test_product_forms_equal_transform_form(
     hw, cutoff, row_dft_max_width, lowpass_form, monkeypatch
 ):
@@ -572,11 +572,11 @@ def test_default_form_rule(monkeypatch):
     """The default rule on the CPU: the transforms for power-of-two planes from 32x32 on and for
     planes taller than 56, matrix products for the others with H + W <= 80 (res5-sized 25x42;
     24x24 and 16x16 of crops), the row form for the rest (res4-sized 50x84), its transforms along W
-    as products up to W = 128; the transforms on other devices. The dispatch follows the rule.
+    as products up to W = 90; the transforms on other devices. The dispatch follows the rule.
     """
     monkeypatch.setattr(sl, "FORCE_FORM", None)
     assert (sl.MATRIX_FORM_MAX_SIDE_SUM, sl.ROW_FORM_MAX_HEIGHT) == (80, 56)
-    assert lowpass_products.ROW_FORM_DFT_MAX_WIDTH == 128
+    assert lowpass_products.ROW_FORM_DFT_MAX_WIDTH == 90
     cpu, meta = torch.device("cpu"), torch.device("meta")
     expected = {
         (25, 42): "matrix",
@@ -606,6 +606,18 @@ def test_default_form_rule(monkeypatch):
     for hw in expected:
         sl.spectral_lowpass(torch.randn(2, *hw), 0.35, 1 << 20)
     assert calls == [(f, (2, *hw)) for hw, f in expected.items() if f != "transform"]
+    # inside the row form: products along W up to W = 90, rfft / irfft above
+    by_products = []
+    real_chunk = lowpass_products._row_products_chunk
+    monkeypatch.setattr(
+        lowpass_products,
+        "_row_products_chunk",
+        lambda x, *a: by_products.append(tuple(x.shape[1:])) or real_chunk(x, *a),
+    )
+    for hw in [(50, 84), (30, 90), (30, 91), (56, 400)]:
+        assert sl.lowpass_form(*hw, cpu) == "rows"
+        sl.spectral_lowpass(torch.randn(2, *hw), 0.35, 1 << 20)
+    assert by_products == [(50, 84), (30, 90)]
     monkeypatch.setattr(sl, "FORCE_FORM", "fft")
     with pytest.raises(ValueError, match="FORCE_FORM must be None or one of"):
         sl.lowpass_form(8, 8, cpu)

@@ -20,10 +20,11 @@ import torch
 from .spectral_plans import _CACHE_SIZE, _chunks, _np_plan, box_mask_bounds
 
 # The row form does its transforms along W as products with the DFT matrices of the kept bins
-# (``_row_dft_bases``) for widths up to this, with rfft / irfft above it: at W = 84 (res4 at
-# 800x1344) the products take about half the transforms' time, at W = 168 as long, at W = 336
-# twice as long (bench/bench_lowpass_forms.py; BENCHMARKS.md, issue 15). Read at call time.
-ROW_FORM_DFT_MAX_WIDTH = 128
+# (``_row_dft_bases``) for widths up to this, with rfft / irfft above it: with the products the
+# row form took 0.63x the time at 50x84 (res4 at 800x1344) and 0.78-0.89x at W = 48..64, but
+# 1.12x at 56x96 and 1.12-1.32x at W = 128 (bench/bench_lowpass_forms.py, "rows FFTs / rows";
+# BENCHMARKS.md, issue 15). Read at call time.
+ROW_FORM_DFT_MAX_WIDTH = 90
 
 
 def _circulant_parts(n, cutoff):
