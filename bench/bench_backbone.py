@@ -17,7 +17,8 @@ STRIDE_IN_1X1 False), same seed, so the two DAF+FreqMix variants share weights:
 Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Inference = eval + no_grad
 forward; training step = train-mode forward + backward of the summed mean of all FPN outputs. All
 models run interleaved (plain, new, old, plain, ...) after one warm-up each; median and min of
---reps. Peak memory of the training step: CPU = peak-RSS increase in a fresh subprocess per model (+
+--reps; on the CPU also the minor page faults per call (first touches of freshly mapped memory:
+the allocator's state, not the model, decides many of them). Peak memory of the training step: CPU = peak-RSS increase in a fresh subprocess per model (+
 the profiler's tensor-allocation peak as a cross-check), CUDA = max_memory_allocated increase (see
 bench/bench_util.py).
 
@@ -191,8 +192,12 @@ def main():
             + " |"
         )
         print("|" + "---|" * (1 + 2 * len(names) - ("plain" in names)))
+        faults = {}
         for mode, fn in (("inference", infer), ("training step (fwd+bwd)", train_step)):
             fns = {k: in_form(k, lambda m=m: fn(m, x, device, amp)) for k, m in models.items()}
+            if device.type == "cpu":
+                faults[mode] = {k: [] for k in names}
+                fns = {k: bu.counting_page_faults(f, faults[mode][k]) for k, f in fns.items()}
             t = bu.time_interleaved(fns, args.reps, device)
             cols = [bu.min_med([v / 1000 for v in t[k]], "{:.3f}") for k in names]
             ratios = [
@@ -201,6 +206,11 @@ def main():
                 if k != "plain" and "plain" in t
             ]
             print(f"| {mode} | " + " | ".join(cols + ratios) + " |", flush=True)
+        for mode, counts in faults.items():  # the CPU's first touches of fresh buffers
+            print(
+                f"\nminor page faults per call, {mode} (min / median): "
+                + ", ".join(f"{LABELS[k]} {bu.min_med(counts[k], '{:.0f}')}" for k in names)
+            )
         if not args.no_mem:
             mem = {k: peak_memory(k, models[k], x, device, amp, args.batch) for k in names}
             print(

@@ -121,6 +121,20 @@ def time_interleaved(fns, reps, device, warmup=1):
     return times
 
 
+def counting_page_faults(fn, counts):
+    """``fn`` wrapped to append the minor page faults of each call to ``counts`` (Linux/Unix; on
+    the CPU a fresh buffer's first touch costs one per 4 KiB page, a large part of a step on some
+    machines: BENCHMARKS.md, issue 15)."""
+    import resource  # noqa: PLC0415  (Unix only: imported where it is used)
+
+    def call():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    return call
+
+
 def med(ts):
     return statistics.median(ts)
 
