@@ -18,9 +18,9 @@ Input --batch x 3 x 800 x 1344 (800x1333 padded to size divisibility 32). Infere
 forward; training step = train-mode forward + backward of the summed mean of all FPN outputs. All
 models run interleaved (plain, new, old, plain, ...) after one warm-up each; median and min of
 --reps; on the CPU also the minor page faults per call (first touches of freshly mapped memory:
-the allocator's state, not the model, decides many of them). Peak memory of the training step: CPU = peak-RSS increase in a fresh subprocess per model (+
-the profiler's tensor-allocation peak as a cross-check), CUDA = max_memory_allocated increase (see
-bench/bench_util.py).
+the allocator's state, not the model, decides many of them). Peak memory of the training step:
+CPU = peak-RSS increase in a fresh subprocess per model (+ the profiler's tensor-allocation peak as
+a cross-check), CUDA = max_memory_allocated increase (see bench/bench_util.py).
 
     .venv/bin/python bench/bench_backbone.py [--reps 5] [--models plain new old]
         [--device auto|cpu|cuda] [--amp fp32 fp16 bf16] [--batch 1] [--no-mem] [--profile N]
