@@ -371,6 +371,7 @@ def test_blurpool_binomial_same_size():
 def test_chunked_path_matches_reference(monkeypatch):
 
     monkeypatch.setattr(ff, "_CHUNK_ELEMENTS", 1000)  # force several plane chunks
+    monkeypatch.setattr(ops, "MIX_BLOCK_ELEMENTS", 3 * 31 * 44)  # FreqMix's mix: blocks 3, 3, 2
     torch.manual_seed(6)
     x = torch.randn(3, 8, 31, 44, requires_grad=True)
     cases = [(DeAliasingFilter(0.35), lambda t: reference_daf(t, 0.35))]

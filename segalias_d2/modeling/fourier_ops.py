@@ -46,6 +46,9 @@ from .spectral_lowpass import (  # noqa: F401  (the low-pass helpers are re-expo
 # the measured trade-off. Both are read at call time.
 FREQMIX_SAVE_LOW_BAND = False
 FREQMIX_SAVE_LOW_BAND_MAX_ELEMENTS = 1 << 20
+# Elements of the mix's factor block (channels x H*W) when y is written over x_lo (read at call
+# time): 1 MiB of float32, cache-sized.
+MIX_BLOCK_ELEMENTS = 1 << 18
 
 
 # ------------------------------------------------------------------------------------ FreqMix parts
@@ -221,10 +224,16 @@ def _freqmix_forward(x, conv_w, conv_b, se_lo, se_hi, gate, cutoff, chunk, keep_
         y = torch.mul(xv, f)
         y.addcmul_(xl, f.neg_().addcmul_(al, wv[:, 0:1]))
         return y.view(b, c, h, w), (wts, x_lo, a_lo, a_hi, stats)
-    g = torch.mul(ah.neg(), wv[:, 1:2]).addcmul_(al, wv[:, 0:1])
-    y = xl.mul_(g)  # x_lo g, then + x f with f = -(g - a_lo w0), from g's buffer
-    y.addcmul_(xv, g.addcmul_(al, wv[:, 0:1], value=-1.0), value=-1.0)
-    return y.view(b, c, h, w), (wts, None, a_lo, a_hi, stats)
+    # by blocks of channels: the factor's buffer stays cache-sized and is never freshly mapped
+    step = max(1, MIX_BLOCK_ELEMENTS // n)
+    buf = x.new_empty(b, min(step, c), n)
+    w0, w1 = wv[:, 0:1], wv[:, 1:2]
+    for c0 in range(0, c, step):
+        cs = slice(c0, min(c, c0 + step))
+        g = torch.mul(ah[:, cs].neg(), w1, out=buf[:, : cs.stop - c0]).addcmul_(al[:, cs], w0)
+        yb = xl[:, cs].mul_(g)  # x_lo g, then + x f with f = -(g - a_lo w0), from g's buffer
+        yb.addcmul_(xv[:, cs], g.addcmul_(al[:, cs], w0, value=-1.0), value=-1.0)
+    return x_lo, (wts, None, a_lo, a_hi, stats)
 
 
 class _FreqMixFn(torch.autograd.Function):
