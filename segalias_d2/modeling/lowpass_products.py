@@ -1,6 +1,7 @@
 """The DAF low-pass by matrix products, for CPU planes where they beat the 2-D transforms (see
 ``spectral_lowpass.lowpass_form``): the matrix form (products along both axes) and the row form
-(row rfft / irfft, products along H). Same arguments and results as the transform form
+(the row spectrum along W, by products with the DFT matrices of the kept bins or by rfft / irfft;
+products along H). Same arguments and results as the transform form
 (``spectral_lowpass.spectral_lowpass``).
 
 Both use the separable structure of the box mask, ``M = my mx^T``: with ``my = sy + ay`` and

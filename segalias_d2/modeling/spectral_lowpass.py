@@ -23,7 +23,8 @@ from .spectral_plans import (  # noqa: F401  (the plan helpers fourier_ops takes
 # * "transform" (FFTs along both axes) for planes of 32x32 and more with both sides powers of two
 #   (the transforms' best case), for planes taller than ROW_FORM_MAX_HEIGHT, and on other devices;
 # * "matrix" (products along both axes, ~H*W*(H+W) per plane) for H + W <= MATRIX_FORM_MAX_SIDE_SUM;
-# * "rows" (row rfft / irfft, products along H, ~H per element) for the other planes.
+# * "rows" (the row spectrum along W, by products up to lowpass_products.ROW_FORM_DFT_MAX_WIDTH,
+#   else rfft / irfft; products along H, ~H per element) for the other planes.
 # 0 turns a product form off; FORCE_FORM ("transform", "matrix" or "rows") uses one form for every
 # plane on every device (tests and benchmarks). All three are read at call time.
 MATRIX_FORM_MAX_SIDE_SUM = 80
